@@ -1,0 +1,55 @@
+# The two set-up commands of the README: `make run` (the node) and `make test` (the suite).
+# Both create .venv with uv and install what they need; re-running them is cheap.
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+UV      ?= uv
+PARAMS  ?= wise_perception/config/segment.yaml
+export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.build/torch_extensions
+
+.PHONY: run test lint demo bench env env-test clean
+
+# uv is used (not pip) because it ignores the machine's PIP_FIND_LINKS, which would
+# otherwise pair the local CPU torch with the registry's CUDA torchvision (they do not import together).
+$(PY):
+	python3 -m pip install --quiet "uv==0.13.8"
+	$(UV) venv --quiet --python 3.11 $(VENV)
+
+env: $(PY)
+	VIRTUAL_ENV=$(VENV) $(UV) pip install --quiet -c constraints.txt \
+		-e ./wise_perception -e ./wise_training
+
+env-test: $(PY)
+	VIRTUAL_ENV=$(VENV) $(UV) pip install --quiet -c constraints.txt \
+		-e "./wise_perception[ros-wheels]" -e "./wise_training[deepspeed]" \
+		-r requirements-test.txt
+
+# The main job: the perception node with the parameters of $(PARAMS), activating itself.
+# On a ROS 2 machine prefer `ros2 launch wise_perception segment.launch.py` (see README).
+run: env
+	@if command -v ros2 >/dev/null 2>&1 && [ -n "$$ROS_DISTRO" ]; then \
+		echo "ROS 2 $$ROS_DISTRO found: starting the node with its parameters"; \
+	else \
+		echo "no sourced ROS 2: installing the ROS 2 wheels into $(VENV)"; \
+		VIRTUAL_ENV=$(VENV) $(UV) pip install --quiet -c constraints.txt -e "./wise_perception[ros-wheels]"; \
+	fi
+	$(PY) -m wise_perception.node --ros-args --params-file $(PARAMS) -r __ns:=/wise
+
+test: env-test
+	$(PY) -m ruff check .
+	$(PY) -m pytest -q
+
+lint: env-test
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+# Offline smoke run of the CLI on tiny random-weight models (no hub needed).
+demo: env
+	$(PY) -m wise_perception.testing.tiny_models --out .build/tiny
+	$(PY) -m wise_perception.segment .build/tiny/demo.png "the red square" \
+		--model .build/tiny/policy --segmenter .build/tiny/sam2 --out .build/demo
+
+bench: env
+	$(PY) -m wise_perception.bench
+
+clean:
+	rm -rf $(VENV) .build ros2_ws/build ros2_ws/install ros2_ws/log

@@ -1,0 +1,97 @@
+"""The exported checkpoint's manifest (``wise_manifest.json``): written by ``wise_training.export``,
+read by the pipeline, so a WISE checkpoint folder loads with no other settings.
+
+Reading is strict: a malformed file, a newer format version or a missing referenced file
+raises :class:`ManifestError` with a message that says what to do.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .geometry import POLICY_FRAME
+from .prompts import DEFAULT_BREVITY, AnswerSchema, PromptMode
+
+MANIFEST_NAME = "wise_manifest.json"
+FORMAT_VERSION = 1
+DEFAULT_SEGMENTER = "facebook/sam2-hiera-large"  # paper §4: frozen SAM2-Large
+
+
+class ManifestError(ValueError):
+    """The checkpoint folder cannot be used as it is; the message says why."""
+
+
+@dataclass(frozen=True)
+class Manifest:
+    prompt_mode: str = PromptMode.WISE_S.value
+    brevity: str | None = DEFAULT_BREVITY
+    answer_schema: str = AnswerSchema.SINGLE.value
+    policy_frame: int = POLICY_FRAME
+    segmenter: str = DEFAULT_SEGMENTER
+    max_new_tokens: int = 1024
+    files: tuple[str, ...] = ()
+    training_config: dict[str, Any] = field(default_factory=dict)
+    training_config_sha256: str = ""
+    base_model: str = ""
+    format_version: int = FORMAT_VERSION
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        data["files"] = list(self.files)
+        return json.dumps(data, indent=2, sort_keys=True)
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    """Stable hash of a training configuration (key order does not matter)."""
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def write_manifest(folder: str | Path, manifest: Manifest) -> Path:
+    path = Path(folder) / MANIFEST_NAME
+    path.write_text(manifest.to_json() + "\n", encoding="utf-8")
+    return path
+
+
+def has_manifest(folder: str | Path) -> bool:
+    return (Path(folder) / MANIFEST_NAME).is_file()
+
+
+def read_manifest(folder: str | Path) -> Manifest:
+    path = Path(folder) / MANIFEST_NAME
+    if not path.is_file():
+        raise ManifestError(f"{path} does not exist: export the checkpoint with wise_training.export")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ManifestError(f"{path} is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ManifestError(f"{path} must hold a JSON object")
+    version = data.get("format_version")
+    if not isinstance(version, int):
+        raise ManifestError(f"{path} has no integer 'format_version'")
+    if version > FORMAT_VERSION:
+        raise ManifestError(
+            f"{path} has format version {version}, newer than this wise_perception reads "
+            f"({FORMAT_VERSION}): upgrade wise_perception"
+        )
+    known = set(Manifest.__dataclass_fields__)
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ManifestError(f"{path} has unknown keys {unknown}")
+    try:
+        data["files"] = tuple(data.get("files", ()))
+        manifest = Manifest(**data)
+        PromptMode(manifest.prompt_mode)
+        AnswerSchema(manifest.answer_schema)
+    except (TypeError, ValueError) as exc:
+        raise ManifestError(f"{path} is malformed: {exc}") from exc
+    if not isinstance(manifest.policy_frame, int) or manifest.policy_frame % 28:
+        raise ManifestError(f"{path}: policy_frame must be a multiple of 28")
+    missing = [name for name in manifest.files if not (Path(folder) / name).exists()]
+    if missing:
+        raise ManifestError(f"{path} lists files that are missing from {folder}: {missing}")
+    return manifest

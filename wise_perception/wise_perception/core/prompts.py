@@ -1,0 +1,204 @@
+"""The prompt contract: the user instruction for every training and inference mode.
+
+Every mode is rendered from ONE template, so training, evaluation, the CLI and the node
+send byte-identical instructions for the same mode. The wording follows the authors'
+release (mrazhou/WISE, ``verl/utils/rl_dataset.py`` for training and
+``evaluation_scripts/evaluation.py`` for inference), itself a fork of Seg-Zero
+(dvlab-research/Seg-Zero at 77f9ea5). As there, the sentences are concatenated without
+spaces ("...points.Compare..."): released checkpoints were trained on exactly that text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+
+# Spans of a completion (paper §3.2): concise rationale c, answer a, detailed explanation d.
+THINK = "think"
+ANSWER = "answer"
+D_THINK = "d_think"
+SPANS = (THINK, ANSWER, D_THINK)
+
+# Default brevity instruction of WISE-S (paper §3.3 and §4 "Inference Strategies": "one sentence";
+# released evaluation.py puts it inside the think example as "(one sentence)").
+DEFAULT_BREVITY = "one sentence"
+# Table 7's over-compressing ablation prompt, verbatim from the released evaluation.py ("shorter").
+SHORTER_BREVITY = "within 10 words, the shorter the better, one word is best"
+
+# Commands are bounded: a robot's instruction is a sentence, not a document.
+MAX_QUESTION_CHARS = 1000
+
+
+class PromptMode(str, Enum):
+    """Named instruction modes (values are what configs, manifests and CLIs accept)."""
+
+    SEG_ZERO = "seg_zero"  # baseline: think -> answer (Seg-Zero's prompt)
+    WISE_TRAIN = "wise_train"  # training: think -> answer -> d_think (§3.2)
+    WISE = "wise"  # default inference: d_think instruction removed (§4 Inference Strategies)
+    WISE_S = "wise_s"  # WISE + injected brevity instruction (§3.3)
+    WISE_F = "wise_f"  # inference that still generates d_think (Table 7, "WISE-F")
+    # Generation-order ablations of Table 5 (training prompts with the spans reordered).
+    ORDER_D_THINK_THINK_ANSWER = "order_d_think_think_answer"
+    ORDER_THINK_D_THINK_ANSWER = "order_think_d_think_answer"
+    ORDER_D_THINK_ANSWER_THINK = "order_d_think_answer_think"
+    # Table 6's first row and the released "no_c_think" variant: d_think -> answer only.
+    NO_CONCISE = "no_concise"
+
+
+class AnswerSchema(str, Enum):
+    """JSON schema of the <answer> span."""
+
+    # The paper's models: one object in the 840x840 frame (released code's example answer).
+    SINGLE = "single"
+    # VisionReasoner's later multi-object schema: [{"bbox_2d": [...], "point_2d": [x, y]}, ...].
+    MULTI = "multi"
+
+
+@dataclass(frozen=True)
+class PromptSpec:
+    """Which spans the completion must contain, in generation order, and how they are described."""
+
+    order: tuple[str, ...]
+    brevity: str | None = None
+    # Seg-Zero calls the rationale "the thinking process"; WISE calls it "streamlined".
+    think_word: str = "streamlined "
+    schema: AnswerSchema = AnswerSchema.SINGLE
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if ANSWER not in self.order or len(set(self.order)) != len(self.order):
+            raise ValueError(f"span order must contain 'answer' once, got {self.order}")
+        unknown = set(self.order) - set(SPANS)
+        if unknown:
+            raise ValueError(f"unknown spans {sorted(unknown)}; known: {SPANS}")
+
+
+# Example answers shown in the instruction, verbatim: the single-object one from the released
+# code, the multi-object one from VisionReasoner (Seg-Zero repo, verl/utils/rl_dataset.py).
+EXAMPLE_ANSWERS = {
+    AnswerSchema.SINGLE: '{"bbox": [10,100,200,210], "points_1": [30,110], "points_2": [35,180]}',
+    AnswerSchema.MULTI: '[{"bbox_2d": [10,100,200,210], "point_2d": [30,110]}, '
+    '{"bbox_2d": [225,296,706,786], "point_2d": [302,410]}]',
+}
+
+
+def spec_for(
+    mode: PromptMode | str,
+    *,
+    brevity: str | None = DEFAULT_BREVITY,
+    schema: AnswerSchema | str = AnswerSchema.SINGLE,
+) -> PromptSpec:
+    """The span order and wording of a mode. ``brevity`` only affects ``wise_s``."""
+    mode = PromptMode(mode)
+    schema = AnswerSchema(schema)
+    orders: dict[PromptMode, tuple[str, ...]] = {
+        PromptMode.SEG_ZERO: (THINK, ANSWER),
+        PromptMode.WISE_TRAIN: (THINK, ANSWER, D_THINK),  # Eq. 2: c, then a, then d
+        PromptMode.WISE: (THINK, ANSWER),
+        PromptMode.WISE_S: (THINK, ANSWER),
+        PromptMode.WISE_F: (THINK, ANSWER, D_THINK),
+        PromptMode.ORDER_D_THINK_THINK_ANSWER: (D_THINK, THINK, ANSWER),
+        PromptMode.ORDER_THINK_D_THINK_ANSWER: (THINK, D_THINK, ANSWER),
+        PromptMode.ORDER_D_THINK_ANSWER_THINK: (D_THINK, ANSWER, THINK),
+        PromptMode.NO_CONCISE: (ANSWER, D_THINK),
+    }
+    if mode is PromptMode.WISE_S and not (brevity and brevity.strip()):
+        raise ValueError("wise_s needs a non-empty brevity instruction")
+    return PromptSpec(
+        order=orders[mode],
+        brevity=brevity.strip() if mode is PromptMode.WISE_S and brevity else None,
+        think_word="" if mode is PromptMode.SEG_ZERO else "streamlined ",
+        schema=schema,
+    )
+
+
+def normalize_question(question: str, max_chars: int = MAX_QUESTION_CHARS) -> str:
+    """Lower-case and strip trailing periods, as the released code does (``.lower().strip(".")``).
+
+    Raises ValueError for empty or oversized commands so callers can report them.
+    """
+    if not isinstance(question, str):
+        raise ValueError(f"command must be text, got {type(question).__name__}")
+    text = " ".join(question.split())
+    if not text:
+        raise ValueError("command is empty")
+    if len(text) > max_chars:
+        raise ValueError(f"command has {len(text)} characters; the limit is {max_chars}")
+    return text.lower().strip(".")
+
+
+def _join(clauses: Sequence[str]) -> str:
+    if len(clauses) == 1:
+        return clauses[0]
+    return ", ".join(clauses[:-1]) + " and " + clauses[-1]
+
+
+def build_instruction(question: str, spec: PromptSpec) -> str:
+    """Render the user instruction for one question (the text part of the user turn)."""
+    q = normalize_question(question)
+    multi = spec.schema is AnswerSchema.MULTI
+    descriptions = {
+        D_THINK: "the detailed thinking process in <d_think> </d_think>",
+        THINK: f"the {spec.think_word}thinking process in <think> </think>",
+        ANSWER: "final answer in <answer> </answer>",
+    }
+    # Released code always lists d_think first, then think, then the answer, whatever
+    # the generation order; the order is taught by the example that follows.
+    listed = [descriptions[s] for s in (D_THINK, THINK, ANSWER) if s in spec.order]
+    if spec.order == (ANSWER, D_THINK):
+        listed = [descriptions[D_THINK], "the " + descriptions[ANSWER]]
+    think_example = f"{spec.think_word}thinking process here"
+    if spec.brevity:
+        think_example += f" ({spec.brevity})"
+    examples = {
+        THINK: f"<think> {think_example} </think>",
+        ANSWER: f"<answer>{EXAMPLE_ANSWERS[spec.schema]}</answer>",
+        D_THINK: "<d_think> detailed thinking process here </d_think>",
+    }
+    if multi:
+        head = (
+            f'Please find "{q}" with bboxs and points.'
+            "Compare the difference between object(s) and find the most closely matched object(s)."
+        )
+        target = "Output the bbox(es) and point(s) inside the interested object(s) in JSON format."
+    else:
+        head = (
+            f"Please find '{q}' with bbox and points."
+            "Compare the difference between objects and find the most closely matched one."
+        )
+        target = (
+            "Output the one bbox and points of two largest inscribed circles inside the "
+            "interested object in JSON format."
+        )
+    example_spans = "".join(examples[s] for s in spec.order)
+    lead = "" if spec.order[0] == ANSWER else "i.e., "
+    return f"{head}Output {_join(listed)} tags.{target}{lead}{example_spans}"
+
+
+def build_messages(
+    question: str, spec: PromptSpec, *, system: str | None = None
+) -> list[dict[str, object]]:
+    """Conversational prompt (image first, then the instruction), as TRL and processors expect."""
+    messages: list[dict[str, object]] = []
+    if system:
+        messages.append({"role": "system", "content": [{"type": "text", "text": system}]})
+    messages.append(
+        {
+            "role": "user",
+            "content": [{"type": "image"}, {"type": "text", "text": build_instruction(question, spec)}],
+        }
+    )
+    return messages
+
+
+def placeholder_texts(spec: PromptSpec) -> tuple[str, ...]:
+    """Template placeholder spans a lazy policy may echo back (the released reward gives 0)."""
+    think_example = f"{spec.think_word}thinking process here"
+    if spec.brevity:
+        think_example += f" ({spec.brevity})"
+    return (
+        f"<think> {think_example} </think>",
+        "<think> streamlined thinking process here </think>",
+        "<d_think> detailed thinking process here </d_think>",
+    )

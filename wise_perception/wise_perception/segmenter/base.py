@@ -1,0 +1,44 @@
+"""The segmenter interface: SAM2 turning box + points into masks (paper §4: frozen SAM2-Large).
+
+Split in two so the pipeline can encode the image while the policy is still decoding, and
+reuse one encoding for several commands on the same frame.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..core.answer import ObjectPrompt
+
+
+@dataclass
+class ImageEncoding:
+    """Opaque per-frame state (image embeddings and sizes) produced by :meth:`Segmenter.encode`."""
+
+    width: int
+    height: int
+    state: Any
+
+
+@dataclass
+class SegmentedObject:
+    mask: np.ndarray  # HxW bool, original resolution
+    score: float
+
+
+class Segmenter(ABC):
+    @abstractmethod
+    def encode(self, image: np.ndarray) -> ImageEncoding:
+        """Encode an HxWx3 uint8 RGB image at its original resolution."""
+
+    @abstractmethod
+    def decode(self, encoding: ImageEncoding, objects: list[ObjectPrompt]) -> list[SegmentedObject]:
+        """One mask per object from its box and positive points (image pixels); multimask output,
+        the highest-scoring mask kept (released evaluation.py)."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Free the model (and GPU memory)."""
