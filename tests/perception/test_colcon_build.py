@@ -1,0 +1,45 @@
+"""ros2_ws/ builds wise_perception as an ament_python package with colcon.
+
+This is the layout `ros2 launch wise_perception segment.launch.py` and `ros2 run` rely on:
+the ament index marker, package.xml, the launch file and parameters under
+share/wise_perception, and the executables under lib/wise_perception.
+"""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def install_base(tmp_path_factory):
+    colcon = shutil.which("colcon") or str(Path(sys.executable).with_name("colcon"))
+    if not Path(colcon).exists():
+        pytest.skip("colcon is not installed (requirements-test.txt installs it)")
+    out = tmp_path_factory.mktemp("colcon")
+    proc = subprocess.run(
+        [colcon, "--log-base", str(out / "log"), "build", "--base-paths", str(REPO / "ros2_ws" / "src"),
+         "--build-base", str(out / "build"), "--install-base", str(out / "install")],
+        cwd=out, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return out / "install" / "wise_perception"
+
+
+def test_ament_layout(install_base):
+    share = install_base / "share" / "wise_perception"
+    assert (install_base / "share/ament_index/resource_index/packages/wise_perception").is_file()
+    assert (share / "package.xml").is_file()
+    assert (share / "launch" / "segment.launch.py").is_file()
+    assert (share / "config" / "segment.yaml").is_file()
+    assert (install_base / "lib" / "wise_perception" / "wise-perception-node").is_file()
+
+
+def test_installed_package_is_importable(install_base):
+    site = next((install_base / "lib").glob("python3*/site-packages"))
+    assert (site / "wise_perception" / "core" / "prompts.py").is_file()
+    assert (site / "wise_perception" / "node.py").is_file()
