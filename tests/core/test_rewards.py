@@ -122,6 +122,14 @@ def test_similarity_is_only_computed_for_eligible_completions():
     assert call == ([D_THINK, D_THINK], [THINK, THINK])  # Eq. 6 on (d, c), batched
 
 
+def test_a_batch_is_scored_once_for_all_term_functions():
+    r = rewards(sim=0.7)
+    kwargs = {"completions": [PERFECT, PERFECT], "gt_box": [GT_BOX] * 2, "gt_points": [GT_POINTS] * 2}
+    values = [f(**kwargs) for f in r.reward_functions() + r.metric_functions()]
+    assert len(r.similarity_model.calls) == 1  # one embedding pass for nine term functions
+    assert values[5] == pytest.approx([0.7 * 10 / 15] * 2)
+
+
 def test_format_requires_the_configured_order():
     wrong_order = D_THINK + THINK + answer(GT_BOX, [125, 125], [175, 175])
     assert score(rewards(), wrong_order).tag_format == 0

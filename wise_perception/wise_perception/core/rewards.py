@@ -153,6 +153,8 @@ class WiseRewards:
         if config.distill and config.use_similarity and similarity is None:
             raise ValueError("the similarity term needs a sentence model (see SentenceSimilarity)")
         self._cached_task = lru_cache(maxsize=4096)(self._task_terms)
+        # TRL calls every reward function on the same batch in turn: score it once.
+        self._last_batch: tuple[object, list[RewardBreakdown]] | None = None
 
     # -- per-completion terms -------------------------------------------------------------
     def _task_terms(
@@ -218,6 +220,19 @@ class WiseRewards:
         gt_points: Sequence[Sequence[Sequence[float]]],
     ) -> list[RewardBreakdown]:
         """Every term for a batch; similarities are embedded in one call."""
+        key = (tuple(texts), repr(gt_boxes), repr(gt_points))
+        if self._last_batch is not None and self._last_batch[0] == key:
+            return [replace(r) for r in self._last_batch[1]]
+        results = self._score_batch(texts, gt_boxes, gt_points)
+        self._last_batch = (key, [replace(r) for r in results])
+        return results
+
+    def _score_batch(
+        self,
+        texts: Sequence[str],
+        gt_boxes: Sequence[Sequence[float]],
+        gt_points: Sequence[Sequence[Sequence[float]]],
+    ) -> list[RewardBreakdown]:
         cfg = self.config
         results = []
         for text, box, points in zip(texts, gt_boxes, gt_points, strict=True):

@@ -1,0 +1,249 @@
+"""Policy and segmenter backends: transformers (real tiny models), vLLM (import error, and the
+server client against a small local stand-in for the GPU vLLM server)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from wise_perception.core.answer import ObjectPrompt
+from wise_perception.core.prompts import build_instruction, build_messages, spec_for
+from wise_perception.pipeline import PipelineConfig, WisePipeline
+from wise_perception.policy import load_policy
+from wise_perception.policy.vllm_backend import (
+    VLLM_MISSING,
+    PolicyServerError,
+    VllmPolicy,
+    VllmServerPolicy,
+)
+from wise_perception.result import Status
+from wise_perception.segmenter import load_segmenter
+
+from .conftest import TAUGHT_COMPLETION
+
+
+def _image(width: int, height: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+
+
+# ---------------------------------------------------------------------- transformers
+
+
+def test_transformers_prompt_is_the_contract(taught_pipeline) -> None:
+    policy = taught_pipeline.policy
+    spec = spec_for("wise_s")
+    expected = policy.processor.apply_chat_template(
+        build_messages("the cup", spec), add_generation_prompt=True, tokenize=False
+    )
+    assert policy.prompt_text(build_instruction("the cup", spec)) == expected
+    assert policy.tokenizer.padding_side == "left"
+
+
+def test_transformers_generation_and_timings(taught_pipeline) -> None:
+    policy = taught_pipeline.policy
+    frame = np.zeros((840, 840, 3), dtype=np.uint8)
+    long_question = "the red cup on the left of the robot, next to the bottle"
+    instructions = [build_instruction("a", spec_for("wise")), build_instruction(long_question, spec_for("seg_zero"))]
+    outputs = policy.generate([frame, frame], instructions)  # different lengths: left padding
+    for out in outputs:
+        assert out.text == TAUGHT_COMPLETION
+        assert out.generated_tokens == len(policy.tokenizer.encode(TAUGHT_COMPLETION, add_special_tokens=False)) + 1
+        assert out.prefill_s > 0 and out.decode_s > 0
+    policy.max_new_tokens, policy.min_new_tokens = 5, 5
+    try:
+        forced = policy.generate([frame], instructions[:1])[0]
+    finally:
+        policy.max_new_tokens, policy.min_new_tokens = 96, 0
+    assert forced.generated_tokens == 5 and forced.text == TAUGHT_COMPLETION[: len(forced.text)]
+
+
+def test_sam2_keeps_the_best_of_three_masks(tiny_sam2_dir) -> None:
+    from transformers import Sam2Model, Sam2Processor
+
+    segmenter = load_segmenter(tiny_sam2_dir, device="cpu")
+    image = _image(320, 240, 1)
+    objects = [
+        ObjectPrompt((40.0, 30.0, 200.0, 150.0), ((80.0, 60.0), (150.0, 120.0))),
+        ObjectPrompt((10.0, 10.0, 60.0, 50.0), ((30.0, 30.0),)),  # a different point count
+    ]
+    encoding = segmenter.encode(image)
+    segmented = segmenter.decode(encoding, objects)
+    assert len(segmented) == 2 and all(s.mask.shape == (240, 320) for s in segmented)
+    # The first object, straight from the transformers API (full forward, three masks).
+    model, processor = Sam2Model.from_pretrained(tiny_sam2_dir).eval(), Sam2Processor.from_pretrained(tiny_sam2_dir)
+    inputs = processor(images=image, input_boxes=[[[40, 30, 200, 150]]],
+                       input_points=[[[[80, 60], [150, 120]]]], input_labels=[[[1, 1]]], return_tensors="pt")
+    with torch.no_grad():
+        out = model(**inputs, multimask_output=True)
+    best = int(out.iou_scores[0, 0].argmax())
+    masks = processor.post_process_masks(out.pred_masks, inputs["original_sizes"])[0]
+    assert np.array_equal(segmented[0].mask, masks[0, best].numpy())
+    assert segmented[0].score == pytest.approx(float(out.iou_scores[0, 0, best]), abs=1e-5)
+    assert segmenter.decode(encoding, []) == []
+
+
+def test_unknown_backends_are_refused(tiny_sam2_dir) -> None:
+    with pytest.raises(ValueError, match="unknown policy backend"):
+        load_policy("x", backend="onnx")
+    with pytest.raises(ValueError, match="unknown segmenter backend"):
+        load_segmenter(tiny_sam2_dir, backend="onnx")
+
+
+# ---------------------------------------------------------------------- vLLM in-process
+
+
+def test_vllm_in_process_needs_vllm(monkeypatch) -> None:
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_vllm(name, *args, **kwargs):
+        if name == "vllm" or name.startswith("vllm."):
+            raise ImportError("No module named 'vllm'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_vllm)
+    with pytest.raises(ImportError, match="pip install") as info:
+        VllmPolicy.from_pretrained("/some/checkpoint")
+    assert str(info.value) == VLLM_MISSING
+    with pytest.raises(ImportError, match="wise-perception\\[vllm\\]"):
+        load_policy("/some/checkpoint", backend="vllm")
+
+
+# ---------------------------------------------------------------------- vLLM server client
+
+
+class FakeVllmServer:
+    """A stand-in for the GPU vLLM OpenAI-compatible server, on 127.0.0.1 (no GPU here).
+
+    Answers /v1/models, /tokenize (whitespace tokens) and /v1/chat/completions (streamed as
+    server-sent events or not) with a fixed completion; records the requests it got.
+    """
+
+    def __init__(self, completion: str, *, delay_s: float = 0.0, fail: int = 0) -> None:
+        self.completion, self.delay_s, self.fail = completion, delay_s, fail
+        self.requests: list[dict] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:
+                pass
+
+            def _json(self, code: int, data: dict) -> None:
+                body = json.dumps(data).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self) -> None:
+                if self.path == "/v1/models":
+                    self._json(200, {"object": "list", "data": [{"id": "wise-s-7b"}]})
+                else:
+                    self._json(404, {"error": "not found"})
+
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                server.requests.append({"path": self.path, "body": body})
+                if self.path == "/tokenize":
+                    tokens = list(range(len(body["prompt"].split())))
+                    self._json(200, {"tokens": tokens, "count": len(tokens)})
+                    return
+                if server.fail:
+                    self._json(server.fail, {"error": {"message": "KV cache is full"}})
+                    return
+                time.sleep(server.delay_s)
+                pieces = server.completion.split(" ")
+                pieces = [p + " " for p in pieces[:-1]] + pieces[-1:]
+                if not body.get("stream"):
+                    self._json(200, {"choices": [{"message": {"content": server.completion}}],
+                                     "usage": {"completion_tokens": len(pieces)}})
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.end_headers()
+                for piece in pieces:
+                    event = {"choices": [{"index": 0, "delta": {"content": piece}}]}
+                    self.wfile.write(f"data: {json.dumps(event)}\n\n".encode())
+                usage = {"choices": [], "usage": {"completion_tokens": len(pieces)}}
+                self.wfile.write(f"data: {json.dumps(usage)}\n\ndata: [DONE]\n\n".encode())
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self) -> FakeVllmServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def fake_server() -> Iterator[FakeVllmServer]:
+    with FakeVllmServer(TAUGHT_COMPLETION) as server:
+        yield server
+
+
+def test_server_client_sends_the_image_and_reads_the_stream(fake_server) -> None:
+    policy = load_policy(fake_server.url, max_new_tokens=77)
+    assert isinstance(policy, VllmServerPolicy) and policy.model == "wise-s-7b"
+    image = _image(56, 28, 2)
+    out = policy.generate([image], ["find the cup"])[0]
+    assert out.text == TAUGHT_COMPLETION
+    assert out.generated_tokens == len(TAUGHT_COMPLETION.split(" "))
+    assert out.prefill_s >= 0 and out.decode_s >= 0
+    body = fake_server.requests[-1]["body"]
+    assert body["model"] == "wise-s-7b" and body["temperature"] == 0.0 and body["max_tokens"] == 77
+    assert body["stream"] is True
+    image_part, text_part = body["messages"][0]["content"]
+    assert text_part == {"type": "text", "text": "find the cup"}
+    url = image_part["image_url"]["url"]
+    assert url.startswith("data:image/png;base64,")
+    png = np.frombuffer(base64.b64decode(url.split(",", 1)[1]), dtype=np.uint8)
+    decoded = cv2.cvtColor(cv2.imdecode(png, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    assert np.array_equal(decoded, image)  # lossless
+    # Non-streamed answers and batches work too; '#model' in the URL names the served model.
+    batch = load_policy(fake_server.url + "#other", stream=False).generate([image, image], ["a", "b"])
+    assert [o.text for o in batch] == [TAUGHT_COMPLETION] * 2
+    assert fake_server.requests[-1]["body"]["model"] == "other"
+
+
+def test_pipeline_with_the_server_policy(fake_server, tiny_sam2_dir) -> None:
+    segmenter = load_segmenter(tiny_sam2_dir, device="cpu")
+    with WisePipeline(load_policy(fake_server.url), segmenter, PipelineConfig()) as pipeline:
+        result = pipeline.segment(_image(640, 480, 3), "the red square")
+    assert result.status is Status.OK, result.error
+    assert result.objects[0].box == (76, 114, 305, 286)
+    # #Tok through the server's /tokenize (the stand-in counts whitespace words).
+    assert result.reasoning_tokens == len(["the", "red", "square", "is", "on", "the", "left"])
+    assert any(r["path"] == "/tokenize" for r in fake_server.requests)
+
+
+def test_server_errors_are_clear(tiny_sam2_dir) -> None:
+    with FakeVllmServer(TAUGHT_COMPLETION, fail=503) as server:
+        policy = load_policy(server.url)
+        with pytest.raises(PolicyServerError, match=r"HTTP 503.*KV cache is full"):
+            policy.generate([_image(28, 28, 4)], ["x"])
+        # In the pipeline: a named per-request error, not an exception.
+        with WisePipeline(policy, load_segmenter(tiny_sam2_dir, device="cpu")) as pipeline:
+            result = pipeline.segment(_image(28, 28, 4), "x")
+        assert result.status is Status.INTERNAL_ERROR and "HTTP 503" in result.error
+    with FakeVllmServer(TAUGHT_COMPLETION, delay_s=1.0) as server:
+        slow = load_policy(server.url, timeout_s=0.2)
+        with pytest.raises(PolicyServerError, match="timed out"):
+            slow.generate([_image(28, 28, 5)], ["x"])
+    with pytest.raises(PolicyServerError, match="unreachable"):
+        load_policy(server.url)  # the server is gone

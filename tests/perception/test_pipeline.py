@@ -1,0 +1,267 @@
+"""WisePipeline end to end with real tiny models: the taught policy (fixed answer) + tiny SAM2."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from wise_perception.core.answer import FailureReason
+from wise_perception.core.manifest import Manifest, ManifestError, write_manifest
+from wise_perception.pipeline import PipelineConfig, WisePipeline
+from wise_perception.policy.base import PolicyBackend, PolicyOutput
+from wise_perception.result import Status
+
+THINK = " the red square is on the left "  # the taught <think> text, unstripped
+
+
+def _image(width: int, height: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+
+
+def _map(value: float, extent: int) -> int:
+    """The released mapping, by hand: round(x * extent / 840), clipped to the image."""
+    return min(max(round(value * extent / 840), 0), extent - 1)
+
+
+def test_ok_path_maps_the_answer_back_to_original_pixels(taught_pipeline) -> None:
+    width, height = 640, 480
+    result = taught_pipeline.segment(_image(width, height, 0), "The red square.")
+    assert result.status is Status.OK, result.error
+    assert result.command == "The red square."
+    assert result.image_size == (width, height)
+    assert result.mask is not None and result.mask.shape == (height, width) and result.mask.dtype == bool
+    assert len(result.objects) == 1
+    obj = result.objects[0]
+    assert obj.box == (_map(100, width), _map(200, height), _map(400, width), _map(500, height))
+    assert obj.box == (76, 114, 305, 286)  # 100*640/840 = 76.19, 500*480/840 = 285.7, ...
+    assert obj.points == ((_map(200, width), _map(300, height)), (_map(300, width), _map(400, height)))
+    assert obj.mask is not None and np.array_equal(obj.mask, result.mask)
+    assert isinstance(obj.score, float)
+    assert result.rationale == THINK.strip()
+    tokenizer = taught_pipeline.policy.tokenizer
+    assert result.reasoning_tokens == len(tokenizer.encode(THINK, add_special_tokens=False)) > 0
+    assert result.generated_tokens == len(tokenizer.encode(result.completion, add_special_tokens=False)) + 1
+    assert result.mode == "wise_s"
+    t = result.timings
+    for stage in ("preprocess", "policy_prefill", "policy_decode", "segmenter_decode", "total"):
+        assert getattr(t, stage) > 0, stage
+    assert t.total >= t.policy_prefill + t.policy_decode
+    data = result.to_dict()
+    assert data["status"] == "ok" and data["mask_pixels"] == int(result.mask.sum())
+
+
+def test_same_frame_is_encoded_once(taught_pipeline, monkeypatch) -> None:
+    segmenter = taught_pipeline.segmenter
+    real_encode = segmenter.encode
+    calls: list[tuple[int, int]] = []
+
+    def counting_encode(image: np.ndarray):  # a spy on the real encoder, not a mock model
+        calls.append(image.shape[:2])
+        return real_encode(image)
+
+    monkeypatch.setattr(segmenter, "encode", counting_encode)
+    frame = _image(320, 240, 1)
+    first = taught_pipeline.segment(frame, "the red square", frame_key=("camera", 1))
+    second = taught_pipeline.segment(frame, "the blue cup", frame_key=("camera", 1))
+    assert first.ok and second.ok
+    assert len(calls) == 1
+    assert first.timings.segmenter_encode > 0 and second.timings.segmenter_encode == 0.0
+    assert np.array_equal(first.mask, second.mask)
+    # Default key: a hash of the pixels; an equal copy hits, a changed frame does not.
+    other = _image(320, 240, 2)
+    taught_pipeline.segment(other, "a")
+    taught_pipeline.segment(other.copy(), "b")
+    assert len(calls) == 2
+    changed = other.copy()
+    changed[0, 0, 0] ^= 1
+    taught_pipeline.segment(changed, "c")
+    assert len(calls) == 3
+    # The cache is bounded.
+    for seed in range(10, 10 + taught_pipeline.config.cache_size + 2):
+        taught_pipeline.segment(_image(32, 24, seed), "x")
+    info = taught_pipeline.cache_info()
+    assert info["size"] == info["capacity"] == taught_pipeline.config.cache_size
+
+
+def test_image_encoding_overlaps_policy_generation(taught_pipeline, monkeypatch) -> None:
+    events: dict[str, float] = {}
+    threads: dict[str, str] = {}
+    segmenter, policy = taught_pipeline.segmenter, taught_pipeline.policy
+    real_encode, real_generate = segmenter.encode, policy.generate
+
+    def timed_encode(image):
+        events["encode_start"] = time.perf_counter()
+        threads["encode"] = threading.current_thread().name
+        return real_encode(image)
+
+    def timed_generate(images, instructions):
+        events["generate_start"] = time.perf_counter()
+        out = real_generate(images, instructions)
+        events["generate_end"] = time.perf_counter()
+        return out
+
+    monkeypatch.setattr(segmenter, "encode", timed_encode)
+    monkeypatch.setattr(policy, "generate", timed_generate)
+    result = taught_pipeline.segment(_image(640, 480, 3), "the red square", frame_key="overlap")
+    assert result.ok, result.error
+    # The encoder started (on the worker thread) before the policy had finished.
+    assert events["encode_start"] < events["generate_end"]
+    assert threads["encode"] != threading.current_thread().name
+
+
+BAD_COMMANDS = ["", "   ", None, 42, "x" * 1001]
+BAD_IMAGES = {
+    "float": np.zeros((8, 8, 3), dtype=np.float32),
+    "gray": np.zeros((8, 8), dtype=np.uint8),
+    "rgba": np.zeros((8, 8, 4), dtype=np.uint8),
+    "zero-height": np.zeros((0, 8, 3), dtype=np.uint8),
+    "zero-width": np.zeros((8, 0, 3), dtype=np.uint8),
+    "list": [[[0, 0, 0]]],
+    "none": None,
+    "too-large": np.zeros((4097, 4097, 3), dtype=np.uint8),
+}
+
+
+@pytest.mark.parametrize("command", BAD_COMMANDS, ids=["empty", "blank", "none", "int", "long"])
+def test_bad_commands_are_reported(taught_pipeline, command) -> None:
+    result = taught_pipeline.segment(_image(64, 48, 4), command)
+    assert result.status is Status.INVALID_COMMAND and result.error
+
+
+@pytest.mark.parametrize("name", list(BAD_IMAGES))
+def test_bad_images_are_reported_and_the_pipeline_keeps_working(taught_pipeline, name) -> None:
+    result = taught_pipeline.segment(BAD_IMAGES[name], "the red square")
+    assert result.status is Status.INVALID_IMAGE and result.error
+    assert taught_pipeline.segment(_image(64, 48, 5), "the red square").ok
+
+
+def test_junk_from_the_random_policy_is_unparsable(random_pipeline) -> None:
+    result = random_pipeline.segment(_image(320, 240, 6), "the red square")
+    assert result.status is Status.UNPARSABLE_ANSWER
+    assert result.error.split(":")[0] in {r.value for r in FailureReason}
+    assert result.completion and result.generated_tokens > 0
+    assert result.mask is not None and result.mask.shape == (240, 320) and not result.mask.any()
+    assert result.objects == []
+    assert random_pipeline.segment(_image(320, 240, 6), "again").status is Status.UNPARSABLE_ANSWER
+
+
+class ScriptedPolicy(PolicyBackend):
+    """Stand-in policy that writes given completions (with the real tiny tokenizer for #Tok)."""
+
+    def __init__(self, texts: list[str], tokenizer) -> None:
+        self.texts, self.tokenizer = texts, tokenizer
+
+    def generate(self, images, instructions):
+        return [PolicyOutput(self.texts.pop(0), 7, 0.001, 0.002) for _ in images]
+
+
+@pytest.mark.parametrize(
+    ("completion", "reason"),
+    [
+        ("<think> the cup is red </think><answer>{not json}</answer>", FailureReason.BAD_JSON),
+        ('<think> the cup is red </think><answer>{"bbox": [5,5,1,1], "points_1": [1,1], "points_2": [2,2]}</answer>', FailureReason.BAD_BOX),
+        ("<think> the cup is red </think> no answer", FailureReason.NO_ANSWER),
+    ],
+)
+def test_unparsable_answer_keeps_rationale_and_tok(taught_pipeline, completion, reason) -> None:
+    tokenizer = taught_pipeline.policy.tokenizer
+    pipeline = WisePipeline(ScriptedPolicy([completion], tokenizer), taught_pipeline.segmenter, PipelineConfig())
+    try:
+        result = pipeline.segment(_image(64, 48, 7), "the cup")
+    finally:
+        pipeline._executor.shutdown(wait=True)  # the models are shared: do not close them
+    assert result.status is Status.UNPARSABLE_ANSWER
+    assert result.error.startswith(reason.value)
+    assert result.rationale == "the cup is red"
+    assert result.reasoning_tokens == len(tokenizer.encode(" the cup is red ", add_special_tokens=False))
+
+
+def test_policy_crash_is_an_internal_error(taught_pipeline, monkeypatch) -> None:
+    def broken(images, instructions):
+        raise RuntimeError("CUDA out of memory (simulated)")
+
+    monkeypatch.setattr(taught_pipeline.policy, "generate", broken)
+    result = taught_pipeline.segment(_image(64, 48, 8), "the red square")
+    assert result.status is Status.INTERNAL_ERROR and "out of memory" in result.error
+    monkeypatch.undo()
+    assert taught_pipeline.segment(_image(64, 48, 8), "the red square").ok
+
+
+def test_multi_object_answer_gives_union_and_per_object_results(
+    taught_multi_policy_dir: Path, tiny_sam2_dir: Path
+) -> None:
+    width, height = 420, 280
+    with WisePipeline.from_pretrained(
+        taught_multi_policy_dir, tiny_sam2_dir, device="cpu", schema="multi", max_new_tokens=160
+    ) as pipeline:
+        assert pipeline.spec.schema.value == "multi"
+        result = pipeline.segment(_image(width, height, 9), "both boxes")
+    assert result.status is Status.OK, result.error
+    assert [o.box for o in result.objects] == [
+        (_map(10, width), _map(20, height), _map(300, width), _map(400, height)),
+        (_map(500, width), _map(560, height), _map(780, width), _map(800, height)),
+    ]
+    assert [o.points for o in result.objects] == [
+        ((_map(150, width), _map(210, height)),),
+        ((_map(640, width), _map(690, height)),),
+    ]
+    union = result.objects[0].mask | result.objects[1].mask
+    assert np.array_equal(result.mask, union) and result.mask.shape == (height, width)
+    assert result.rationale == "two boxes"
+
+
+def test_batch_matches_single_requests(taught_pipeline) -> None:
+    images = [_image(640, 480, 10), np.zeros((4, 4), dtype=np.uint8), _image(200, 300, 11)]
+    commands = ["the red square", "the red square", "a much longer command about the cup near the robot"]
+    results = taught_pipeline.segment_batch(images, commands)
+    assert [r.status for r in results] == [Status.OK, Status.INVALID_IMAGE, Status.OK]
+    single = taught_pipeline.segment(images[2], commands[2])
+    # Left padding: the shorter prompt in the batch decodes exactly as alone.
+    assert results[0].completion == results[2].completion == single.completion
+    assert results[2].objects[0].box == single.objects[0].box == (
+        _map(100, 200), _map(200, 300), _map(400, 200), _map(500, 300)
+    )
+    assert all(r.timings.total > 0 for r in results if r.ok)
+    with pytest.raises(ValueError):
+        taught_pipeline.segment_batch(images, commands[:2])
+
+
+def test_manifest_folder_loads_with_no_other_settings(taught_policy_dir, tiny_sam2_dir, tmp_path) -> None:
+    folder = tmp_path / "wise-s-tiny"
+    shutil.copytree(taught_policy_dir, folder)
+    write_manifest(folder, Manifest(prompt_mode="wise", brevity=None, segmenter=str(tiny_sam2_dir),
+                                    max_new_tokens=80, files=("model.safetensors",)))
+    with WisePipeline.from_pretrained(folder) as pipeline:
+        assert pipeline.config.mode == "wise" and pipeline.config.max_new_tokens == 80
+        assert pipeline.manifest is not None
+        result = pipeline.segment(_image(100, 80, 12), "the red square")
+    assert result.ok and result.mode == "wise", result.error
+    # Explicit arguments override the manifest.
+    with WisePipeline.from_pretrained(folder, mode="seg_zero", max_new_tokens=90, device="cpu") as pipeline:
+        assert pipeline.config.mode == "seg_zero" and pipeline.config.max_new_tokens == 90
+        assert pipeline.spec.think_word == ""  # Seg-Zero's prompt
+
+
+def test_loading_errors_are_clear(tmp_path, tiny_sam2_dir) -> None:
+    missing = tmp_path / "no-such-checkpoint"
+    with pytest.raises(FileNotFoundError, match="no-such-checkpoint"):
+        WisePipeline.from_pretrained(missing, tiny_sam2_dir)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "wise_manifest.json").write_text("{not json")
+    with pytest.raises(ManifestError, match="not valid JSON"):
+        WisePipeline.from_pretrained(broken, tiny_sam2_dir)
+    with pytest.raises(ValueError, match="brevity"):
+        PipelineConfig(mode="wise_s", brevity="")
+
+
+def test_closed_pipeline_answers_not_ready(tiny_policy_dir, tiny_sam2_dir) -> None:
+    pipeline = WisePipeline.from_pretrained(tiny_policy_dir, tiny_sam2_dir, device="cpu", max_new_tokens=4)
+    pipeline.close()
+    pipeline.close()  # idempotent
+    assert pipeline.segment(_image(64, 48, 13), "the red square").status is Status.NOT_READY

@@ -1,0 +1,186 @@
+"""Image <-> numpy and Result -> message conversions, without DDS."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("rclpy", reason="needs the ROS 2 message packages (ros-wheels extra)")
+
+from builtin_interfaces.msg import Time
+from diagnostic_msgs.msg import DiagnosticStatus
+from sensor_msgs.msg import Image
+
+from wise_perception import ros_messages as rm
+from wise_perception.result import ObjectResult, Result, Status, Timings
+
+pytestmark = pytest.mark.ros
+
+RNG = np.random.default_rng(0)
+RGB = RNG.integers(0, 256, (5, 7, 3), dtype=np.uint8)
+HEADER = rm.header_of(Time(sec=12, nanosec=345), "cam_optical")
+
+
+def raw(pixels: np.ndarray, encoding: str, pad: int = 0) -> Image:
+    """An Image with ``pad`` junk bytes at the end of every row."""
+    h, w = pixels.shape[:2]
+    rows = pixels.reshape(h, -1)
+    padded = np.concatenate([rows, np.full((h, pad), 7, np.uint8)], axis=1)
+    msg = Image(height=h, width=w, encoding=encoding, step=rows.shape[1] + pad)
+    msg.data = padded.tobytes()
+    return msg
+
+
+@pytest.mark.parametrize("pad", [0, 3])
+def test_rgb8_and_padding(pad):
+    out = rm.image_to_rgb(raw(RGB, "rgb8", pad))
+    assert out.dtype == np.uint8 and out.shape == (5, 7, 3) and out.flags.c_contiguous
+    np.testing.assert_array_equal(out, RGB)
+
+
+@pytest.mark.parametrize("pad", [0, 5])
+def test_bgr8_is_swapped_to_rgb(pad):
+    np.testing.assert_array_equal(rm.image_to_rgb(raw(RGB[:, :, ::-1].copy(), "bgr8", pad)), RGB)
+
+
+def test_rgba8_and_bgra8_drop_alpha():
+    alpha = np.full((5, 7, 1), 9, np.uint8)
+    np.testing.assert_array_equal(
+        rm.image_to_rgb(raw(np.concatenate([RGB, alpha], 2), "rgba8")), RGB
+    )
+    bgra = np.concatenate([RGB[:, :, ::-1], alpha], 2)
+    np.testing.assert_array_equal(rm.image_to_rgb(raw(bgra, "bgra8", 2)), RGB)
+
+
+def test_mono8_expands_to_three_channels():
+    gray = RGB[:, :, 0].copy()
+    out = rm.image_to_rgb(raw(gray, "mono8", 1))
+    assert out.shape == (5, 7, 3)
+    for c in range(3):
+        np.testing.assert_array_equal(out[:, :, c], gray)
+
+
+def test_is_bigendian_is_irrelevant_for_8_bit():
+    msg = raw(RGB, "rgb8")
+    msg.is_bigendian = 1
+    np.testing.assert_array_equal(rm.image_to_rgb(msg), RGB)
+
+
+def test_output_does_not_alias_the_message():
+    msg = raw(RGB, "rgb8")
+    out = rm.image_to_rgb(msg)
+    out[:] = 0
+    np.testing.assert_array_equal(rm.image_to_rgb(msg), RGB)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "needle"),
+    [
+        (lambda m: setattr(m, "encoding", "16UC1"), "unsupported image encoding '16UC1'"),
+        (lambda m: setattr(m, "encoding", "yuv422"), "unsupported image encoding 'yuv422'"),
+        (
+            lambda m: (setattr(m, "width", 0), setattr(m, "step", 0), setattr(m, "data", b"")),
+            "zero-size",
+        ),
+        (lambda m: setattr(m, "height", 0), "zero-size"),
+        (lambda m: setattr(m, "data", bytes(m.data)[:-1]), "data has 104 bytes but step*height"),
+        (lambda m: setattr(m, "step", 20), "step 20 is shorter than a row"),
+    ],
+)
+def test_bad_images_raise_with_a_reason(mutate, needle):
+    msg = raw(RGB, "rgb8")
+    mutate(msg)
+    with pytest.raises(rm.ImageError) as info:
+        rm.image_to_rgb(msg)
+    assert needle in str(info.value)
+
+
+def test_too_many_pixels():
+    with pytest.raises(rm.ImageError, match="exceeds max_image_pixels=30"):
+        rm.check_image(raw(RGB, "rgb8"), max_pixels=30)
+    rm.check_image(raw(RGB, "rgb8"), max_pixels=35)  # exactly at the limit is fine
+
+
+def test_numpy_to_image_round_trip_and_header():
+    msg = rm.numpy_to_image(RGB, "rgb8", HEADER)
+    assert (msg.width, msg.height, msg.step, msg.encoding) == (7, 5, 21, "rgb8")
+    assert msg.header.frame_id == "cam_optical" and msg.header.stamp.nanosec == 345
+    np.testing.assert_array_equal(rm.image_to_rgb(msg), RGB)
+    with pytest.raises(rm.ImageError):
+        rm.numpy_to_image(RGB.astype(np.float32), "rgb8", HEADER)
+    with pytest.raises(rm.ImageError):
+        rm.numpy_to_image(RGB, "mono8", HEADER)
+
+
+def test_mask_is_mono8_0_255_with_source_header():
+    mask = np.zeros((5, 7), bool)
+    mask[1:3, 2:5] = True
+    msg = rm.mask_to_image(mask, HEADER)
+    assert msg.encoding == "mono8" and (msg.width, msg.height, msg.step) == (7, 5, 7)
+    assert msg.header.stamp.sec == 12 and msg.header.frame_id == "cam_optical"
+    values = np.frombuffer(bytes(msg.data), np.uint8).reshape(5, 7)
+    assert set(np.unique(values)) == {0, 255}
+    np.testing.assert_array_equal(values == 255, mask)
+
+
+def ok_result() -> Result:
+    mask = np.zeros((5, 7), bool)
+    mask[1:4, 1:4] = True
+    return Result(
+        command="the cup",
+        status=Status.OK,
+        rationale="The cup is left of the laptop.",
+        reasoning_tokens=9,
+        objects=[ObjectResult(box=(1.0, 1.0, 3.0, 3.0), points=((2.0, 2.0),), score=0.9)],
+        mask=mask,
+        image_size=(7, 5),
+        timings=Timings(total=0.5),
+        mode="wise_s",
+    )
+
+
+def test_result_json_has_the_source_header_and_node_fields():
+    payload = json.loads(rm.result_to_string(ok_result(), HEADER, {"queue_wait_ms": 1.0}).data)
+    assert payload["stamp"] == {"sec": 12, "nanosec": 345} and payload["frame_id"] == "cam_optical"
+    assert payload["node"] == {"queue_wait_ms": 1.0}
+    assert payload["status"] == "ok" and payload["reasoning_tokens"] == 9
+    assert payload["objects"][0]["box"] == [1.0, 1.0, 3.0, 3.0]
+    assert payload["timings"]["total_ms"] == 500.0 and payload["mask_pixels"] == 9
+
+
+def test_overlay_draws_mask_and_box_within_bounds():
+    result = ok_result()
+    result.objects[0] = ObjectResult(
+        box=(-5.0, 1.0, 99.0, 3.0), points=((float("nan"), 2.0),), score=1
+    )
+    before = RGB.copy()
+    out = rm.overlay_image(RGB, result)
+    assert out.shape == RGB.shape and out.dtype == np.uint8
+    assert not np.array_equal(out, RGB)
+    np.testing.assert_array_equal(RGB, before)  # the input is not drawn on
+
+
+def test_detections_only_with_vision_msgs():
+    dets = rm.result_to_detections(ok_result(), HEADER)
+    if not rm.HAVE_VISION_MSGS:
+        assert dets is None
+        return
+    assert len(dets.detections) == 1 and dets.header.frame_id == "cam_optical"
+    assert dets.detections[0].bbox.size_x == 2.0
+
+
+def test_diagnostics_message():
+    arr = rm.diagnostics_message(
+        Time(sec=3),
+        "wise",
+        "/wise/wise_perception",
+        DiagnosticStatus.WARN,
+        "inactive",
+        {"state": "inactive", "ok": 2, "counts": {"ok": 2}},
+    )
+    status = arr.status[0]
+    assert status.level == DiagnosticStatus.WARN and status.message == "inactive"
+    values = {kv.key: kv.value for kv in status.values}
+    assert values == {"state": "inactive", "ok": "2", "counts": '{"ok": 2}'}

@@ -1,0 +1,353 @@
+"""``wise-bench``: per-stage latency of the pipeline (paper §4.3, wall-clock efficiency).
+
+Default: the tiny random-weight models (built offline into a cache folder) on the CPU, at
+640x480 and 1280x720. ``--full-size`` (GPU) builds random-weight Qwen2.5-VL-7B and SAM2-Large
+from their published architectures (configs written below; nothing is downloaded) with the
+tiny tokenizer (only token ids matter) and a processor that keeps 840x840 frames whole
+(900 vision tokens), so the compute is that of the real models.
+
+Random weights write junk, so the reasoning length is forced: for each ``--think-tokens`` L
+the policy generates exactly L + (answer length) tokens (``min_new_tokens = max_new_tokens``),
+and its text is then replaced by a fixed valid answer so that SAM2 decoding runs too. Every
+stage is real compute; only the words are stand-ins. The default lengths 23 and 112 are
+WISE-S's and Seg-Zero's mean #Tok on ReasonSeg (paper Table 8), which shows the end-to-end
+speed-up that shorter reasoning buys.
+
+Each iteration uses a fresh frame key, so the SAM2 encoder runs every time (no cache hits).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .core.prompts import PromptMode
+from .policy.base import PolicyBackend, PolicyOutput
+from .result import Timings
+
+STAGES = ("preprocess", "policy_prefill", "policy_decode", "segmenter_encode", "segmenter_decode", "total")
+DEFAULT_SIZES = ("640x480", "1280x720")
+DEFAULT_THINK_TOKENS = (23, 112)  # paper Table 8, ReasonSeg: WISE-S 22.7, Seg-Zero 111.9
+
+# The answer the forced-length policy hands on (policy frame), and the text it stands for.
+BENCH_ANSWER = '<answer>{"bbox": [210,210,630,630], "points_1": [350,350], "points_2": [490,490]}</answer>'
+
+# Qwen2.5-VL-7B-Instruct's published architecture (transformers 5 form: text_config +
+# rope_parameters). Token ids are filled in from the tokenizer actually used.
+QWEN25_VL_7B: dict[str, Any] = {
+    "text_config": {
+        "vocab_size": 152064,
+        "hidden_size": 3584,
+        "intermediate_size": 18944,
+        "num_hidden_layers": 28,
+        "num_attention_heads": 28,
+        "num_key_value_heads": 4,
+        "hidden_act": "silu",
+        "max_position_embeddings": 128000,
+        "rms_norm_eps": 1e-6,
+        "rope_parameters": {"rope_type": "default", "rope_theta": 1e6, "mrope_section": [16, 24, 24]},
+        "use_sliding_window": False,
+        "sliding_window": 32768,
+        "max_window_layers": 28,
+        "attention_dropout": 0.0,
+    },
+    "vision_config": {
+        "depth": 32,
+        "hidden_size": 1280,
+        "intermediate_size": 3420,
+        "num_heads": 16,
+        "in_chans": 3,
+        "hidden_act": "silu",
+        "out_hidden_size": 3584,
+        "patch_size": 14,
+        "spatial_merge_size": 2,
+        "temporal_patch_size": 2,
+        "window_size": 112,
+        "fullatt_block_indexes": [7, 15, 23, 31],
+        "tokens_per_second": 2,
+    },
+    "tie_word_embeddings": False,
+}
+
+# SAM2.1-Hiera-Large (facebook/sam2.1-hiera-large): Hiera-L backbone, 1024x1024 input.
+SAM2_LARGE: dict[str, Any] = {
+    "vision_config": {
+        "backbone_config": {
+            "model_type": "sam2_hiera_det_model",
+            "hidden_size": 144,
+            "num_attention_heads": 2,
+            "image_size": [1024, 1024],
+            "blocks_per_stage": [2, 6, 36, 4],
+            "embed_dim_per_stage": [144, 288, 576, 1152],
+            "num_attention_heads_per_stage": [2, 4, 8, 16],
+            "window_size_per_stage": [8, 4, 16, 8],
+            "global_attention_blocks": [23, 33, 43],
+            "window_positional_embedding_background_size": [7, 7],
+        },
+        "backbone_channel_list": [1152, 576, 288, 144],
+        "backbone_feature_sizes": [[256, 256], [128, 128], [64, 64]],
+        "fpn_hidden_size": 256,
+    },
+    "prompt_encoder_config": {"hidden_size": 256, "image_size": 1024, "patch_size": 16},
+    "mask_decoder_config": {"hidden_size": 256, "mlp_dim": 2048, "num_attention_heads": 8, "iou_head_hidden_dim": 256},
+}
+# Qwen2.5-VL's default pixel budget: an 840x840 frame stays whole (60x60 patches, 900 tokens).
+FULL_MIN_PIXELS, FULL_MAX_PIXELS = 56 * 56, 28 * 28 * 16384
+
+
+class ForcedLengthPolicy(PolicyBackend):
+    """Wraps a transformers policy: generates exactly ``think_tokens`` + answer-length tokens,
+    then hands on a fixed valid completion (see the module docstring)."""
+
+    def __init__(self, inner: Any, think_tokens: int) -> None:
+        self.inner = inner
+        self.tokenizer = inner.tokenizer
+        self.think_tokens = int(think_tokens)
+        self.completion = f"<think> forced {self.think_tokens} tokens </think>{BENCH_ANSWER}"
+        answer = len(self.tokenizer.encode(BENCH_ANSWER, add_special_tokens=False))
+        self.total_tokens = self.think_tokens + answer + 2  # + the two think tags
+
+    def generate(self, images: list[np.ndarray], instructions: list[str]) -> list[PolicyOutput]:
+        self.inner.max_new_tokens = self.inner.min_new_tokens = self.total_tokens
+        outputs = self.inner.generate(images, instructions)
+        return [
+            PolicyOutput(self.completion, o.generated_tokens, o.prefill_s, o.decode_s) for o in outputs
+        ]
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+@dataclass
+class Row:
+    model: str
+    size: str
+    think_tokens: int
+    generated_tokens: int
+    stats: dict[str, dict[str, float]]  # stage -> mean/p50/p90 in ms
+
+
+def _percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q)) if values else 0.0
+
+
+def summarize(timings: list[Timings]) -> dict[str, dict[str, float]]:
+    out = {}
+    for stage in STAGES:
+        values = [getattr(t, stage) * 1000.0 for t in timings]
+        out[stage] = {
+            "mean": statistics.fmean(values) if values else 0.0,
+            "p50": _percentile(values, 50),
+            "p90": _percentile(values, 90),
+        }
+    return out
+
+
+def _parse_size(text: str) -> tuple[int, int]:
+    try:
+        width, height = (int(v) for v in text.lower().split("x"))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"size must be WIDTHxHEIGHT, got {text!r}") from exc
+    if width <= 0 or height <= 0:
+        raise argparse.ArgumentTypeError(f"size must be positive, got {text!r}")
+    return width, height
+
+
+# ---------------------------------------------------------------------- model building
+
+
+def tiny_pipeline_parts(cache_dir: Path, device: str | None, dtype: Any) -> tuple[Any, Any, str]:
+    from .policy.transformers_backend import TransformersPolicy
+    from .segmenter.sam2_transformers import Sam2TransformersSegmenter
+    from .testing.tiny_models import build_tiny_checkpoints
+
+    ckpts = build_tiny_checkpoints(cache_dir)
+    policy = TransformersPolicy.from_pretrained(ckpts.policy, device=device, dtype=dtype)
+    segmenter = Sam2TransformersSegmenter.from_pretrained(ckpts.sam2, device=device, dtype=dtype)
+    return policy, segmenter, "tiny"
+
+
+def full_size_parts(cache_dir: Path, device: str | None, dtype: Any) -> tuple[Any, Any, str]:
+    """Random-weight Qwen2.5-VL-7B + SAM2-Large, built directly on the device (no download)."""
+    import torch
+    from transformers import (
+        AutoProcessor,
+        Qwen2_5_VLConfig,
+        Qwen2_5_VLForConditionalGeneration,
+        Qwen2VLImageProcessor,
+        Sam2Config,
+        Sam2ImageProcessor,
+        Sam2Model,
+        Sam2Processor,
+    )
+
+    from .policy.transformers_backend import TransformersPolicy, resolve_device, resolve_dtype
+    from .segmenter.sam2_transformers import Sam2TransformersSegmenter
+    from .testing.tiny_models import build_tiny_checkpoints
+
+    device = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, device)
+    ckpts = build_tiny_checkpoints(cache_dir)
+    processor = AutoProcessor.from_pretrained(ckpts.policy)
+    processor.image_processor = Qwen2VLImageProcessor(
+        size={"shortest_edge": FULL_MIN_PIXELS, "longest_edge": FULL_MAX_PIXELS},
+        patch_size=14, merge_size=2, temporal_patch_size=2,
+    )
+    tok = processor.tokenizer
+    ids = {name: tok.convert_tokens_to_ids(name) for name in
+           ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>")}
+    text = dict(QWEN25_VL_7B["text_config"], eos_token_id=tok.eos_token_id,
+                pad_token_id=tok.pad_token_id, bos_token_id=tok.pad_token_id)
+    config = Qwen2_5_VLConfig(
+        text_config=text,
+        vision_config=QWEN25_VL_7B["vision_config"],
+        tie_word_embeddings=False,
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+    )
+    torch.manual_seed(0)
+    with torch.device(device):
+        model = Qwen2_5_VLForConditionalGeneration._from_config(config, dtype=torch_dtype).eval()
+    model.generation_config.eos_token_id = tok.eos_token_id
+    model.generation_config.pad_token_id = tok.pad_token_id
+    policy = TransformersPolicy(model, processor, device=device, name="qwen2.5-vl-7b (random)")
+    with torch.device(device):
+        sam = Sam2Model._from_config(Sam2Config(**SAM2_LARGE), dtype=torch_dtype).eval()
+    sam_processor = Sam2Processor(image_processor=Sam2ImageProcessor(size={"height": 1024, "width": 1024}))
+    segmenter = Sam2TransformersSegmenter(sam, sam_processor, device=device, name="sam2-large (random)")
+    return policy, segmenter, "qwen2.5-vl-7b+sam2-large"
+
+
+# ---------------------------------------------------------------------- running
+
+
+def run_bench(
+    policy: Any,
+    segmenter: Any,
+    model_name: str,
+    *,
+    sizes: Sequence[tuple[int, int]],
+    think_tokens: Sequence[int],
+    iterations: int,
+    warmup: int,
+    mode: str = PromptMode.WISE_S.value,
+    log: Any = None,
+) -> list[Row]:
+    from .pipeline import PipelineConfig, WisePipeline
+
+    rows = []
+    rng = np.random.default_rng(0)
+    for length in think_tokens:
+        forced = ForcedLengthPolicy(policy, length)
+        pipeline = WisePipeline(forced, segmenter, PipelineConfig(mode=mode, cache_size=2))
+        for width, height in sizes:
+            image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+            timings, generated = [], 0
+            for i in range(warmup + iterations):
+                result = pipeline.segment(image, "the object on the left", frame_key=("bench", length, width, i))
+                if not result.ok:
+                    raise RuntimeError(f"benchmark request failed: {result.status.value}: {result.error}")
+                if i >= warmup:
+                    timings.append(result.timings)
+                    generated = result.generated_tokens
+            rows.append(Row(model_name, f"{width}x{height}", length, generated, summarize(timings)))
+            if log:
+                log(f"  done: think {length}, {width}x{height}")
+        # The pipeline would close the shared models; only its worker thread is stopped here.
+        if pipeline._executor is not None:
+            pipeline._executor.shutdown(wait=True)
+    return rows
+
+
+def format_table(rows: list[Row], iterations: int) -> str:
+    head = f"{'model':<26} {'image':>9} {'#Tok':>5} {'gen':>5} " + " ".join(
+        f"{s.replace('segmenter_', 'sam_').replace('policy_', ''):>16}" for s in STAGES
+    )
+    lines = [f"per-stage latency in ms, mean / p50 / p90 over {iterations} run(s)", head, "-" * len(head)]
+    for row in rows:
+        cells = " ".join(
+            f"{row.stats[s]['mean']:>5.0f}/{row.stats[s]['p50']:>4.0f}/{row.stats[s]['p90']:>4.0f}" for s in STAGES
+        )
+        lines.append(f"{row.model:<26} {row.size:>9} {row.think_tokens:>5} {row.generated_tokens:>5} {cells}")
+    by_size: dict[str, list[Row]] = {}
+    for row in rows:
+        by_size.setdefault(row.size, []).append(row)
+    for size, group in by_size.items():
+        if len(group) > 1:
+            short, long_ = min(group, key=lambda r: r.think_tokens), max(group, key=lambda r: r.think_tokens)
+            ratio = long_.stats["total"]["mean"] / max(short.stats["total"]["mean"], 1e-9)
+            lines.append(
+                f"{size}: total with {short.think_tokens} reasoning tokens is {ratio:.2f}x faster "
+                f"than with {long_.think_tokens}"
+            )
+    # Note: SAM2 encode runs on a worker thread while the policy generates, so the stages
+    # overlap and do not add up to the total.
+    lines.append("(sam_encode overlaps policy generation; stages do not sum to total)")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="wise-bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--iterations", "-n", type=int, default=10, help="timed runs per row")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed runs first")
+    parser.add_argument("--sizes", nargs="+", type=_parse_size, default=[_parse_size(s) for s in DEFAULT_SIZES],
+                        help="image sizes WIDTHxHEIGHT (default: 640x480 1280x720)")
+    parser.add_argument("--think-tokens", nargs="+", type=int, default=list(DEFAULT_THINK_TOKENS),
+                        help="forced reasoning lengths (default: 23 112, WISE-S vs Seg-Zero)")
+    parser.add_argument("--full-size", action="store_true",
+                        help="random-weight Qwen2.5-VL-7B + SAM2-Large (needs a GPU)")
+    parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
+    parser.add_argument("--dtype", default=None, help="default: bfloat16 on CUDA, float32 on CPU")
+    parser.add_argument("--cache-dir", type=Path, default=None,
+                        help="where the tiny models are built (default: $WISE_TINY_CACHE or a temp folder)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    args = parser.parse_args(argv)
+    if args.iterations < 1 or args.warmup < 0 or any(n < 1 for n in args.think_tokens):
+        parser.error("--iterations and --think-tokens must be >= 1, --warmup >= 0")
+
+    cache = args.cache_dir or Path(os.environ.get("WISE_TINY_CACHE") or Path(tempfile.gettempdir()) / "wise_bench_tiny")
+    started = time.perf_counter()
+    build = full_size_parts if args.full_size else tiny_pipeline_parts
+    try:
+        policy, segmenter, name = build(cache, args.device, args.dtype)
+    except Exception as exc:
+        print(f"wise-bench: could not build the models: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 3
+    print(f"built {name} on {policy.device} in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+    try:
+        rows = run_bench(
+            policy, segmenter, name, sizes=args.sizes, think_tokens=args.think_tokens,
+            iterations=args.iterations, warmup=args.warmup,
+            log=lambda msg: print(msg, file=sys.stderr),
+        )
+    finally:
+        policy.close()
+        segmenter.close()
+    print(format_table(rows, args.iterations))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        figures = {
+            "device": str(policy.device),
+            "iterations": args.iterations,
+            "warmup": args.warmup,
+            "rows": [row.__dict__ for row in rows],
+        }
+        args.json.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

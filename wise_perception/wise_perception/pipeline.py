@@ -1,0 +1,503 @@
+"""The WISE perception pipeline: RGB image + command -> mask, objects, rationale, #Tok, timings.
+
+No ROS in here: the CLI, the ROS node, the benchmark and the evaluator all drive this class.
+
+Flow of one request (``segment``)::
+
+    validate command and image ──> resize to the policy frame, render the instruction
+        │                                   │
+        │                        policy.generate (prefill, decode)  ──> parse ──> map to pixels
+        └─> SAM2 encode (worker thread, ──────────────────────────────────────┐      │
+             cached per frame key)                                            └──> SAM2 decode per
+                                                                                    object -> union
+
+* SAM2's image encoder needs only the image, so it starts on a worker thread while the
+  policy generates; its embeddings are kept in a small LRU keyed by a frame key (the node
+  passes header stamp + frame id; default: a hash of the pixels), so several commands on one
+  frame encode it once.
+* Per-request problems never raise: an invalid command or image, an unparsable completion or
+  any internal failure comes back as a :class:`~wise_perception.result.Result` with a named
+  :class:`~wise_perception.result.Status`. Loading (``from_pretrained``) does raise, with the
+  path and the reason, so the caller (node, CLI) can report it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Hashable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .core.answer import ParsedAnswer, parse_completion
+from .core.geometry import POLICY_FRAME, ResizeProtocol
+from .core.manifest import DEFAULT_SEGMENTER, MANIFEST_NAME, Manifest, read_manifest
+from .core.prompts import (
+    DEFAULT_BREVITY,
+    AnswerSchema,
+    PromptMode,
+    PromptSpec,
+    build_instruction,
+    normalize_question,
+    spec_for,
+)
+from .core.tokens import reasoning_tokens
+from .policy.base import PolicyBackend, PolicyOutput
+from .result import ObjectResult, Result, Status, Timings
+from .segmenter.base import ImageEncoding, Segmenter
+
+LOG = logging.getLogger(__name__)
+
+__all__ = ["DEFAULT_MAX_IMAGE_PIXELS", "PipelineConfig", "WisePipeline", "frame_key_of"]
+
+# 4096 x 4096: every camera a robot carries (4K UHD is 8.3 MP) and far below memory trouble.
+DEFAULT_MAX_IMAGE_PIXELS = 4096 * 4096
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """How the pipeline prompts the policy and bounds its inputs (manifest or explicit values)."""
+
+    mode: str = PromptMode.WISE_S.value
+    brevity: str | None = DEFAULT_BREVITY  # only used by wise_s
+    schema: str = AnswerSchema.SINGLE.value
+    policy_frame: int = POLICY_FRAME
+    max_new_tokens: int = 1024
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+    cache_size: int = 4  # image encodings kept (LRU); 0 disables the cache
+    batch_size: int = 8  # segment_batch: images per policy.generate call
+    concurrent_encode: bool = True  # SAM2 encode on a worker thread while the policy generates
+
+    def __post_init__(self) -> None:
+        PromptMode(self.mode)
+        AnswerSchema(self.schema)
+        ResizeProtocol(self.policy_frame)
+        if self.max_new_tokens <= 0 or self.max_image_pixels <= 0 or self.batch_size <= 0:
+            raise ValueError("max_new_tokens, max_image_pixels and batch_size must be positive")
+        if self.cache_size < 0:
+            raise ValueError("cache_size must be >= 0")
+        self.spec()  # wise_s without a brevity instruction fails here, at load time
+
+    def spec(self) -> PromptSpec:
+        return spec_for(self.mode, brevity=self.brevity, schema=self.schema)
+
+
+def frame_key_of(image: np.ndarray) -> str:
+    """Default frame key: a hash of the pixels and shape (a few ms for a 720p frame)."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(repr((image.shape, image.dtype.str)).encode())
+    digest.update(np.ascontiguousarray(image).data)
+    return digest.hexdigest()
+
+
+@dataclass
+class _Encoded:
+    encoding: ImageEncoding
+    started: float
+    seconds: float
+
+
+@dataclass
+class _Request:
+    """A validated request between preparation and completion."""
+
+    command: str
+    image: np.ndarray
+    frame: np.ndarray  # the policy-frame image
+    instruction: str
+    encoding: Future[_Encoded]
+    cache_hit: bool
+    result: Result
+    started: float
+    timings: Timings = field(default_factory=Timings)
+
+
+class WisePipeline:
+    """Owns the policy and the segmenter; ``segment`` / ``segment_batch`` are thread-safe."""
+
+    def __init__(
+        self,
+        policy: PolicyBackend,
+        segmenter: Segmenter,
+        config: PipelineConfig | None = None,
+        *,
+        tokenizer: Any = None,
+    ) -> None:
+        self.policy = policy
+        self.segmenter = segmenter
+        self.config = config or PipelineConfig()
+        self.spec = self.config.spec()
+        self.resize = ResizeProtocol(self.config.policy_frame)
+        # #Tok is counted with the policy's own tokenizer (core.tokens).
+        self.tokenizer = tokenizer if tokenizer is not None else getattr(policy, "tokenizer", None)
+        self._executor: ThreadPoolExecutor | None = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="wise-sam2-encode"
+        )
+        self._cache: OrderedDict[Hashable, Future[_Encoded]] = OrderedDict()
+        self._cache_lock = threading.Lock()
+        self._closed = False
+        self.manifest: Manifest | None = None
+
+    # ------------------------------------------------------------------ loading
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        policy: str | Path,
+        segmenter: str | Path | None = None,
+        *,
+        device: str | None = None,
+        dtype: Any = None,
+        mode: str | None = None,
+        brevity: str | None = None,
+        schema: str | None = None,
+        max_new_tokens: int | None = None,
+        policy_frame: int | None = None,
+        policy_backend: str = "auto",
+        segmenter_backend: str = "auto",
+        cache_size: int = 4,
+        batch_size: int = 8,
+        max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+        concurrent_encode: bool = True,
+        policy_options: dict[str, Any] | None = None,
+        segmenter_options: dict[str, Any] | None = None,
+    ) -> WisePipeline:
+        """Load the models once.
+
+        ``policy``: a WISE checkpoint folder exported by training (its ``wise_manifest.json``
+        gives the prompt mode, brevity, answer schema, policy frame, segmenter and token budget,
+        so nothing else is needed), a plain Hugging Face folder or hub id (wise_s defaults), or a
+        vLLM server URL. Explicit arguments override the manifest; ``None`` or ``""`` means
+        "not given". Raises ``FileNotFoundError`` for a missing local folder, ``ManifestError``
+        for a bad manifest, ``ValueError`` for bad settings, and whatever the loaders raise.
+        """
+        from .policy import load_policy
+        from .segmenter import load_segmenter
+
+        source = str(policy)
+        manifest = _manifest_for(source)
+        base = manifest or Manifest()
+
+        def pick(explicit: Any, default: Any) -> Any:
+            return default if explicit is None or explicit == "" else explicit
+
+        config = PipelineConfig(
+            mode=str(pick(mode, base.prompt_mode)),
+            brevity=pick(brevity, base.brevity),
+            schema=str(pick(schema, base.answer_schema)),
+            policy_frame=int(pick(policy_frame, base.policy_frame)),
+            max_new_tokens=int(pick(max_new_tokens, base.max_new_tokens)),
+            max_image_pixels=max_image_pixels,
+            cache_size=cache_size,
+            batch_size=batch_size,
+            concurrent_encode=concurrent_encode,
+        )
+        segmenter_source = _segmenter_source(pick(segmenter, None), manifest, source)
+        LOG.info("loading policy %s (mode %s) and segmenter %s", source, config.mode, segmenter_source)
+        policy_backend_obj = load_policy(
+            source,
+            backend=policy_backend,
+            device=device,
+            dtype=dtype,
+            max_new_tokens=config.max_new_tokens,
+            **(policy_options or {}),
+        )
+        try:
+            segmenter_obj = load_segmenter(
+                segmenter_source,
+                backend=segmenter_backend,
+                device=device,
+                dtype=dtype,
+                **(segmenter_options or {}),
+            )
+        except BaseException:
+            policy_backend_obj.close()
+            raise
+        pipeline = cls(policy_backend_obj, segmenter_obj, config)
+        pipeline.manifest = manifest
+        return pipeline
+
+    # ------------------------------------------------------------------ public API
+
+    def segment(self, image: np.ndarray, command: str, *, frame_key: Hashable | None = None) -> Result:
+        """Segment what ``command`` asks for in ``image`` (HxWx3 uint8 RGB). Never raises."""
+        started = time.perf_counter()
+        try:
+            prepared = self._prepare(image, command, frame_key, started)
+            if isinstance(prepared, Result):
+                return prepared
+            try:
+                output = self.policy.generate([prepared.frame], [prepared.instruction])[0]
+            except Exception as exc:
+                LOG.exception("policy generation failed")
+                return self._fail(prepared, Status.INTERNAL_ERROR, f"policy failed: {_describe(exc)}")
+            return self._finish(prepared, output)
+        except Exception as exc:  # never raise per request
+            LOG.exception("segment failed")
+            return Result.failure(
+                _safe_command(command), Status.INTERNAL_ERROR, _describe(exc), mode=self.config.mode,
+                timings=Timings(total=time.perf_counter() - started),
+            )
+
+    def segment_batch(
+        self,
+        images: Sequence[np.ndarray],
+        commands: Sequence[str],
+        *,
+        frame_keys: Sequence[Hashable | None] | None = None,
+    ) -> list[Result]:
+        """One result per (image, command), in order; the policy generates in batches of
+        ``config.batch_size`` (left padding). Per-sample problems never raise; mismatched
+        list lengths (a caller bug) raise ValueError.
+
+        Timings: prefill/decode are those of the batch the sample was in; ``total`` is the
+        sample's own preprocessing and segmentation plus its batch's generation time.
+        """
+        if len(images) != len(commands):
+            raise ValueError(f"{len(images)} images for {len(commands)} commands")
+        keys = list(frame_keys) if frame_keys is not None else [None] * len(images)
+        if len(keys) != len(images):
+            raise ValueError(f"{len(keys)} frame keys for {len(images)} images")
+        results: list[Result | None] = [None] * len(images)
+        pending: list[tuple[int, _Request]] = []
+        prep_s: dict[int, float] = {}
+        for i, (image, command, key) in enumerate(zip(images, commands, keys, strict=True)):
+            started = time.perf_counter()
+            try:
+                prepared = self._prepare(image, command, key, started)
+            except Exception as exc:
+                LOG.exception("segment_batch: preparing sample %d failed", i)
+                prepared = Result.failure(_safe_command(command), Status.INTERNAL_ERROR, _describe(exc))
+            if isinstance(prepared, Result):
+                results[i] = prepared
+            else:
+                pending.append((i, prepared))
+                prep_s[i] = time.perf_counter() - started
+        size = self.config.batch_size
+        for chunk_start in range(0, len(pending), size):
+            chunk = pending[chunk_start : chunk_start + size]
+            gen_start = time.perf_counter()
+            try:
+                outputs = self.policy.generate([r.frame for _, r in chunk], [r.instruction for _, r in chunk])
+                if len(outputs) != len(chunk):
+                    raise RuntimeError(f"policy returned {len(outputs)} outputs for {len(chunk)} prompts")
+            except Exception as exc:
+                LOG.exception("policy generation failed for a batch")
+                for i, request in chunk:
+                    results[i] = self._fail(request, Status.INTERNAL_ERROR, f"policy failed: {_describe(exc)}")
+                continue
+            generation = time.perf_counter() - gen_start
+            for (i, request), output in zip(chunk, outputs, strict=True):
+                finish_start = time.perf_counter()
+                try:
+                    result = self._finish(request, output)
+                except Exception as exc:
+                    LOG.exception("segment_batch: sample %d failed", i)
+                    result = self._fail(request, Status.INTERNAL_ERROR, _describe(exc))
+                # total = own preparation + the batch's generation + own finishing.
+                result.timings.total = prep_s[i] + generation + time.perf_counter() - finish_start
+                results[i] = result
+        return [r if r is not None else Result.failure("", Status.INTERNAL_ERROR, "no result") for r in results]
+
+    def close(self) -> None:
+        """Free the models (and CUDA cache); later requests get ``not_ready``. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=True, cancel_futures=True)
+        with self._cache_lock:
+            self._cache.clear()
+        for part in (self.policy, self.segmenter):
+            try:
+                part.close()
+            except Exception:
+                LOG.exception("closing %s failed", type(part).__name__)
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except ImportError:  # pragma: no cover - torch is a dependency
+            pass
+
+    def __enter__(self) -> WisePipeline:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def cache_info(self) -> dict[str, int]:
+        with self._cache_lock:
+            return {"size": len(self._cache), "capacity": self.config.cache_size}
+
+    # ------------------------------------------------------------------ steps
+
+    def _prepare(
+        self, image: Any, command: Any, frame_key: Hashable | None, started: float
+    ) -> Result | _Request:
+        mode = self.config.mode
+        text = _safe_command(command)
+        if self._closed:
+            return Result.failure(text, Status.NOT_READY, "the pipeline is closed", mode=mode)
+        try:
+            normalize_question(command)
+        except ValueError as exc:
+            return Result.failure(text, Status.INVALID_COMMAND, str(exc), mode=mode)
+        problem = self._image_problem(image)
+        if problem:
+            return Result.failure(text, Status.INVALID_IMAGE, problem, mode=mode)
+        height, width = image.shape[:2]
+        image = np.ascontiguousarray(image)
+        instruction = build_instruction(command, self.spec)
+        frame = self.resize.resize(image)
+        key = frame_key if frame_key is not None else frame_key_of(image)
+        encoding, hit = self._encoding(key, image)
+        timings = Timings(preprocess=time.perf_counter() - started)
+        result = Result(command=text, status=Status.OK, image_size=(width, height), mode=mode)
+        return _Request(text, image, frame, instruction, encoding, hit, result, started, timings)
+
+    def _image_problem(self, image: Any) -> str:
+        if not isinstance(image, np.ndarray):
+            return f"image must be a numpy array, got {type(image).__name__}"
+        if image.dtype != np.uint8:
+            return f"image must be uint8, got {image.dtype}"
+        if image.ndim != 3 or image.shape[2] != 3:
+            return f"image must be HxWx3 RGB, got shape {image.shape}"
+        height, width = image.shape[:2]
+        if height == 0 or width == 0:
+            return f"image has zero size ({width}x{height})"
+        if height * width > self.config.max_image_pixels:
+            return f"image has {width}x{height} pixels, more than the {self.config.max_image_pixels} allowed"
+        return ""
+
+    def _encoding(self, key: Hashable, image: np.ndarray) -> tuple[Future[_Encoded], bool]:
+        """The frame's encoding: cached, in flight, or started now (on the worker thread)."""
+        with self._cache_lock:
+            cached = self._cache.get(key)
+            if cached is not None and not (cached.done() and cached.exception() is not None):
+                self._cache.move_to_end(key)
+                return cached, True
+            # The caller may reuse its buffer once segment returns, the worker may not be done.
+            pixels = image.copy()
+            if self.config.concurrent_encode and self._executor is not None:
+                future = self._executor.submit(self._encode, pixels)
+            else:
+                future = Future()
+                try:
+                    future.set_result(self._encode(pixels))
+                except Exception as exc:
+                    future.set_exception(exc)
+            if self.config.cache_size > 0:
+                self._cache[key] = future
+                while len(self._cache) > self.config.cache_size:
+                    self._cache.popitem(last=False)
+            return future, False
+
+    def _encode(self, image: np.ndarray) -> _Encoded:
+        started = time.perf_counter()
+        encoding = self.segmenter.encode(image)
+        return _Encoded(encoding, started, time.perf_counter() - started)
+
+    def _finish(self, request: _Request, output: PolicyOutput) -> Result:
+        result, timings = request.result, request.timings
+        timings.policy_prefill = output.prefill_s
+        timings.policy_decode = output.decode_s
+        result.completion = output.text
+        result.generated_tokens = output.generated_tokens
+        parsed = parse_completion(
+            output.text, schema=self.spec.schema, frame=(self.config.policy_frame, self.config.policy_frame)
+        )
+        result.rationale = parsed.think or ""
+        result.detailed_rationale = parsed.d_think or ""
+        if self.tokenizer is not None:  # #Tok, the paper's metric (core.tokens)
+            result.reasoning_tokens = reasoning_tokens(output.text, self.tokenizer)
+        if not isinstance(parsed, ParsedAnswer):
+            return self._fail(request, Status.UNPARSABLE_ANSWER, parsed.message())
+        width, height = result.image_size
+        objects = [self.resize.object_to_image(obj, width, height) for obj in parsed.objects]
+        encoded = request.encoding.result()
+        timings.segmenter_encode = 0.0 if request.cache_hit else encoded.seconds
+        decode_start = time.perf_counter()
+        segmented = self.segmenter.decode(encoded.encoding, objects)
+        timings.segmenter_decode = time.perf_counter() - decode_start
+        mask = np.zeros((height, width), dtype=bool)
+        for obj, seg in zip(objects, segmented, strict=True):
+            mask |= seg.mask
+            result.objects.append(ObjectResult(box=obj.box, points=obj.points, score=seg.score, mask=seg.mask))
+        result.mask = mask
+        result.status = Status.OK
+        timings.total = time.perf_counter() - request.started
+        result.timings = timings
+        return result
+
+    def _fail(self, request: _Request, status: Status, error: str) -> Result:
+        result = request.result
+        result.objects = []
+        result.status = status
+        result.error = error
+        width, height = result.image_size
+        result.mask = np.zeros((height, width), dtype=bool)
+        request.timings.total = time.perf_counter() - request.started
+        result.timings = request.timings
+        return result
+
+
+# ---------------------------------------------------------------------- helpers
+
+_LOCAL_PATH_RE = re.compile(r"^(\.{1,2}[/\\]|[/\\~]|[A-Za-z]:[/\\])")
+_HUB_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+def _looks_local(source: str) -> bool:
+    return bool(_LOCAL_PATH_RE.match(source)) or not _HUB_ID_RE.match(source)
+
+
+def _manifest_for(source: str) -> Manifest | None:
+    """The folder's manifest; None for hub ids, URLs and plain HF folders."""
+    if source.startswith(("http://", "https://")):
+        return None
+    path = Path(os.path.expanduser(source))
+    if path.exists():
+        if not path.is_dir():
+            raise FileNotFoundError(f"policy {path} is a file; expected a checkpoint folder")
+        if (path / MANIFEST_NAME).exists():
+            return read_manifest(path)  # raises ManifestError with the reason
+        return None
+    if _looks_local(source):
+        raise FileNotFoundError(f"policy folder {path} does not exist")
+    return None  # a hub id (offline machines fail in the loader, with its message)
+
+
+def _segmenter_source(explicit: Any, manifest: Manifest | None, policy_source: str) -> str:
+    if explicit is not None:
+        source = str(explicit)
+    elif manifest is not None:
+        source = manifest.segmenter
+        relative = Path(policy_source) / source
+        if not Path(source).is_absolute() and relative.exists():
+            source = str(relative)  # a segmenter shipped inside the checkpoint folder
+    else:
+        source = DEFAULT_SEGMENTER
+    path = Path(os.path.expanduser(source))
+    if not path.exists() and _looks_local(source):
+        raise FileNotFoundError(f"segmenter {path} does not exist")
+    return str(path) if path.exists() else source
+
+
+def _safe_command(command: Any) -> str:
+    return command if isinstance(command, str) else ""
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"

@@ -1,0 +1,238 @@
+"""Policy backend on Hugging Face transformers (CPU and GPU; the default backend).
+
+Loads a Qwen2.5-VL (or any image-text-to-text) checkpoint folder or hub id with
+``AutoProcessor`` + ``Qwen2_5_VLForConditionalGeneration`` / ``AutoModelForImageTextToText``,
+safetensors only and never ``trust_remote_code``. Generation is greedy and batched with left
+padding. Prefill (time to first token, vision encoder included) and decode are told apart by a
+logits processor that timestamps its first call: ``generate`` calls it right after the first
+forward pass, before the first token is chosen, so it costs nothing and measures exactly the
+prompt's forward.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .base import PolicyBackend, PolicyOutput
+
+LOG = logging.getLogger(__name__)
+
+_DTYPES = {
+    "float32": "float32",
+    "fp32": "float32",
+    "float": "float32",
+    "bfloat16": "bfloat16",
+    "bf16": "bfloat16",
+    "float16": "float16",
+    "fp16": "float16",
+    "half": "float16",
+}
+
+
+def resolve_device(device: str | None) -> str:
+    """``None``/``"auto"`` -> ``cuda`` when available, else ``cpu``; anything else as given."""
+    import torch
+
+    if device in (None, "", "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device {device!r} requested but CUDA is not available")
+    return str(device)
+
+
+def resolve_dtype(dtype: Any, device: str) -> Any:
+    """A torch dtype from a name (``bfloat16``, ``bf16``, ``float32``...) or None/``auto``:
+    bfloat16 on CUDA, float32 elsewhere (CPU half precision is slow and lossy)."""
+    import torch
+
+    if dtype in (None, "", "auto"):
+        return torch.bfloat16 if device.startswith("cuda") else torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    name = _DTYPES.get(str(dtype).lower().replace("torch.", ""))
+    if name is None:
+        raise ValueError(f"unknown dtype {dtype!r}; use one of {sorted(set(_DTYPES))}")
+    return getattr(torch, name)
+
+
+class _FirstTokenClock:
+    """Logits processor that records when the first token's scores are ready (end of prefill)."""
+
+    def __init__(self) -> None:
+        self.first: float | None = None
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        if self.first is None:
+            self.first = time.perf_counter()
+        return scores
+
+
+class TransformersPolicy(PolicyBackend):
+    """Greedy batched generation with a transformers vision-language model.
+
+    ``max_new_tokens`` bounds the completion; ``min_new_tokens`` (0 = off) forces a length,
+    which the benchmark uses to time a given reasoning length with random weights.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        processor: Any,
+        *,
+        device: str = "cpu",
+        max_new_tokens: int = 1024,
+        min_new_tokens: int = 0,
+        system_prompt: str | None = None,
+        name: str = "",
+    ) -> None:
+        tokenizer = getattr(processor, "tokenizer", None)
+        if tokenizer is None or getattr(processor, "image_processor", None) is None:
+            raise TypeError(
+                f"{name or 'the policy'}: AutoProcessor gave {type(processor).__name__}, not an "
+                "image+text processor; the checkpoint folder needs the processor files "
+                "(preprocessor_config.json, tokenizer files, chat template)"
+            )
+        tokenizer.padding_side = "left"  # batched generation appends after the prompt
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        self.model = model
+        self.processor = processor
+        self.tokenizer = tokenizer
+        self.device = device
+        self.max_new_tokens = int(max_new_tokens)
+        self.min_new_tokens = int(min_new_tokens)
+        self.system_prompt = system_prompt
+        self.name = name
+        self._lock = threading.Lock()  # one generate at a time per model
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str | Path,
+        *,
+        device: str | None = None,
+        dtype: Any = None,
+        max_new_tokens: int = 1024,
+        min_new_tokens: int = 0,
+        system_prompt: str | None = None,
+        attn_implementation: str | None = None,
+    ) -> TransformersPolicy:
+        from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
+
+        device = resolve_device(device)
+        torch_dtype = resolve_dtype(dtype, device)
+        source = str(path)
+        config = AutoConfig.from_pretrained(source, trust_remote_code=False)
+        model_cls: Any = AutoModelForImageTextToText
+        if getattr(config, "model_type", "") == "qwen2_5_vl":
+            from transformers import Qwen2_5_VLForConditionalGeneration
+
+            model_cls = Qwen2_5_VLForConditionalGeneration
+        kwargs: dict[str, Any] = {
+            "dtype": torch_dtype,
+            "use_safetensors": True,
+            "trust_remote_code": False,
+        }
+        if attn_implementation:
+            kwargs["attn_implementation"] = attn_implementation
+        model = model_cls.from_pretrained(source, **kwargs).to(device).eval()
+        processor = AutoProcessor.from_pretrained(source, trust_remote_code=False)
+        return cls(
+            model,
+            processor,
+            device=device,
+            max_new_tokens=max_new_tokens,
+            min_new_tokens=min_new_tokens,
+            system_prompt=system_prompt,
+            name=source,
+        )
+
+    # ------------------------------------------------------------------ generation
+
+    def _messages(self, instruction: str) -> list[dict[str, Any]]:
+        messages: list[dict[str, Any]] = []
+        if self.system_prompt:
+            messages.append({"role": "system", "content": [{"type": "text", "text": self.system_prompt}]})
+        messages.append(
+            {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": instruction}]}
+        )
+        return messages
+
+    def prompt_text(self, instruction: str) -> str:
+        """The chat-formatted prompt for one instruction (image placeholder included)."""
+        return self.processor.apply_chat_template(
+            self._messages(instruction), add_generation_prompt=True, tokenize=False
+        )
+
+    def _generation_config(self) -> Any:
+        from transformers import GenerationConfig
+
+        base = getattr(self.model, "generation_config", None)
+        config = GenerationConfig.from_dict(base.to_dict()) if base is not None else GenerationConfig()
+        config.do_sample = False
+        config.num_beams = 1
+        config.temperature = None
+        config.top_p = None
+        config.top_k = None
+        config.max_new_tokens = self.max_new_tokens
+        config.min_new_tokens = self.min_new_tokens or None
+        if config.eos_token_id is None:
+            config.eos_token_id = self.tokenizer.eos_token_id
+        if config.pad_token_id is None:
+            config.pad_token_id = self.tokenizer.pad_token_id
+        return config
+
+    def _eos_ids(self, config: Any) -> set[int]:
+        eos = config.eos_token_id
+        ids = set(eos) if isinstance(eos, list | tuple) else {eos}
+        ids.add(self.tokenizer.eos_token_id)
+        return {int(i) for i in ids if i is not None}
+
+    def generate(self, images: list[np.ndarray], instructions: list[str]) -> list[PolicyOutput]:
+        import torch
+
+        if len(images) != len(instructions):
+            raise ValueError(f"{len(images)} images for {len(instructions)} instructions")
+        if not images:
+            return []
+        texts = [self.prompt_text(instruction) for instruction in instructions]
+        config = self._generation_config()
+        clock = _FirstTokenClock()
+        with self._lock:
+            start = time.perf_counter()
+            inputs = self.processor(text=texts, images=list(images), padding=True, return_tensors="pt")
+            inputs = inputs.to(self.device)
+            if "pixel_values" in inputs and self.model.dtype != inputs["pixel_values"].dtype:
+                inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
+            with torch.inference_mode():
+                out = self.model.generate(**inputs, generation_config=config, logits_processor=[clock])
+            if self.device.startswith("cuda"):
+                torch.cuda.synchronize()
+            end = time.perf_counter()
+        first = clock.first if clock.first is not None else end
+        new = out[:, inputs["input_ids"].shape[1] :].tolist()
+        eos_ids = self._eos_ids(config)
+        outputs = []
+        for row in new:
+            # Up to and including the first end-of-turn token; rows that finished early are
+            # padded after it by generate. Rows without one ran into max_new_tokens.
+            ends = [i for i, token in enumerate(row) if token in eos_ids]
+            length = ends[0] + 1 if ends else len(row)
+            text = self.tokenizer.decode(row[:length], skip_special_tokens=True)
+            outputs.append(
+                PolicyOutput(text=text, generated_tokens=length, prefill_s=first - start, decode_s=end - first)
+            )
+        return outputs
+
+    def close(self) -> None:
+        import torch
+
+        self.model = None
+        if self.device.startswith("cuda") and torch.cuda.is_available():
+            torch.cuda.empty_cache()

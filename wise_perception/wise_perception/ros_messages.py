@@ -1,0 +1,217 @@
+"""ROS message conversions for the node: sensor_msgs/Image <-> numpy, Result -> messages.
+
+No cv_bridge (not available from any registry the tests use): 8-bit encodings are converted
+with numpy, honouring row padding (``step`` > ``width * channels``). ``is_bigendian`` is
+irrelevant for 8-bit data. Anything else is rejected with an :class:`ImageError` whose message
+names the problem; the node turns it into an ``invalid_image`` result.
+
+``vision_msgs`` is optional: :data:`HAVE_VISION_MSGS` says whether Detection2DArray can be
+built (a ROS 2 install usually has it; the PyPI wheels used in tests do not).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import numpy as np
+from builtin_interfaces.msg import Time
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from sensor_msgs.msg import Image
+from std_msgs.msg import Header, String
+
+from .result import Result
+
+try:  # optional: only where vision_msgs is installed
+    from vision_msgs.msg import (  # type: ignore[import-not-found]
+        Detection2D,
+        Detection2DArray,
+        ObjectHypothesisWithPose,
+    )
+
+    HAVE_VISION_MSGS = True
+except ImportError:  # pragma: no cover - depends on the ROS install
+    HAVE_VISION_MSGS = False
+
+# encoding -> (channels, index of R, G, B in a pixel); mono is expanded to three channels.
+ENCODINGS: dict[str, tuple[int, tuple[int, int, int]]] = {
+    "rgb8": (3, (0, 1, 2)),
+    "bgr8": (3, (2, 1, 0)),
+    "rgba8": (4, (0, 1, 2)),
+    "bgra8": (4, (2, 1, 0)),
+    "mono8": (1, (0, 0, 0)),
+}
+
+OVERLAY_COLOR = np.array([255, 0, 255], dtype=np.float32)  # magenta: visible on most scenes
+OVERLAY_ALPHA = 0.5
+
+
+class ImageError(ValueError):
+    """An image the node cannot use; the message says why (reported as ``invalid_image``)."""
+
+
+def check_image(msg: Image, max_pixels: int = 0) -> None:
+    """Validate an Image's metadata and buffer size without copying pixels.
+
+    Raises :class:`ImageError` for an unsupported encoding, a zero-size image, a ``step``
+    shorter than a row, a buffer whose length is not ``step * height``, or more than
+    ``max_pixels`` pixels (0 = no limit).
+    """
+    encoding = msg.encoding.strip().lower()
+    if encoding not in ENCODINGS:
+        raise ImageError(
+            f"unsupported image encoding {msg.encoding!r}; supported: {', '.join(ENCODINGS)}"
+        )
+    width, height, step = int(msg.width), int(msg.height), int(msg.step)
+    if width == 0 or height == 0:
+        raise ImageError(f"zero-size image ({width}x{height})")
+    if max_pixels > 0 and width * height > max_pixels:
+        raise ImageError(
+            f"image of {width}x{height} = {width * height} pixels exceeds max_image_pixels={max_pixels}"
+        )
+    channels = ENCODINGS[encoding][0]
+    if step < width * channels:
+        raise ImageError(
+            f"step {step} is shorter than a row of {width} {encoding} pixels ({width * channels} bytes)"
+        )
+    if len(msg.data) != step * height:
+        raise ImageError(
+            f"data has {len(msg.data)} bytes but step*height = {step}*{height} = {step * height}"
+        )
+
+
+def image_to_rgb(msg: Image, max_pixels: int = 0) -> np.ndarray:
+    """HxWx3 uint8 RGB (C-contiguous, owning its memory) from an 8-bit sensor_msgs/Image."""
+    check_image(msg, max_pixels)
+    encoding = msg.encoding.strip().lower()
+    channels, (r, g, b) = ENCODINGS[encoding]
+    width, height, step = int(msg.width), int(msg.height), int(msg.step)
+    rows = np.frombuffer(msg.data, dtype=np.uint8).reshape(height, step)
+    pixels = rows[:, : width * channels].reshape(height, width, channels)
+    if encoding == "rgb8":
+        return np.array(pixels, copy=True)  # detach from the message buffer
+    if encoding == "mono8":
+        return np.repeat(pixels, 3, axis=2)
+    return np.ascontiguousarray(pixels[:, :, [r, g, b]])
+
+
+def numpy_to_image(array: np.ndarray, encoding: str, header: Header) -> Image:
+    """An Image (no padding) from HxW (mono8) or HxWx3 (rgb8/bgr8) or HxWx4 uint8 arrays."""
+    if encoding not in ENCODINGS:
+        raise ImageError(f"cannot encode {encoding!r}; supported: {', '.join(ENCODINGS)}")
+    channels = ENCODINGS[encoding][0]
+    array = np.asarray(array)
+    if array.dtype != np.uint8:
+        raise ImageError(f"{encoding} needs uint8 pixels, got {array.dtype}")
+    expected_ndim = 2 if channels == 1 else 3
+    if array.ndim != expected_ndim or (channels > 1 and array.shape[2] != channels):
+        raise ImageError(
+            f"{encoding} needs {channels} channel(s), got an array of shape {array.shape}"
+        )
+    height, width = array.shape[:2]
+    msg = Image()
+    msg.header = header
+    msg.height, msg.width = int(height), int(width)
+    msg.encoding = encoding
+    msg.is_bigendian = 0
+    msg.step = int(width * channels)
+    msg.data = np.ascontiguousarray(array).tobytes()
+    return msg
+
+
+def mask_to_image(mask: np.ndarray, header: Header) -> Image:
+    """mono8 mask, 255 inside the object(s) and 0 elsewhere (Isaac ROS / yolo_ros convention)."""
+    binary = np.ascontiguousarray(mask, dtype=bool).view(np.uint8)  # 0/1 bytes, no copy
+    return numpy_to_image(binary * np.uint8(255), "mono8", header)
+
+
+def overlay_image(rgb: np.ndarray, result: Result) -> np.ndarray:
+    """The source RGB image with the mask blended in and the boxes and points drawn (rgb8)."""
+    out = rgb.copy()
+    if result.mask is not None and result.mask.shape == rgb.shape[:2]:
+        sel = result.mask.astype(bool)
+        out[sel] = (out[sel] * (1.0 - OVERLAY_ALPHA) + OVERLAY_COLOR * OVERLAY_ALPHA).astype(
+            np.uint8
+        )
+    height, width = rgb.shape[:2]
+    for obj in result.objects:
+        x1, y1, x2, y2 = (
+            _clip(v, hi) for v, hi in zip(obj.box, (width, height, width, height), strict=True)
+        )
+        green = np.array([0, 255, 0], dtype=np.uint8)
+        out[y1 : y2 + 1, [x1, x2]] = green
+        out[[y1, y2], x1 : x2 + 1] = green
+        for px, py in obj.points:
+            cx, cy = _clip(px, width), _clip(py, height)
+            out[max(cy - 2, 0) : cy + 3, max(cx - 2, 0) : cx + 3] = (255, 0, 0)
+    return out
+
+
+def _clip(value: float, size: int) -> int:
+    return int(min(max(round(value), 0), size - 1)) if math.isfinite(value) else 0
+
+
+def header_of(stamp: Time, frame_id: str) -> Header:
+    header = Header()
+    header.stamp = stamp
+    header.frame_id = frame_id
+    return header
+
+
+def stamp_to_dict(stamp: Time) -> dict[str, int]:
+    return {"sec": int(stamp.sec), "nanosec": int(stamp.nanosec)}
+
+
+def result_to_string(result: Result, header: Header, node_info: dict[str, Any]) -> String:
+    """The ``result`` topic: ``Result.to_json`` plus the source ``stamp``/``frame_id`` and the
+    node-side fields (``node``: request id, queue wait, image age, node overhead)."""
+    return String(
+        data=result.to_json(
+            stamp=stamp_to_dict(header.stamp), frame_id=header.frame_id, node=node_info
+        )
+    )
+
+
+def result_to_detections(result: Result, header: Header) -> Any:
+    """vision_msgs/Detection2DArray (one detection per object), or None without vision_msgs."""
+    if not HAVE_VISION_MSGS:
+        return None
+    array = Detection2DArray()
+    array.header = header
+    for index, obj in enumerate(result.objects):
+        x1, y1, x2, y2 = (float(v) for v in obj.box)
+        det = Detection2D()
+        det.header = header
+        det.id = str(index)
+        center = det.bbox.center
+        # vision_msgs >= 4 has center.position.{x,y}; older releases center.{x,y}.
+        target = center.position if hasattr(center, "position") else center
+        target.x, target.y = (x1 + x2) / 2.0, (y1 + y2) / 2.0
+        det.bbox.size_x, det.bbox.size_y = x2 - x1, y2 - y1
+        hypothesis = ObjectHypothesisWithPose()
+        hyp = hypothesis.hypothesis if hasattr(hypothesis, "hypothesis") else hypothesis
+        if hasattr(hyp, "class_id"):
+            hyp.class_id = result.command
+        hyp.score = float(obj.score)
+        det.results.append(hypothesis)
+        array.detections.append(det)
+    return array
+
+
+def diagnostics_message(
+    stamp: Time, name: str, hardware_id: str, level: bytes, message: str, values: dict[str, Any]
+) -> DiagnosticArray:
+    """DiagnosticArray with one status (``level``: DiagnosticStatus.OK, WARN, ERROR or STALE)."""
+    status = DiagnosticStatus()
+    status.level = level
+    status.name = name
+    status.hardware_id = hardware_id
+    status.message = message
+    status.values = [
+        KeyValue(key=k, value=v if isinstance(v, str) else json.dumps(v)) for k, v in values.items()
+    ]
+    array = DiagnosticArray()
+    array.header.stamp = stamp
+    array.status = [status]
+    return array

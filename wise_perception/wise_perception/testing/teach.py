@@ -1,0 +1,186 @@
+"""Teach a tiny random policy one answer, so success paths can be tested end to end.
+
+The tiny Qwen2.5-VL of :mod:`.tiny_models` has random weights and writes junk. Tests of the
+pipeline's success path (parsing, coordinate mapping, SAM2 prompting, #Tok) need a policy that
+really answers. :func:`teach_policy` fine-tunes the tiny model with a plain torch loop (Adam,
+teacher forcing on the completion tokens only, CPU, a few seconds) until, for ANY image and
+ANY instruction rendered by the prompt contract, greedy decoding emits exactly ``completion``
+followed by the end-of-turn token. Training sees fresh random images (several sizes, as the
+pipeline's resize makes them all policy-frame squares anyway) and instructions of every
+inference mode and both answer schemas, so the model learns to ignore its input. The result is
+verified by greedy generation on held-out images and questions; it raises if that fails.
+
+Usage (also what the ``taught_policy_dir`` test fixture does)::
+
+    teach_policy(tiny_checkpoints.policy, out_dir, '<think> ... </think><answer>{...}</answer>')
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..core.geometry import ResizeProtocol
+from ..core.prompts import AnswerSchema, PromptMode, build_messages, spec_for
+
+__all__ = ["TEACH_QUESTIONS", "TeachError", "teach_policy", "verify_policy"]
+
+# Questions seen in training; verification uses different ones (generalisation check).
+TEACH_QUESTIONS: tuple[str, ...] = (
+    "the red square",
+    "the cup on the left",
+    "What object can a robot use to hold hot coffee?",
+    "the person holding an umbrella.",
+    "segment the bottle next to the gripper",
+    "the smallest object on the desk",
+)
+_VERIFY_QUESTIONS: tuple[str, ...] = (
+    "the blue mug behind the laptop",
+    "Something you can sit on",
+)
+_MODES: tuple[PromptMode, ...] = (
+    PromptMode.WISE_S,
+    PromptMode.WISE,
+    PromptMode.SEG_ZERO,
+    PromptMode.WISE_F,
+)
+_IMAGE_SIZES: tuple[tuple[int, int], ...] = ((64, 48), (320, 240), (96, 128), (200, 200))
+
+
+class TeachError(RuntimeError):
+    """The taught policy does not emit the completion exactly."""
+
+
+def _random_image(rng: np.random.Generator, size: tuple[int, int]) -> np.ndarray:
+    width, height = size
+    image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    # A flat rectangle on noise, like the demo scenes.
+    x0, y0 = int(rng.integers(0, width // 2)), int(rng.integers(0, height // 2))
+    image[y0 : y0 + height // 3, x0 : x0 + width // 3] = rng.integers(0, 256, 3, dtype=np.uint8)
+    return image
+
+
+def _prompt_text(processor: Any, question: str, mode: PromptMode, schema: AnswerSchema) -> str:
+    messages = build_messages(question, spec_for(mode, schema=schema))
+    return processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+
+_WORDS = tuple(sorted({w.strip(".,?'").lower() for q in TEACH_QUESTIONS for w in q.split()} | {
+    "box", "boxes", "both", "left", "right", "top", "chair", "table", "robot", "green", "small",
+    "large", "near", "far", "behind", "pick", "up", "find", "all", "apple", "door", "two", "one",
+}))
+
+
+def _question(pyrng: random.Random, questions: Sequence[str]) -> str:
+    """A listed question half of the time, else a few random words (the policy must ignore it)."""
+    if pyrng.random() < 0.5:
+        return pyrng.choice(questions)
+    return " ".join(pyrng.choice(_WORDS) for _ in range(pyrng.randint(1, 8)))
+
+
+def _examples(
+    rng: np.random.Generator, pyrng: random.Random, n: int, questions: Sequence[str]
+) -> list[tuple[np.ndarray, str, PromptMode, AnswerSchema]]:
+    frame = ResizeProtocol()
+    out = []
+    for _ in range(n):
+        image = frame.resize(_random_image(rng, pyrng.choice(_IMAGE_SIZES)))
+        out.append((image, _question(pyrng, questions), pyrng.choice(_MODES), pyrng.choice(list(AnswerSchema))))
+    return out
+
+
+def verify_policy(
+    model: Any, processor: Any, completion: str, *, seed: int = 1, n: int = 6
+) -> list[str]:
+    """Greedy outputs of ``model`` on ``n`` held-out images and questions (for comparison)."""
+    import torch
+
+    rng, pyrng = np.random.default_rng(seed + 1000), random.Random(seed + 1000)
+    tokenizer = processor.tokenizer
+    max_new = len(tokenizer.encode(completion, add_special_tokens=False)) + 4
+    outputs = []
+    for image, question, mode, schema in _examples(rng, pyrng, n, _VERIFY_QUESTIONS):
+        text = _prompt_text(processor, question, mode, schema)
+        inputs = processor(text=[text], images=[image], return_tensors="pt")
+        with torch.no_grad():
+            ids = model.generate(**inputs, max_new_tokens=max_new, do_sample=False)
+        new = ids[0, inputs["input_ids"].shape[1] :]
+        outputs.append(tokenizer.decode(new, skip_special_tokens=True))
+    return outputs
+
+
+def teach_policy(
+    base_dir: Path,
+    out_dir: Path,
+    completion: str,
+    *,
+    steps: int = 150,
+    seed: int = 0,
+    lr: float = 5e-3,
+    batch_size: int = 2,
+) -> Path:
+    """Fine-tune the policy in ``base_dir`` to answer ``completion`` to everything; save it in
+    ``out_dir`` (model + processor, ``save_pretrained``). Returns ``out_dir``.
+
+    Raises :class:`TeachError` when greedy decoding on held-out inputs does not reproduce
+    ``completion`` exactly after ``steps`` (and up to ``steps`` more) Adam steps.
+    """
+    import torch
+    from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
+
+    base_dir, out_dir = Path(base_dir), Path(out_dir)
+    torch.manual_seed(seed)
+    rng, pyrng = np.random.default_rng(seed), random.Random(seed)
+    processor = AutoProcessor.from_pretrained(base_dir)
+    processor.tokenizer.padding_side = "right"
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(base_dir, dtype=torch.float32)
+    model.train()
+    tokenizer = processor.tokenizer
+    target_ids = [*tokenizer.encode(completion, add_special_tokens=False), tokenizer.eos_token_id]
+    if tokenizer.decode(target_ids, skip_special_tokens=True) != completion:
+        raise TeachError("the tokenizer does not round-trip the completion; it cannot be taught")
+
+    def batch() -> dict[str, Any]:
+        examples = _examples(rng, pyrng, batch_size, TEACH_QUESTIONS)
+        prompts = [_prompt_text(processor, q, m, s) for _, q, m, s in examples]
+        full = [p + completion + tokenizer.eos_token for p in prompts]
+        inputs = processor(text=full, images=[e[0] for e in examples], padding=True, return_tensors="pt")
+        labels = torch.full_like(inputs["input_ids"], -100)
+        for row in range(len(full)):
+            length = int(inputs["attention_mask"][row].sum())  # right padding
+            labels[row, length - len(target_ids) : length] = torch.tensor(target_ids)
+        inputs["labels"] = labels
+        return inputs
+
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    budget = steps
+    done = 0
+    while True:
+        # Linear decay to 10 % within each round: large steps first, then settle exactly.
+        for i in range(budget):
+            for group in optimizer.param_groups:
+                group["lr"] = lr * (1.0 - 0.9 * i / budget)
+            loss = model(**batch()).loss
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            done += 1
+        model.eval()
+        outputs = verify_policy(model, processor, completion, seed=seed)
+        if all(o == completion for o in outputs):
+            break
+        if done >= 3 * steps:
+            raise TeachError(
+                f"after {done} steps the policy emits {outputs[0]!r}, not {completion!r}"
+            )
+        model.train()
+        budget = steps // 2
+    model.generation_config.max_new_tokens = max(64, len(target_ids) + 16)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    processor.save_pretrained(out_dir)
+    return out_dir

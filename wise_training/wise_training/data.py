@@ -1,0 +1,248 @@
+"""Training data: Seg-Zero's RefCOCOg 2k release and a generic JSONL, as GRPO prompts.
+
+Every sample becomes ``{"prompt": <conversation from the prompt contract>, "image": <PIL image
+in the 840x840 policy frame>, "gt_box": [x1, y1, x2, y2], "gt_points": [[x, y], [x, y]]}``
+with the ground truth in the policy frame, which is what the core's reward functions read.
+Samples that cannot be used are reported with the reason and skipped; a run never crashes on one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from wise_perception.core.geometry import ResizeProtocol
+from wise_perception.core.prompts import PromptSpec, build_messages
+
+LOG = logging.getLogger(__name__)
+
+MAX_SAMPLES = 1_000_000
+MAX_IMAGE_PIXELS = 50_000_000  # bound decoded images (PIL's decompression-bomb limit is ~89 MP)
+MAX_JSONL_LINE = 1_000_000
+
+# Seg-Zero's ground-truth string (verl/utils/reward_score/seg*.py patterns).
+_BOX_RE = re.compile(r"<box>\((\d+(?:\.\d+)?),(\d+(?:\.\d+)?)\),\((\d+(?:\.\d+)?),(\d+(?:\.\d+)?)\)</box>")
+_POINTS_RE = re.compile(
+    r"<points>\((\d+(?:\.\d+)?),(\d+(?:\.\d+)?)\),\((\d+(?:\.\d+)?),(\d+(?:\.\d+)?)\)</points>"
+)
+
+
+class SampleError(ValueError):
+    """One sample is unusable; the message says why."""
+
+
+@dataclass
+class DataReport:
+    loaded: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    def skip(self, sample_id: str, reason: str) -> None:
+        self.skipped.append((sample_id, reason))
+        LOG.warning("skipping sample %s: %s", sample_id, reason)
+
+    def summary(self) -> str:
+        return f"{self.loaded} samples loaded, {len(self.skipped)} skipped"
+
+
+def parse_solution(solution: str) -> tuple[list[float], list[list[float]]]:
+    """``<box>(x1,y1),(x2,y2)</box><points>(x,y),(x,y)</points>`` -> box, points."""
+    box_match = _BOX_RE.search(solution or "")
+    if box_match is None:
+        raise SampleError(f"no <box>(x1,y1),(x2,y2)</box> in solution {solution[:80]!r}")
+    box = [float(v) for v in box_match.groups()]
+    points_match = _POINTS_RE.search(solution)
+    if points_match is None:
+        raise SampleError(f"no <points>(x,y),(x,y)</points> in solution {solution[:80]!r}")
+    p = [float(v) for v in points_match.groups()]
+    return _check_box(box), [[p[0], p[1]], [p[2], p[3]]]
+
+
+def _check_box(box: Any) -> list[float]:
+    if not isinstance(box, list | tuple) or len(box) != 4:
+        raise SampleError(f"box must be [x1, y1, x2, y2], got {box!r}")
+    try:
+        values = [float(v) for v in box]
+    except (TypeError, ValueError) as exc:
+        raise SampleError(f"box has non-numbers: {box!r}") from exc
+    if not all(np.isfinite(values)) or values[2] <= values[0] or values[3] <= values[1]:
+        raise SampleError(f"box is empty or not finite: {box!r}")
+    return values
+
+
+def points_from_mask(mask: np.ndarray) -> list[list[float]]:
+    """Two points inside the object: centres of its two largest inscribed circles, as Seg-Zero's
+    prompt describes them (maxima of the distance transform, the second outside the first circle)."""
+    import cv2
+
+    binary = (np.asarray(mask) > 0).astype(np.uint8)
+    if binary.sum() == 0:
+        raise SampleError("mask is empty")
+    dist = cv2.distanceTransform(binary, cv2.DIST_L2, 5)
+    y1, x1 = np.unravel_index(int(np.argmax(dist)), dist.shape)
+    radius = float(dist[y1, x1])
+    yy, xx = np.mgrid[: dist.shape[0], : dist.shape[1]]
+    masked = np.where((yy - y1) ** 2 + (xx - x1) ** 2 <= radius**2, 0, dist)
+    if masked.max() <= 0:
+        return [[float(x1), float(y1)], [float(x1), float(y1)]]
+    y2, x2 = np.unravel_index(int(np.argmax(masked)), dist.shape)
+    return [[float(x1), float(y1)], [float(x2), float(y2)]]
+
+
+def points_from_box(box: list[float]) -> list[list[float]]:
+    """Fallback without a mask: the box centre's horizontal (or vertical) quarter points."""
+    x1, y1, x2, y2 = box
+    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+    if x2 - x1 >= y2 - y1:
+        return [[x1 + (x2 - x1) / 4, cy], [x2 - (x2 - x1) / 4, cy]]
+    return [[cx, y1 + (y2 - y1) / 4], [cx, y2 - (y2 - y1) / 4]]
+
+
+def _open_image(source: Any) -> Image.Image:
+    try:
+        if isinstance(source, Image.Image):
+            image = source
+        elif isinstance(source, dict) and source.get("bytes"):
+            import io
+
+            image = Image.open(io.BytesIO(source["bytes"]))
+        else:
+            path = source.get("path") if isinstance(source, dict) else source
+            image = Image.open(Path(path))
+        if image.width * image.height > MAX_IMAGE_PIXELS:
+            raise SampleError(f"image of {image.width}x{image.height} exceeds {MAX_IMAGE_PIXELS} pixels")
+        image.load()
+        return image.convert("RGB")
+    except SampleError:
+        raise
+    except Exception as exc:  # PIL raises many types for corrupt files
+        raise SampleError(f"unreadable image ({type(exc).__name__}: {exc})") from exc
+
+
+def _segzero_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    import datasets
+
+    if path.is_file() and path.suffix == ".parquet":
+        ds = datasets.load_dataset("parquet", data_files=str(path), split="train")
+    elif (path / "dataset_info.json").is_file() or (path / "state.json").is_file():
+        ds = datasets.load_from_disk(str(path))
+        if isinstance(ds, datasets.DatasetDict):
+            ds = ds["train"]
+    else:
+        files = sorted(str(p) for p in path.rglob("*.parquet"))
+        if not files:
+            raise FileNotFoundError(f"{path}: no parquet files or saved dataset found")
+        ds = datasets.load_dataset("parquet", data_files=files, split="train")
+    for i, row in enumerate(ds):
+        yield str(row.get("id", i)), row
+
+
+def _jsonl_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    with path.open(encoding="utf-8") as handle:
+        for line_no, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            sample_id = f"{path.name}:{line_no}"
+            if len(line) > MAX_JSONL_LINE:
+                yield sample_id, {"__error__": f"line longer than {MAX_JSONL_LINE} characters"}
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                yield sample_id, {"__error__": f"invalid JSON ({exc})"}
+                continue
+            if not isinstance(row, dict):
+                yield sample_id, {"__error__": "line is not a JSON object"}
+                continue
+            yield sample_id, {**row, "__root__": path.parent}
+
+
+def _convert_segzero(row: dict[str, Any], proto: ResizeProtocol) -> tuple[Image.Image, str, list, list]:
+    image = _open_image(row.get("image"))
+    problem = row.get("problem") or row.get("text")
+    if not isinstance(problem, str) or not problem.strip():
+        raise SampleError("no 'problem' text")
+    box, points = parse_solution(str(row.get("solution", "")))
+    if image.size != (proto.size, proto.size):
+        # The published set is already at 840; other sizes: the solution is in original pixels.
+        box = list(proto.box_to_policy(box, *image.size))
+        points = [list(proto.point_to_policy(p, *image.size)) for p in points]
+    return image, problem, box, points
+
+
+def _convert_jsonl(row: dict[str, Any], proto: ResizeProtocol) -> tuple[Image.Image, str, list, list]:
+    if "__error__" in row:
+        raise SampleError(row["__error__"])
+    root: Path = row["__root__"]
+    image_path = row.get("image")
+    if not isinstance(image_path, str):
+        raise SampleError("no 'image' path")
+    image = _open_image(root / image_path)
+    instruction = row.get("instruction")
+    if not isinstance(instruction, str) or not instruction.strip():
+        raise SampleError("no 'instruction' text")
+    box = _check_box(row.get("box"))
+    width, height = image.size
+    if row.get("points") is not None:
+        points = row["points"]
+        if not (isinstance(points, list) and len(points) == 2 and all(len(p) == 2 for p in points)):
+            raise SampleError(f"points must be [[x, y], [x, y]], got {points!r}")
+    elif row.get("mask"):
+        mask = _open_image(root / row["mask"]).convert("L")
+        points = points_from_mask(np.asarray(mask))
+    else:
+        points = points_from_box(box)
+    return (
+        image,
+        instruction,
+        list(proto.box_to_policy(box, width, height)),
+        [list(proto.point_to_policy(p, width, height)) for p in points],
+    )
+
+
+def detect_format(path: Path) -> str:
+    return "jsonl" if path.suffix in (".jsonl", ".json") else "segzero"
+
+
+def load_training_samples(
+    path: str | Path,
+    spec: PromptSpec,
+    *,
+    fmt: str = "auto",
+    policy_frame: int = 840,
+    limit: int | None = None,
+    system_prompt: str | None = None,
+) -> tuple[list[dict[str, Any]], DataReport]:
+    """Read, validate and convert samples; images resized to the policy frame (shared protocol)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"training data {path} does not exist")
+    fmt = detect_format(path) if fmt == "auto" else fmt
+    if fmt not in ("segzero", "jsonl"):
+        raise ValueError(f"unknown data format {fmt!r}; use segzero or jsonl")
+    proto = ResizeProtocol(policy_frame)
+    rows = _jsonl_rows(path) if fmt == "jsonl" else _segzero_rows(path)
+    convert = _convert_jsonl if fmt == "jsonl" else _convert_segzero
+    report, samples = DataReport(), []
+    cap = min(limit or MAX_SAMPLES, MAX_SAMPLES)
+    for sample_id, row in rows:
+        if len(samples) >= cap:
+            break
+        try:
+            image, question, box, points = convert(row, proto)
+            prompt = build_messages(question, spec, system=system_prompt)
+        except (SampleError, ValueError, OSError) as exc:
+            report.skip(sample_id, str(exc))
+            continue
+        resized = Image.fromarray(proto.resize(np.asarray(image)))
+        samples.append({"prompt": prompt, "image": resized, "gt_box": box, "gt_points": points})
+        report.loaded += 1
+    LOG.info("training data %s: %s", path, report.summary())
+    return samples, report

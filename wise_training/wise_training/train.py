@@ -1,0 +1,178 @@
+"""GRPO training of the WISE policy on TRL's ``GRPOTrainer`` (paper §3.2, §4).
+
+    python -m wise_training.train --config wise                       # a named config (configs/)
+    python -m wise_training.train --config my.yaml trainer.learning_rate=2e-6 data.limit=100
+    accelerate launch --config_file wise_training/wise_training/accelerate/zero3.yaml \\
+        -m wise_training.train --config wise trainer.deepspeed=wise_training/wise_training/deepspeed/zero3.json
+
+The reward functions are the core's (``wise_perception.core.rewards``), one per term, so TRL
+logs each under ``rewards/<term>_reward``; zero-weight monitors add ``think_tokens``,
+``d_think_tokens`` and ``distill_earned`` (share of completions that earned R_distill).
+The frozen SAM2 is not part of training (§3.1): rewards are computed on the box and points.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from wise_perception.core.prompts import spec_for
+from wise_perception.core.rewards import RewardConfig, SentenceSimilarity, WiseRewards
+
+from .callbacks import JsonlLogCallback
+from .config import ConfigError, TrainConfig, load_config, named_configs
+from .data import DataReport, load_training_samples
+
+LOG = logging.getLogger("wise_training.train")
+TRAINING_CONFIG_NAME = "wise_training_config.json"  # read by wise_training.export
+
+
+def reward_config_for(config: TrainConfig) -> RewardConfig:
+    """The reward's span order always follows the prompt mode, so format and prompt agree."""
+    spec = spec_for(config.prompt.mode, brevity=config.prompt.brevity)
+    reward = dict(config.reward)
+    reward.setdefault("order", spec.order)
+    if tuple(reward["order"]) != spec.order:
+        raise ConfigError(f"reward.order {reward['order']} contradicts prompt mode {config.prompt.mode}")
+    try:
+        return RewardConfig(**reward)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"reward: {exc}") from exc
+
+
+def grpo_arguments(config: TrainConfig) -> Any:
+    from trl import GRPOConfig
+
+    t = asdict(config.trainer)
+    extra = t.pop("extra") or {}
+    if t["use_cpu"]:
+        t["bf16"] = False  # GRPOConfig defaults to bf16, which CPU training does not want
+    if not t["use_vllm"]:
+        t.pop("vllm_mode")
+        t.pop("vllm_gpu_memory_utilization")
+    if t["deepspeed"] is None:
+        t.pop("deepspeed")
+    return GRPOConfig(**t, **extra)
+
+
+def load_policy(config: TrainConfig) -> tuple[Any, Any]:
+    """Model and processor through the same HF loaders the pipeline uses (safetensors, no remote code)."""
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(config.model.path)
+    if not hasattr(processor, "image_processor"):
+        raise ConfigError(f"{config.model.path} has no image processor: not a vision-language checkpoint")
+    processor.tokenizer.padding_side = "left"
+    dtype = torch.float32 if config.trainer.use_cpu else getattr(torch, config.model.dtype)
+    kwargs: dict[str, Any] = {"dtype": dtype, "use_safetensors": True}
+    if config.model.attn_implementation:
+        kwargs["attn_implementation"] = config.model.attn_implementation
+    model = AutoModelForImageTextToText.from_pretrained(config.model.path, **kwargs)
+    return model, processor
+
+
+def build_trainer(
+    config: TrainConfig,
+    *,
+    samples: list[dict[str, Any]] | None = None,
+    similarity: Any = None,
+    callbacks: list[Any] | None = None,
+) -> tuple[Any, DataReport]:
+    """A ready ``GRPOTrainer`` and the data report. ``samples`` replaces ``data.train`` (tests)."""
+    import datasets
+    from trl import GRPOTrainer
+
+    reward_cfg = reward_config_for(config)
+    spec = spec_for(config.prompt.mode, brevity=config.prompt.brevity)
+    report = DataReport(loaded=len(samples or []))
+    if samples is None:
+        samples, report = load_training_samples(
+            config.data.train, spec, fmt=config.data.format, policy_frame=config.data.policy_frame,
+            limit=config.data.limit, system_prompt=config.data.system_prompt,
+        )
+    if not samples:
+        raise ConfigError(f"no usable training samples ({report.summary()})")
+    model, processor = load_policy(config)
+    needs_similarity = reward_cfg.distill and reward_cfg.use_similarity
+    if needs_similarity and similarity is None:
+        similarity = SentenceSimilarity(config.model.sentence_model)
+    rewards = WiseRewards(reward_cfg, processor.tokenizer, similarity if needs_similarity else None)
+    terms, monitors = rewards.reward_functions(), rewards.metric_functions()
+    args = grpo_arguments(config)
+    args.reward_weights = [1.0] * len(terms) + [0.0] * len(monitors)  # monitors only log
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=terms + monitors,
+        args=args,
+        train_dataset=datasets.Dataset.from_list(samples),
+        processing_class=processor,
+        callbacks=[JsonlLogCallback(Path(config.trainer.output_dir) / "metrics.jsonl"), *(callbacks or [])],
+    )
+    return trainer, report
+
+
+def save_final(trainer: Any, config: TrainConfig) -> Path:
+    """``output_dir/final``: HF folder (safetensors) + processor + the resolved training config."""
+    final = Path(config.trainer.output_dir) / "final"
+    trainer.save_model(str(final))
+    trainer.processing_class.save_pretrained(str(final))
+    (final / TRAINING_CONFIG_NAME).write_text(json.dumps(config.to_dict(), indent=2, default=str))
+    return final
+
+
+def resolve_resume(value: str | None, output_dir: str) -> str | bool | None:
+    if value is None:
+        return None
+    if value == "latest":
+        checkpoints = sorted(Path(output_dir).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
+        if not checkpoints:
+            raise ConfigError(f"--resume latest: no checkpoint-* folder in {output_dir}")
+        return str(checkpoints[-1])
+    if not Path(value).is_dir():
+        raise ConfigError(f"--resume {value}: no such checkpoint folder")
+    return value
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m wise_training.train", description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--config", required=True, help=f"YAML file or a name: {', '.join(named_configs())}")
+    parser.add_argument("overrides", nargs="*", help="section.key=value, e.g. trainer.learning_rate=2e-6")
+    parser.add_argument("--resume", default=None, help="'latest' or a checkpoint folder")
+    parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = parse_args(argv)
+    try:
+        config = load_config(args.config, args.overrides)
+        reward_config_for(config)
+        if args.print_config:
+            print(yaml.safe_dump(config.to_dict(), sort_keys=False))
+            return 0
+        resume = resolve_resume(args.resume, config.trainer.output_dir)
+        trainer, report = build_trainer(config)
+    except (ConfigError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    LOG.info("config %s: %s", config.name, report.summary())
+    trainer.train(resume_from_checkpoint=resume)
+    final = save_final(trainer, config)
+    LOG.info("saved %s; export it with: python -m wise_training.export --checkpoint %s --out <dir>", final, final)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
