@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
+from collections.abc import Callable
 
 # No model hub is reachable here or in CI: fail fast instead of retrying downloads.
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -14,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from wise_perception.testing.teach import TAUGHT_COMPLETION, TAUGHT_MULTI_COMPLETION
 from wise_perception.testing.tiny_models import TinyCheckpoints, build_tiny_checkpoints
 
 
@@ -36,3 +40,44 @@ def tiny_policy_dir(tiny_checkpoints: TinyCheckpoints) -> Path:
 @pytest.fixture(scope="session")
 def tiny_sam2_dir(tiny_checkpoints: TinyCheckpoints) -> Path:
     return tiny_checkpoints.sam2
+
+
+@pytest.fixture(scope="session")
+def teach_tiny(
+    tiny_checkpoints: TinyCheckpoints, tmp_path_factory: pytest.TempPathFactory
+) -> Callable[[str], Path]:
+    """``teach_tiny(completion)`` -> a tiny policy that greedily emits ``completion`` to anything.
+
+    Built once per completion and session; with ``WISE_TINY_CACHE`` set, reused across sessions
+    (keyed by the teacher's source, the base weights and the completion).
+    """
+    from wise_perception.testing import teach
+
+    base = tiny_checkpoints.policy
+    cache = os.environ.get("WISE_TINY_CACHE")
+    root = Path(cache) if cache else tmp_path_factory.mktemp("taught")
+
+    def build(completion: str) -> Path:
+        key = Path(teach.__file__).read_bytes() + (base / "model.safetensors").read_bytes()
+        out = root / f"taught_{hashlib.sha256(key + completion.encode()).hexdigest()[:16]}"
+        done = out / ".taught"
+        if not done.is_file():
+            if out.exists():
+                shutil.rmtree(out)
+            teach.teach_policy(base, out, completion)
+            done.write_text(completion)
+        return out
+
+    return build
+
+
+@pytest.fixture(scope="session")
+def taught_policy_dir(teach_tiny: Callable[[str], Path]) -> Path:
+    """Tiny Qwen2.5-VL taught to answer ``TAUGHT_COMPLETION`` to everything (greedy)."""
+    return teach_tiny(TAUGHT_COMPLETION)
+
+
+@pytest.fixture(scope="session")
+def taught_multi_policy_dir(teach_tiny: Callable[[str], Path]) -> Path:
+    """Tiny Qwen2.5-VL taught to answer the two-object ``TAUGHT_MULTI_COMPLETION``."""
+    return teach_tiny(TAUGHT_MULTI_COMPLETION)

@@ -27,8 +27,7 @@ from wise_perception.policy.vllm_backend import (
 )
 from wise_perception.result import Status
 from wise_perception.segmenter import load_segmenter
-
-from .conftest import TAUGHT_COMPLETION
+from wise_perception.testing.teach import TAUGHT_COMPLETION
 
 
 def _image(width: int, height: int, seed: int) -> np.ndarray:

@@ -81,7 +81,7 @@ def test_declares_exactly_these_arguments_with_defaults(tree):
     assert set(declared) == ARGUMENTS
     assert declared["namespace"].value == "wise"
     assert declared["image_topic"].value == "/camera/image_raw"
-    assert declared["mode"].value == "wise_s"
+    assert declared["mode"].value == ""
     assert declared["use_overlay"].value == "false"
     # the default params file is the installed share/wise_perception/config/segment.yaml
     src = ast.unparse(declared["params_file"])
@@ -137,7 +137,7 @@ def test_config_sets_exactly_the_declared_parameters():
     assert set(params) == {p.name for p in PARAMETERS}
     for p in PARAMETERS:  # same types as the declared defaults (ROS rejects a type change)
         assert type(params[p.name]) is type(p.default), p.name
-    assert params["mode"] == "wise_s" and params["autostart"] is True
+    assert params["mode"] == "" and params["autostart"] is True
     assert (params["image_reliability"], params["image_history"], params["image_depth"]) == (
         "best_effort",
         "keep_last",

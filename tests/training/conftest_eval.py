@@ -1,22 +1,18 @@
 """Fixtures and helpers shared by the evaluation / export / report tests.
 
-Imported by those test modules (``tests/training/conftest.py`` belongs to the training code).
+Imported by those test modules; the taught-policy fixture is in ``tests/training/conftest.py``.
 Ground truth here is computed with numpy slicing from the rectangles the tests write, NOT with
 the reader's cv2 rasterisation, so the reader and the scores are checked independently.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
-import pytest
 
 # A completion the taught tiny policy emits for every prompt (840x840 policy frame).
 TAUGHT_COMPLETION = (
@@ -192,29 +188,3 @@ def check_png(path: Path) -> tuple[int, int]:
     assert pixels is not None and pixels.shape[0] > 100 and pixels.shape[1] > 100
     assert pixels.std() > 0  # not a blank canvas
     return pixels.shape[:2]
-
-
-@pytest.fixture(scope="session")
-def eval_taught_policy_dir(tiny_checkpoints, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny policy taught to emit ``TAUGHT_COMPLETION`` (built once per session)."""
-    from wise_perception.testing import teach
-
-    cache = os.environ.get("WISE_TINY_CACHE")
-    if cache:  # reuse across sessions, keyed by the teacher, the base weights and the completion
-        key = (
-            Path(teach.__file__).read_bytes()
-            + (tiny_checkpoints.policy / "model.safetensors").read_bytes()
-        )
-        out = (
-            Path(cache)
-            / f"eval_taught_{hashlib.sha256(key + TAUGHT_COMPLETION.encode()).hexdigest()[:16]}"
-        )
-    else:
-        out = tmp_path_factory.getbasetemp() / "eval_taught_policy"
-    done = out / ".eval_taught_done"
-    if not done.is_file():
-        if out.exists():
-            shutil.rmtree(out)
-        teach.teach_policy(tiny_checkpoints.policy, out, TAUGHT_COMPLETION)
-        done.write_text("ok")
-    return out

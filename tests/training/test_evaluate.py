@@ -33,7 +33,6 @@ try:
         TAUGHT_COMPLETION,
         Truth,
         check_png,
-        eval_taught_policy_dir,
         lisa_score,
         read_png_mask,
         rect_mask,
@@ -46,7 +45,6 @@ except ImportError:  # tests/training is not a package
         TAUGHT_COMPLETION,
         Truth,
         check_png,
-        eval_taught_policy_dir,
         lisa_score,
         read_png_mask,
         rect_mask,
@@ -55,7 +53,6 @@ except ImportError:  # tests/training is not a package
         write_segzero_parquet,
     )
 
-__all__ = ["eval_taught_policy_dir"]  # the fixture, re-exported for pytest
 
 
 @pytest.fixture

@@ -23,13 +23,6 @@ from wise_perception.core.manifest import (
 )
 from wise_training import export as ex
 
-try:
-    from .conftest_eval import eval_taught_policy_dir
-except ImportError:  # tests/training is not a package
-    from conftest_eval import eval_taught_policy_dir
-
-__all__ = ["eval_taught_policy_dir"]  # the fixture, re-exported for pytest
-
 REPO = Path(__file__).resolve().parents[2]
 TRAINING_CONFIG = {
     "model_name_or_path": "Qwen/Qwen2.5-VL-7B-Instruct",

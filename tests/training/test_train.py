@@ -12,7 +12,6 @@ import torch
 from PIL import Image
 
 from wise_perception.core.prompts import build_messages, spec_for
-from wise_perception.testing.teach import teach_policy
 from wise_training.config import load_config
 from wise_training.train import TRAINING_CONFIG_NAME, build_trainer, save_final
 
@@ -28,8 +27,8 @@ TAUGHT = (
 
 
 @pytest.fixture(scope="module")
-def wise_policy(tiny_policy_dir, tmp_path_factory):
-    return teach_policy(tiny_policy_dir, tmp_path_factory.mktemp("taught_wise"), TAUGHT)
+def wise_policy(teach_tiny):
+    return teach_tiny(TAUGHT)
 
 
 def synthetic_samples(mode, n=4):
@@ -143,3 +142,26 @@ def test_train_cli_reports_config_errors(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "wise_training.train", "--config", "wise", "data.train=/nope"],
                           capture_output=True, text=True, timeout=120, cwd=REPO)
     assert proc.returncode == 2 and "/nope" in proc.stderr
+
+
+@pytest.mark.slow
+def test_deepspeed_zero2_single_process_on_cpu(wise_policy, tmp_path):
+    """DeepSpeed ZeRO-2 through accelerate launch, one CPU process (gloo); JIT-compiles an op once."""
+    image = np.full((240, 320, 3), 128, np.uint8)
+    Image.fromarray(image).save(tmp_path / "a.png")
+    rows = [{"image": "a.png", "instruction": "the red square", "box": [38, 57, 152, 143]}] * 8
+    (tmp_path / "train.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    env.setdefault("TORCH_EXTENSIONS_DIR", str(REPO / ".build" / "torch_extensions"))
+    proc = subprocess.run(
+        [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+         "wise_training/wise_training/accelerate/cpu_zero2.yaml", "-m", "wise_training.train",
+         "--config", "tiny_cpu", f"model.path={wise_policy}", f"data.train={tmp_path / 'train.jsonl'}",
+         f"trainer.output_dir={tmp_path / 'out'}", "trainer.max_steps=2", "trainer.max_completion_length=32"],
+        capture_output=True, text=True, timeout=900, env=env, cwd=REPO,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "distributed: DEEPSPEED ZeRO-2" in proc.stderr
+    assert (tmp_path / "out" / "final" / "model.safetensors").is_file()
+    metrics = [json.loads(x) for x in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics if "loss" in m] == [1, 2]

@@ -96,8 +96,8 @@ PARAMETERS: tuple[Param, ...] = (
     ),
     Param("device", "auto", "torch device: auto, cpu, cuda, cuda:1, ..."),
     Param("dtype", "auto", "model dtype: auto, bfloat16, float16, float32"),
-    Param("mode", PromptMode.WISE_S.value, "prompt mode (wise_s, wise, wise_f, seg_zero, ...)"),
-    Param("brevity", DEFAULT_BREVITY, "brevity instruction injected by wise_s"),
+    Param("mode", "", "prompt mode (wise_s, wise, wise_f, seg_zero, ...); empty: manifest, else wise_s"),
+    Param("brevity", "", f"brevity instruction of wise_s; empty: manifest, else {DEFAULT_BREVITY!r}"),
     Param("max_new_tokens", 0, "generation budget of the policy; 0: the manifest's, else 1024"),
     Param("image_reliability", "best_effort", "image QoS reliability: best_effort | reliable"),
     Param("image_history", "keep_last", "image QoS history: keep_last | keep_all"),
@@ -182,8 +182,9 @@ def load_pipeline(settings: Settings) -> Pipeline:
         segmenter=settings.segmenter_model or None,
         device=settings.device,
         dtype=settings.dtype,
-        mode=settings.mode,
-        brevity=settings.brevity,
+        # Empty means "what the exported checkpoint's manifest says" (else the pipeline default).
+        mode=settings.mode or None,
+        brevity=settings.brevity or None,
         max_new_tokens=int(settings.max_new_tokens) or None,
         **({"max_image_pixels": max_pixels} if max_pixels > 0 else {}),
     )
@@ -254,7 +255,8 @@ class WisePerceptionNode(LifecycleNode):
     def on_configure(self, state: State) -> TransitionCallbackReturn:
         try:
             settings = Settings({name: self.get_parameter(name).value for name in PARAMETER_NAMES})
-            PromptMode(settings.mode)
+            if settings.mode:
+                PromptMode(settings.mode)
             image_qos = settings.image_qos()
         except Exception as exc:
             self.get_logger().error(f"configure failed: {exc}")

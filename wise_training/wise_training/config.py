@@ -144,6 +144,20 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return path, yaml.safe_load(raw) if raw.strip() else None
 
 
+def _coerce(cls: type, values: dict[str, Any]) -> dict[str, Any]:
+    """YAML 1.1 reads ``2e-6`` as a string: convert numbers by the field's declared type."""
+    types = {f.name: str(f.type) for f in dataclasses.fields(cls)}
+    out = dict(values)
+    for key, value in values.items():
+        kind = types[key].split(" | ")[0]
+        if isinstance(value, str) and kind in ("float", "int"):
+            try:
+                out[key] = float(value) if kind == "float" else int(value)
+            except ValueError as exc:
+                raise ConfigError(f"{cls.__name__}.{key} must be a number, got {value!r}") from exc
+    return out
+
+
 def build_config(data: dict[str, Any]) -> TrainConfig:
     unknown = sorted(set(data) - {"name", "reward", *_SECTIONS})
     if unknown:
@@ -157,7 +171,7 @@ def build_config(data: dict[str, Any]) -> TrainConfig:
         bad = sorted(set(values) - known)
         if bad:
             raise ConfigError(f"unknown keys in '{section}': {bad}; known: {sorted(known)}")
-        kwargs[section] = cls(**values)
+        kwargs[section] = cls(**_coerce(cls, values))
     config = TrainConfig(**kwargs)
     try:
         PromptMode(config.prompt.mode)

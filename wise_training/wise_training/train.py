@@ -128,6 +128,16 @@ def save_final(trainer: Any, config: TrainConfig) -> Path:
     return final
 
 
+def describe_distribution(trainer: Any) -> str:
+    """E.g. ``DEEPSPEED ZeRO-2, 1 process(es)``: what the run will actually use."""
+    state = trainer.accelerator.state
+    text = f"{state.distributed_type.value}"
+    plugin = getattr(state, "deepspeed_plugin", None)
+    if plugin is not None:
+        text += f" ZeRO-{plugin.zero_stage}"
+    return f"{text}, {state.num_processes} process(es), device {state.device}"
+
+
 def resolve_resume(value: str | None, output_dir: str) -> str | bool | None:
     if value is None:
         return None
@@ -168,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     LOG.info("config %s: %s", config.name, report.summary())
+    LOG.info("distributed: %s", describe_distribution(trainer))
     trainer.train(resume_from_checkpoint=resume)
     final = save_final(trainer, config)
     LOG.info("saved %s; export it with: python -m wise_training.export --checkpoint %s --out <dir>", final, final)

@@ -27,7 +27,26 @@ import numpy as np
 from ..core.geometry import ResizeProtocol
 from ..core.prompts import AnswerSchema, PromptMode, build_messages, spec_for
 
-__all__ = ["TEACH_QUESTIONS", "TeachError", "teach_policy", "verify_policy"]
+__all__ = [
+    "TAUGHT_COMPLETION",
+    "TAUGHT_MULTI_COMPLETION",
+    "TEACH_QUESTIONS",
+    "TeachError",
+    "teach_policy",
+    "verify_policy",
+]
+
+# What the shared test policies are taught to answer (840x840 policy frame): one object, and
+# two objects in VisionReasoner's multi-object schema.
+TAUGHT_COMPLETION = (
+    "<think> the red square is on the left </think>"
+    '<answer>{"bbox": [100,200,400,500], "points_1": [200,300], "points_2": [300,400]}</answer>'
+)
+TAUGHT_MULTI_COMPLETION = (
+    "<think> two boxes </think>"
+    '<answer>[{"bbox_2d": [10,20,300,400], "point_2d": [150,210]}, '
+    '{"bbox_2d": [500,560,780,800], "point_2d": [640,690]}]</answer>'
+)
 
 # Questions seen in training; verification uses different ones (generalisation check).
 TEACH_QUESTIONS: tuple[str, ...] = (

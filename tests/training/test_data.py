@@ -1,0 +1,122 @@
+"""Training data readers: Seg-Zero's 2k release format and JSONL, converted to the 840 frame."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from wise_perception.core.prompts import spec_for
+from wise_training.data import (
+    SampleError,
+    load_training_samples,
+    parse_solution,
+    points_from_box,
+    points_from_mask,
+)
+
+SPEC = spec_for("wise_train")
+
+
+def test_segzero_solution_strings_parse():
+    box, points = parse_solution("<box>(10,100),(200,210)</box><points>(30,110),(35,180)</points>")
+    assert box == [10, 100, 200, 210] and points == [[30, 110], [35, 180]]
+    with pytest.raises(SampleError, match="box"):
+        parse_solution("<points>(1,2),(3,4)</points>")
+    with pytest.raises(SampleError, match="points"):
+        parse_solution("<box>(1,2),(3,4)</box>")
+    with pytest.raises(SampleError, match="empty"):
+        parse_solution("<box>(5,5),(5,9)</box><points>(1,2),(3,4)</points>")
+
+
+def write_image(path, size=(320, 240)):
+    image = np.full((size[1], size[0], 3), 128, np.uint8)
+    Image.fromarray(image).save(path)
+
+
+def test_jsonl_is_converted_to_the_policy_frame_by_hand(tmp_path):
+    write_image(tmp_path / "a.png")  # 320 x 240
+    mask = np.zeros((240, 320), np.uint8)
+    mask[40:100, 20:200] = 255
+    Image.fromarray(mask).save(tmp_path / "m.png")
+    rows = [
+        {"image": "a.png", "instruction": "The cup.", "box": [32, 24, 160, 120], "points": [[64, 48], [128, 96]]},
+        {"image": "a.png", "instruction": "the plate", "box": [0, 0, 80, 40]},
+        {"image": "a.png", "instruction": "the mask", "box": [20, 40, 199, 99], "mask": "m.png"},
+    ]
+    (tmp_path / "d.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    samples, report = load_training_samples(tmp_path / "d.jsonl", SPEC, system_prompt="sys")
+    assert report.loaded == 3 and not report.skipped
+    first = samples[0]
+    # x * 840 / 320 = x * 2.625, y * 840 / 240 = y * 3.5
+    assert first["gt_box"] == pytest.approx([84, 84, 420, 420])
+    assert np.allclose(first["gt_points"], [[168, 168], [336, 336]])
+    assert first["image"].size == (840, 840)
+    assert first["prompt"][0]["role"] == "system"
+    assert "Please find 'the cup'" in first["prompt"][1]["content"][1]["text"]
+    # no points: quarter points along the box's long side
+    assert np.allclose(samples[1]["gt_points"], [[20 * 2.625, 20 * 3.5], [60 * 2.625, 20 * 3.5]])
+    # mask: both points inside the object
+    for x, y in samples[2]["gt_points"]:
+        px, py = x / 2.625, y / 3.5
+        assert 20 <= px < 200 and 40 <= py < 100
+
+
+def test_corrupt_samples_are_reported_and_skipped(tmp_path):
+    write_image(tmp_path / "a.png")
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    lines = [
+        json.dumps({"image": "a.png", "instruction": "ok", "box": [0, 0, 10, 10]}),
+        json.dumps({"image": "missing.png", "instruction": "x", "box": [0, 0, 10, 10]}),
+        json.dumps({"image": "broken.png", "instruction": "x", "box": [0, 0, 10, 10]}),
+        json.dumps({"image": "a.png", "instruction": "x", "box": [10, 10, 5, 5]}),
+        json.dumps({"image": "a.png", "instruction": "", "box": [0, 0, 10, 10]}),
+        json.dumps({"image": "a.png", "instruction": "x", "box": [0, 0, 10, 10], "points": [[1, 2]]}),
+        "{not json",
+        "[1, 2]",
+    ]
+    (tmp_path / "d.jsonl").write_text("\n".join(lines))
+    samples, report = load_training_samples(tmp_path / "d.jsonl", SPEC)
+    assert len(samples) == 1 and report.loaded == 1
+    reasons = dict(report.skipped)
+    assert len(reasons) == 7
+    assert "unreadable image" in reasons["d.jsonl:2"] and "unreadable image" in reasons["d.jsonl:3"]
+    assert "empty" in reasons["d.jsonl:4"] and "instruction" in reasons["d.jsonl:5"]
+    assert "points" in reasons["d.jsonl:6"] and "invalid JSON" in reasons["d.jsonl:7"]
+
+
+def test_segzero_parquet_release_format(tmp_path):
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((840, 840, 3), np.uint8)).save(buf, format="PNG")
+    table = pa.table({
+        "image": [{"bytes": buf.getvalue(), "path": None}, {"bytes": b"junk", "path": None}],
+        "problem": ["The red mug.", "x"],
+        "solution": ["<box>(10,100),(200,210)</box><points>(30,110),(35,180)</points>"] * 2,
+    })
+    pq.write_table(table, tmp_path / "train.parquet")
+    samples, report = load_training_samples(tmp_path / "train.parquet", SPEC, limit=10)
+    assert report.loaded == 1 and len(report.skipped) == 1
+    assert samples[0]["gt_box"] == [10, 100, 200, 210]  # already in the 840 frame
+
+
+def test_missing_dataset_and_bad_format(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        load_training_samples(tmp_path / "nope.jsonl", SPEC)
+    (tmp_path / "x.jsonl").write_text("")
+    with pytest.raises(ValueError, match="format"):
+        load_training_samples(tmp_path / "x.jsonl", SPEC, fmt="csv")
+
+
+def test_point_helpers():
+    assert points_from_box([0, 0, 100, 20]) == [[25, 10], [75, 10]]
+    mask = np.zeros((50, 100), np.uint8)
+    mask[10:40, 10:90] = 1
+    (x1, y1), (x2, y2) = points_from_mask(mask)
+    assert mask[int(y1), int(x1)] and mask[int(y2), int(x2)] and (x1, y1) != (x2, y2)
+    with pytest.raises(SampleError):
+        points_from_mask(np.zeros((5, 5)))
