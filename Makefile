@@ -5,6 +5,9 @@ PY      := $(VENV)/bin/python
 UV      ?= uv
 PARAMS  ?= wise_perception/config/segment.yaml
 export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.build/torch_extensions
+# Tiny random-weight test models (and the policies taught from them) are built once here
+# and shared by every test process, the node subprocesses included.
+export WISE_TINY_CACHE ?= $(CURDIR)/.build/tiny_cache
 
 .PHONY: run test lint demo bench env env-test clean
 
