@@ -71,11 +71,11 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import Header, String
 
 from . import ros_messages as rm
+from .core.manifest import DEFAULT_POLICY
 from .core.prompts import DEFAULT_BREVITY, MAX_QUESTION_CHARS, PromptMode, normalize_question
 from .result import Result, Status
 
 NODE_NAME = "wise_perception"
-DEFAULT_POLICY = "Qwen/Qwen2.5-VL-7B-Instruct"
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from .core.manifest import DEFAULT_POLICY
 from .core.prompts import DEFAULT_BREVITY, PromptMode, normalize_question
 
 EXIT_OK, EXIT_NOT_OK, EXIT_BAD_INPUT, EXIT_LOAD_FAILED = 0, 1, 2, 3
@@ -28,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("image", type=Path, help="RGB image file (png, jpg, ...)")
     parser.add_argument("command", help='what to segment, e.g. "the cup left of the laptop"')
-    parser.add_argument("--model", default="Ricky06662/WISE",
+    parser.add_argument("--model", default=DEFAULT_POLICY,
                         help="policy: WISE checkpoint folder (with wise_manifest.json), HF folder "
                         "or id, or a vLLM server URL (default: %(default)s)")
     parser.add_argument("--segmenter", default=None,

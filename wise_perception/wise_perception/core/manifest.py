@@ -19,6 +19,8 @@ from .prompts import DEFAULT_BREVITY, AnswerSchema, PromptMode
 MANIFEST_NAME = "wise_manifest.json"
 FORMAT_VERSION = 1
 DEFAULT_SEGMENTER = "facebook/sam2-hiera-large"  # paper §4: frozen SAM2-Large
+# With no WISE checkpoint: the paper's base model with the wise_s prompt (§4, Table 8 row 1).
+DEFAULT_POLICY = "Qwen/Qwen2.5-VL-7B-Instruct"
 
 
 class ManifestError(ValueError):
