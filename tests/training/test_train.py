@@ -126,13 +126,27 @@ def test_train_cli_runs_a_jsonl_dataset_end_to_end(wise_policy, tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "wise_training.train", "--config", "tiny_cpu", f"model.path={wise_policy}",
          f"data.train={tmp_path / 'train.jsonl'}", f"trainer.output_dir={tmp_path / 'out'}",
-         "trainer.max_steps=1", "trainer.report_to=tensorboard"],
+         "trainer.max_steps=1", "trainer.save_steps=1", "trainer.report_to=tensorboard"],
         capture_output=True, text=True, timeout=600, env=env, cwd=REPO,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "skipping sample train.jsonl:5" in proc.stderr and "skipping sample train.jsonl:6" in proc.stderr
     assert (tmp_path / "out" / "final" / "model.safetensors").is_file()
     assert list((tmp_path / "out").rglob("events.out.tfevents*")), "TensorBoard events missing"
+    assert (tmp_path / "out" / "checkpoint-1").is_dir()
+
+    # Resume from the newest checkpoint and train one more step.
+    resumed = subprocess.run(
+        [sys.executable, "-m", "wise_training.train", "--config", "tiny_cpu", f"model.path={wise_policy}",
+         f"data.train={tmp_path / 'train.jsonl'}", f"trainer.output_dir={tmp_path / 'out'}",
+         "trainer.max_steps=2", "--resume", "latest"],
+        capture_output=True, text=True, timeout=600, env=env, cwd=REPO,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-4000:]
+    steps = [json.loads(x)["step"] for x in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
+    # Run 1 logs step 1 twice (the step and the train summary). A resumed run starts at step 2,
+    # so step 1 must not appear again; a run that restarted from scratch would log it once more.
+    assert 2 in steps and steps.count(1) == 2
 
 
 def test_train_cli_reports_config_errors(tmp_path):
