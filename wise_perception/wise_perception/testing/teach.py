@@ -5,10 +5,11 @@ pipeline's success path (parsing, coordinate mapping, SAM2 prompting, #Tok) need
 really answers. :func:`teach_policy` fine-tunes the tiny model with a plain torch loop (Adam,
 teacher forcing on the completion tokens only, CPU, a few seconds) until, for ANY image and
 ANY instruction rendered by the prompt contract, greedy decoding emits exactly ``completion``
-followed by the end-of-turn token. Training sees fresh random images (several sizes, as the
-pipeline's resize makes them all policy-frame squares anyway) and instructions of every
-inference mode and both answer schemas, so the model learns to ignore its input. The result is
-verified by greedy generation on held-out images and questions; it raises if that fails.
+followed by the end-of-turn token, alone or in a left-padded batch (as the backend generates).
+Training sees fresh random images (several sizes, as the pipeline's resize makes them all
+policy-frame squares anyway) and instructions of every inference mode and both answer schemas,
+so the model learns to ignore its input. The result is verified by greedy generation on
+held-out images and questions, in left-padded pairs; it raises if that fails.
 
 Usage (also what the ``taught_policy_dir`` test fixture does)::
 
@@ -115,20 +116,30 @@ def _examples(
 def verify_policy(
     model: Any, processor: Any, completion: str, *, seed: int = 1, n: int = 6
 ) -> list[str]:
-    """Greedy outputs of ``model`` on ``n`` held-out images and questions (for comparison)."""
+    """Greedy outputs of ``model`` on ``n`` held-out images and questions (for comparison).
+
+    Generated in pairs with left padding, as the pipeline batches them, so a prompt is checked
+    both unpadded and padded next to a longer one.
+    """
     import torch
 
     rng, pyrng = np.random.default_rng(seed + 1000), random.Random(seed + 1000)
     tokenizer = processor.tokenizer
+    side, tokenizer.padding_side = tokenizer.padding_side, "left"
     max_new = len(tokenizer.encode(completion, add_special_tokens=False)) + 4
+    examples = _examples(rng, pyrng, n, _VERIFY_QUESTIONS)
     outputs = []
-    for image, question, mode, schema in _examples(rng, pyrng, n, _VERIFY_QUESTIONS):
-        text = _prompt_text(processor, question, mode, schema)
-        inputs = processor(text=[text], images=[image], return_tensors="pt")
-        with torch.no_grad():
-            ids = model.generate(**inputs, max_new_tokens=max_new, do_sample=False)
-        new = ids[0, inputs["input_ids"].shape[1] :]
-        outputs.append(tokenizer.decode(new, skip_special_tokens=True))
+    try:
+        for start in range(0, len(examples), 2):
+            pair = examples[start : start + 2]
+            texts = [_prompt_text(processor, q, m, s) for _, q, m, s in pair]
+            inputs = processor(text=texts, images=[e[0] for e in pair], padding=True, return_tensors="pt")
+            with torch.no_grad():
+                ids = model.generate(**inputs, max_new_tokens=max_new, do_sample=False)
+            for row in ids[:, inputs["input_ids"].shape[1] :]:
+                outputs.append(tokenizer.decode(row, skip_special_tokens=True))
+    finally:
+        tokenizer.padding_side = side
     return outputs
 
 
@@ -155,7 +166,8 @@ def teach_policy(
     torch.manual_seed(seed)
     rng, pyrng = np.random.default_rng(seed), random.Random(seed)
     processor = AutoProcessor.from_pretrained(base_dir)
-    processor.tokenizer.padding_side = "right"
+    # Left padding, as the inference backend batches: the taught answer must survive padding.
+    processor.tokenizer.padding_side = "left"
     model = Qwen2_5_VLForConditionalGeneration.from_pretrained(base_dir, dtype=torch.float32)
     model.train()
     tokenizer = processor.tokenizer
@@ -169,9 +181,7 @@ def teach_policy(
         full = [p + completion + tokenizer.eos_token for p in prompts]
         inputs = processor(text=full, images=[e[0] for e in examples], padding=True, return_tensors="pt")
         labels = torch.full_like(inputs["input_ids"], -100)
-        for row in range(len(full)):
-            length = int(inputs["attention_mask"][row].sum())  # right padding
-            labels[row, length - len(target_ids) : length] = torch.tensor(target_ids)
+        labels[:, -len(target_ids) :] = torch.tensor(target_ids)  # left padding: all rows end here
         inputs["labels"] = labels
         return inputs
 
