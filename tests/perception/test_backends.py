@@ -19,6 +19,7 @@ from wise_perception.core.answer import ObjectPrompt
 from wise_perception.core.prompts import build_instruction, build_messages, spec_for
 from wise_perception.pipeline import PipelineConfig, WisePipeline
 from wise_perception.policy import load_policy
+from wise_perception.policy.transformers_backend import PROMPT_TOKEN_BUDGET, TransformersPolicy
 from wise_perception.policy.vllm_backend import (
     VLLM_MISSING,
     PolicyServerError,
@@ -63,6 +64,34 @@ def test_transformers_generation_and_timings(taught_pipeline) -> None:
     finally:
         policy.max_new_tokens, policy.min_new_tokens = 96, 0
     assert forced.generated_tokens == 5 and forced.text == TAUGHT_COMPLETION[: len(forced.text)]
+
+
+def test_static_cache_generation_matches_the_dynamic_cache(taught_pipeline) -> None:
+    """The ``compile`` path's static KV cache, sized once for every request, gives the same
+    greedy answers for prompts of different lengths, alone and batched. (On CUDA, generate
+    also torch.compiles the decode step; that part needs a GPU and is not run here.)"""
+    policy = taught_pipeline.policy
+    frame = np.zeros((840, 840, 3), dtype=np.uint8)
+    short = build_instruction("a", spec_for("wise_s"))
+    long_ = build_instruction("the small red cup on the left of the laptop, next to the robot", spec_for("wise_s"))
+    policy.compile = True  # what compile=True gives on CUDA; the constructor keeps it off on CPU
+    try:
+        config = policy._generation_config()
+        assert config.cache_implementation == "static"
+        assert config.max_cache_len == PROMPT_TOKEN_BUDGET + policy.max_new_tokens
+        outputs = [*policy.generate([frame], [short]), *policy.generate([frame], [long_]),
+                   *policy.generate([frame, frame], [short, long_])]
+    finally:
+        policy.compile = False
+    assert [o.text for o in outputs] == [TAUGHT_COMPLETION] * 4
+
+
+def test_compile_needs_cuda(taught_pipeline, caplog) -> None:
+    policy = taught_pipeline.policy
+    with caplog.at_level("WARNING"):
+        cpu = TransformersPolicy(policy.model, policy.processor, device="cpu", compile=True)
+    assert cpu.compile is False and "needs a CUDA device" in caplog.text
+    assert getattr(cpu._generation_config(), "cache_implementation", None) != "static"
 
 
 def test_sam2_keeps_the_best_of_three_masks(tiny_sam2_dir) -> None:

@@ -83,7 +83,7 @@ def nodes(taught_policy_dir, tiny_policy_dir, tiny_sam2_dir, tmp_path_factory):
     try:
         for ns, client in clients.items():
             client.wait_for_state("active", timeout=90.0, proc=procs[ns])
-        yield clients, procs
+        yield clients, procs, logs
     finally:
         for client in clients.values():
             client.close()
@@ -96,7 +96,7 @@ def nodes(taught_policy_dir, tiny_policy_dir, tiny_sam2_dir, tmp_path_factory):
 
 @pytest.fixture
 def wise(nodes):
-    clients, procs = nodes
+    clients, procs, _ = nodes
     client = clients["/wise"]
     client.drain()
     yield client
@@ -260,7 +260,7 @@ def test_flood_every_command_gets_exactly_one_result(wise):
 
 
 def test_unparsable_policy_output(nodes):
-    clients, procs = nodes
+    clients, procs, _ = nodes
     client = clients["/wise_random"]
     client.drain()
     send_image(client, "cam_random")
@@ -301,6 +301,14 @@ def test_deactivate_frees_models_then_not_ready_then_reactivate(wise):
     assert wise.transition(Transition.TRANSITION_ACTIVATE)
     wise.wait_for_state("active", timeout=60)
     assert_still_serving(wise, "reactivate")
+
+
+def test_activation_warms_the_models_up(nodes):
+    """segment.yaml's warmup: one synthetic request on activate, before the first command."""
+    *_, logs = nodes
+    log = (logs / "wise.log").read_text()
+    assert "warm-up request served in" in log
+    assert log.index("warm-up request served in") < log.index("active: models loaded")
 
 
 def test_bench_node_runs_once():

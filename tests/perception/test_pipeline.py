@@ -88,6 +88,23 @@ def test_same_frame_is_encoded_once(taught_pipeline, monkeypatch) -> None:
     assert info["size"] == info["capacity"] == taught_pipeline.config.cache_size
 
 
+def test_warmup_serves_one_request_and_leaves_the_cache_alone(taught_pipeline, monkeypatch) -> None:
+    generate = taught_pipeline.policy.generate
+    calls: list[int] = []
+
+    def counting_generate(images, instructions):  # a spy on the real policy
+        calls.append(len(images))
+        return generate(images, instructions)
+
+    monkeypatch.setattr(taught_pipeline.policy, "generate", counting_generate)
+    before = taught_pipeline.cache_info()["size"]
+    keys = list(taught_pipeline._cache)
+    seconds = taught_pipeline.warmup()
+    assert seconds > 0 and calls == [1]
+    assert taught_pipeline.cache_info()["size"] == before and list(taught_pipeline._cache) == keys
+    assert taught_pipeline.segment(_image(64, 48, 3), "the red square").ok
+
+
 def test_image_encoding_overlaps_policy_generation(taught_pipeline, monkeypatch) -> None:
     events: dict[str, float] = {}
     threads: dict[str, str] = {}

@@ -309,6 +309,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="forced reasoning lengths (default: 23 112, WISE-S vs Seg-Zero)")
     parser.add_argument("--full-size", action="store_true",
                         help="random-weight Qwen2.5-VL-7B + SAM2-Large (needs a GPU)")
+    parser.add_argument("--compile", action="store_true",
+                        help="CUDA: static KV cache + compiled decode step (warm-up runs absorb the compile)")
     parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     parser.add_argument("--dtype", default=None, help="default: bfloat16 on CUDA, float32 on CPU")
     parser.add_argument("--cache-dir", type=Path, default=None,
@@ -326,6 +328,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         print(f"wise-bench: could not build the models: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 3
+    if args.compile:
+        policy.compile = str(policy.device).startswith("cuda")
+        name += "+compile" if policy.compile else ""
     print(f"built {name} on {policy.device} in {time.perf_counter() - started:.1f} s", file=sys.stderr)
     try:
         rows = run_bench(

@@ -75,6 +75,9 @@ class StubPipeline:
             mode="stub",
         )
 
+    def warmup(self) -> float:
+        return 0.0
+
     def close(self) -> None:
         pass
 

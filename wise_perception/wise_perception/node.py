@@ -99,6 +99,8 @@ PARAMETERS: tuple[Param, ...] = (
     Param("mode", "", "prompt mode (wise_s, wise, wise_f, seg_zero, ...); empty: manifest, else wise_s"),
     Param("brevity", "", f"brevity instruction of wise_s; empty: manifest, else {DEFAULT_BREVITY!r}"),
     Param("max_new_tokens", 0, "generation budget of the policy; 0: the manifest's, else 1024"),
+    Param("compile", False, "CUDA: static KV cache + compiled decode step (faster; compiles on warm-up)"),
+    Param("warmup", True, "serve one synthetic request on activate, so the first command is not slow"),
     Param("image_reliability", "best_effort", "image QoS reliability: best_effort | reliable"),
     Param("image_history", "keep_last", "image QoS history: keep_last | keep_all"),
     Param("image_depth", 1, "image QoS depth"),
@@ -162,6 +164,8 @@ class Pipeline(Protocol):
 
     def close(self) -> None: ...
 
+    def warmup(self) -> float: ...
+
 
 PipelineFactory = Callable[[Settings], Pipeline]
 
@@ -186,6 +190,7 @@ def load_pipeline(settings: Settings) -> Pipeline:
         mode=settings.mode or None,
         brevity=settings.brevity or None,
         max_new_tokens=int(settings.max_new_tokens) or None,
+        policy_options={"compile": True} if settings.compile else None,
         **({"max_image_pixels": max_pixels} if max_pixels > 0 else {}),
     )
 
@@ -300,6 +305,12 @@ class WisePerceptionNode(LifecycleNode):
             self._load_error = f"model loading failed: {type(exc).__name__}: {exc}"
             self.get_logger().error(self._load_error)
             return TransitionCallbackReturn.FAILURE
+        if self.settings.warmup:
+            try:
+                seconds = pipeline.warmup()
+                self.get_logger().info(f"warm-up request served in {seconds:.2f} s")
+            except Exception as exc:  # a failed warm-up costs speed, not service
+                self.get_logger().warning(f"warm-up failed: {type(exc).__name__}: {exc}")
         with self._pipeline_lock:
             self._pipeline = pipeline
         self._load_error = ""

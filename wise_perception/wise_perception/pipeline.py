@@ -230,9 +230,12 @@ class WisePipeline:
 
     def segment(self, image: np.ndarray, command: str, *, frame_key: Hashable | None = None) -> Result:
         """Segment what ``command`` asks for in ``image`` (HxWx3 uint8 RGB). Never raises."""
+        return self._serve(image, command, frame_key, cache=True)
+
+    def _serve(self, image: Any, command: Any, frame_key: Hashable | None, *, cache: bool) -> Result:
         started = time.perf_counter()
         try:
-            prepared = self._prepare(image, command, frame_key, started)
+            prepared = self._prepare(image, command, frame_key, started, cache=cache)
             if isinstance(prepared, Result):
                 return prepared
             try:
@@ -327,9 +330,27 @@ class WisePipeline:
             import torch
 
             if torch.cuda.is_available():
+                # cuBLAS keeps a workspace per thread and stream (about 32 MiB each on Hopper:
+                # measured 66 MiB left after closing the tiny models on an H100); release them
+                # too, so that deactivating really returns the GPU memory.
+                clear_workspaces = getattr(torch._C, "_cuda_clearCublasWorkspaces", None)
+                if clear_workspaces is not None:
+                    clear_workspaces()
                 torch.cuda.empty_cache()
         except ImportError:  # pragma: no cover - torch is a dependency
             pass
+
+    def warmup(self, command: str = "the object in the middle") -> float:
+        """Serve one request on a synthetic gray frame and return its seconds.
+
+        The first request on a GPU pays for lazy CUDA initialisation (and, with a compiling
+        policy backend, the compilation); doing it here keeps that off the first real command.
+        """
+        size = self.config.policy_frame
+        started = time.perf_counter()
+        # Not cached: the synthetic frame must not evict a camera frame's encoding.
+        self._serve(np.full((size, size, 3), 127, np.uint8), command, ("wise-warmup",), cache=False)
+        return time.perf_counter() - started
 
     def __enter__(self) -> WisePipeline:
         return self
@@ -344,7 +365,7 @@ class WisePipeline:
     # ------------------------------------------------------------------ steps
 
     def _prepare(
-        self, image: Any, command: Any, frame_key: Hashable | None, started: float
+        self, image: Any, command: Any, frame_key: Hashable | None, started: float, *, cache: bool = True
     ) -> Result | _Request:
         mode = self.config.mode
         text = _safe_command(command)
@@ -362,7 +383,7 @@ class WisePipeline:
         instruction = build_instruction(command, self.spec)
         frame = self.resize.resize(image)
         key = frame_key if frame_key is not None else frame_key_of(image)
-        encoding, hit = self._encoding(key, image)
+        encoding, hit = self._encoding(key, image, cache=cache)
         timings = Timings(preprocess=time.perf_counter() - started)
         result = Result(command=text, status=Status.OK, image_size=(width, height), mode=mode)
         return _Request(text, image, frame, instruction, encoding, hit, result, started, timings)
@@ -381,10 +402,10 @@ class WisePipeline:
             return f"image has {width}x{height} pixels, more than the {self.config.max_image_pixels} allowed"
         return ""
 
-    def _encoding(self, key: Hashable, image: np.ndarray) -> tuple[Future[_Encoded], bool]:
+    def _encoding(self, key: Hashable, image: np.ndarray, *, cache: bool = True) -> tuple[Future[_Encoded], bool]:
         """The frame's encoding: cached, in flight, or started now (on the worker thread)."""
         with self._cache_lock:
-            cached = self._cache.get(key)
+            cached = self._cache.get(key) if cache else None
             if cached is not None and not (cached.done() and cached.exception() is not None):
                 self._cache.move_to_end(key)
                 return cached, True
@@ -398,7 +419,7 @@ class WisePipeline:
                     future.set_result(self._encode(pixels))
                 except Exception as exc:
                     future.set_exception(exc)
-            if self.config.cache_size > 0:
+            if cache and self.config.cache_size > 0:
                 self._cache[key] = future
                 while len(self._cache) > self.config.cache_size:
                     self._cache.popitem(last=False)

@@ -7,6 +7,11 @@ padding. Prefill (time to first token, vision encoder included) and decode are t
 logits processor that timestamps its first call: ``generate`` calls it right after the first
 forward pass, before the first token is chosen, so it costs nothing and measures exactly the
 prompt's forward.
+
+``compile=True`` (CUDA): a static KV cache sized once for the worst case, which lets
+``generate`` torch.compile the decode step once and reuse it for every command length.
+Measured on an H100 with random-weight Qwen2.5-VL-7B (bf16, sdpa): 75 generated tokens
+in 0.91 s instead of 2.2-2.5 s; the first call compiles (about 35 s), so warm up first.
 """
 
 from __future__ import annotations
@@ -73,11 +78,17 @@ class _FirstTokenClock:
         return scores
 
 
+# Prompt tokens the static cache reserves besides the completion: 900 vision tokens of an
+# 840x840 frame, the template, and a command of up to MAX_QUESTION_CHARS characters.
+PROMPT_TOKEN_BUDGET = 2048
+
+
 class TransformersPolicy(PolicyBackend):
     """Greedy batched generation with a transformers vision-language model.
 
     ``max_new_tokens`` bounds the completion; ``min_new_tokens`` (0 = off) forces a length,
     which the benchmark uses to time a given reasoning length with random weights.
+    ``compile`` (CUDA only) turns on the static cache + compiled decode step (module docstring).
     """
 
     def __init__(
@@ -90,6 +101,7 @@ class TransformersPolicy(PolicyBackend):
         min_new_tokens: int = 0,
         system_prompt: str | None = None,
         name: str = "",
+        compile: bool = False,
     ) -> None:
         tokenizer = getattr(processor, "tokenizer", None)
         if tokenizer is None or getattr(processor, "image_processor", None) is None:
@@ -109,6 +121,9 @@ class TransformersPolicy(PolicyBackend):
         self.min_new_tokens = int(min_new_tokens)
         self.system_prompt = system_prompt
         self.name = name
+        self.compile = bool(compile) and str(device).startswith("cuda")
+        if compile and not self.compile:
+            LOG.warning("compile=True needs a CUDA device; %s generates uncompiled", device)
         self._lock = threading.Lock()  # one generate at a time per model
 
     @classmethod
@@ -122,6 +137,7 @@ class TransformersPolicy(PolicyBackend):
         min_new_tokens: int = 0,
         system_prompt: str | None = None,
         attn_implementation: str | None = None,
+        compile: bool = False,
     ) -> TransformersPolicy:
         from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
@@ -151,6 +167,7 @@ class TransformersPolicy(PolicyBackend):
             min_new_tokens=min_new_tokens,
             system_prompt=system_prompt,
             name=source,
+            compile=compile,
         )
 
     # ------------------------------------------------------------------ generation
@@ -186,6 +203,11 @@ class TransformersPolicy(PolicyBackend):
             config.eos_token_id = self.tokenizer.eos_token_id
         if config.pad_token_id is None:
             config.pad_token_id = self.tokenizer.pad_token_id
+        if self.compile:
+            # One cache size for every request: generate compiles the decode step for a cache
+            # shape, so a per-request size would recompile for each new command length.
+            config.cache_implementation = "static"
+            config.max_cache_len = PROMPT_TOKEN_BUDGET + self.max_new_tokens
         return config
 
     def _eos_ids(self, config: Any) -> set[int]:
