@@ -123,12 +123,15 @@ def test_train_cli_runs_a_jsonl_dataset_end_to_end(wise_policy, tmp_path):
     rows.append({"image": "missing.png", "instruction": "x", "box": [0, 0, 1, 1]})
     (tmp_path / "train.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\nnot json\n")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "wise_training.train", "--config", "tiny_cpu", f"model.path={wise_policy}",
-         f"data.train={tmp_path / 'train.jsonl'}", f"trainer.output_dir={tmp_path / 'out'}",
-         "trainer.max_steps=1", "trainer.save_steps=1", "trainer.report_to=tensorboard"],
-        capture_output=True, text=True, timeout=600, env=env, cwd=REPO,
-    )
+
+    def train(*extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "wise_training.train", "--config", "tiny_cpu", f"model.path={wise_policy}",
+             f"data.train={tmp_path / 'train.jsonl'}", f"trainer.output_dir={tmp_path / 'out'}", *extra],
+            capture_output=True, text=True, timeout=600, env=env, cwd=REPO,
+        )
+
+    proc = train("trainer.max_steps=1", "trainer.save_steps=1", "trainer.report_to=tensorboard")
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "skipping sample train.jsonl:5" in proc.stderr and "skipping sample train.jsonl:6" in proc.stderr
     assert (tmp_path / "out" / "final" / "model.safetensors").is_file()
@@ -136,12 +139,7 @@ def test_train_cli_runs_a_jsonl_dataset_end_to_end(wise_policy, tmp_path):
     assert (tmp_path / "out" / "checkpoint-1").is_dir()
 
     # Resume from the newest checkpoint and train one more step.
-    resumed = subprocess.run(
-        [sys.executable, "-m", "wise_training.train", "--config", "tiny_cpu", f"model.path={wise_policy}",
-         f"data.train={tmp_path / 'train.jsonl'}", f"trainer.output_dir={tmp_path / 'out'}",
-         "trainer.max_steps=2", "--resume", "latest"],
-        capture_output=True, text=True, timeout=600, env=env, cwd=REPO,
-    )
+    resumed = train("trainer.max_steps=2", "--resume", "latest")
     assert resumed.returncode == 0, resumed.stderr[-4000:]
     steps = [json.loads(x)["step"] for x in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
     # Run 1 logs step 1 twice (the step and the train summary). A resumed run starts at step 2,
