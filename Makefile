@@ -45,11 +45,14 @@ lint: env-test
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
-# Offline smoke run of the CLI on tiny random-weight models (no hub needed).
+# Offline run of the CLI on tiny models (no hub needed): a random tiny policy taught on the CPU
+# to answer the demo image's red square, and a random tiny SAM2 (its mask is noise).
 demo: env
 	$(PY) -m wise_perception.testing.tiny_models --out .build/tiny
+	test -f .build/tiny/taught/model.safetensors || \
+		$(PY) -m wise_perception.testing.teach --base .build/tiny/policy --out .build/tiny/taught
 	$(PY) -m wise_perception.segment .build/tiny/demo.png "the red square" \
-		--model .build/tiny/policy --segmenter .build/tiny/sam2 --out .build/demo
+		--model .build/tiny/taught --segmenter .build/tiny/sam2 --out .build/demo
 
 bench: env
 	$(PY) -m wise_perception.bench

@@ -18,7 +18,10 @@ Usage (also what the ``taught_policy_dir`` test fixture does)::
 
 from __future__ import annotations
 
+import argparse
 import random
+import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -29,6 +32,7 @@ from ..core.geometry import ResizeProtocol
 from ..core.prompts import AnswerSchema, PromptMode, build_messages, spec_for
 
 __all__ = [
+    "DEMO_COMPLETION",
     "TAUGHT_COMPLETION",
     "TAUGHT_MULTI_COMPLETION",
     "TEACH_QUESTIONS",
@@ -47,6 +51,12 @@ TAUGHT_MULTI_COMPLETION = (
     "<think> two boxes </think>"
     '<answer>[{"bbox_2d": [10,20,300,400], "point_2d": [150,210]}, '
     '{"bbox_2d": [500,560,780,800], "point_2d": [640,690]}]</answer>'
+)
+# What `make demo` teaches: the red square of the tiny models' demo image (DEMO_RED_SQUARE_XYXY
+# = 120,80,200,160 in 320x240), in the 840x840 policy frame (x*840/320, y*840/240).
+DEMO_COMPLETION = (
+    "<think> the red square is in the middle </think>"
+    '<answer>{"bbox": [315,280,525,560], "points_1": [420,420], "points_2": [368,350]}</answer>'
 )
 
 # Questions seen in training; verification uses different ones (generalisation check).
@@ -213,3 +223,27 @@ def teach_policy(
     model.save_pretrained(out_dir)
     processor.save_pretrained(out_dir)
     return out_dir
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m wise_perception.testing.teach",
+        description="Teach a tiny random policy (testing.tiny_models) to answer one completion (offline, CPU).",
+    )
+    parser.add_argument("--base", type=Path, required=True, help="tiny policy folder to start from")
+    parser.add_argument("--out", type=Path, required=True, help="output folder")
+    parser.add_argument("--completion", default=DEMO_COMPLETION,
+                        help="what to answer (default: the demo image's red square)")
+    args = parser.parse_args(argv)
+    start = time.perf_counter()
+    try:
+        teach_policy(args.base, args.out, args.completion)
+    except (OSError, TeachError) as exc:
+        print(f"teach: {exc}", file=sys.stderr)
+        return 1
+    print(f"taught policy: {args.out} ({time.perf_counter() - start:.1f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
