@@ -39,6 +39,7 @@ run: env
 
 test: env-test
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 	$(PY) -m pytest -q
 
 lint: env-test

@@ -43,7 +43,9 @@ def generate_launch_description() -> LaunchDescription:
             "params_file", default_value=default_params, description="parameters file"
         ),
         DeclareLaunchArgument(
-            "mode", default_value="", description="prompt mode: wise_s, wise, wise_f, ... (empty: the checkpoint manifest's, else wise_s)"
+            "mode",
+            default_value="",
+            description="prompt mode: wise_s, wise, wise_f, ... (empty: the checkpoint manifest's, else wise_s)",
         ),
         DeclareLaunchArgument(
             "device", default_value="auto", description="auto, cpu, cuda, cuda:N"

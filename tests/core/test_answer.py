@@ -57,14 +57,38 @@ def test_multi_object_schema():
         ('<answer>{"bbox": [1,2,3,4], "points_1": [1,2]</answer>', FailureReason.BAD_JSON),
         ('<answer>{"bbox": [1,2,3,4], "points_1": [1,2]}</answer>', FailureReason.BAD_SCHEMA),
         ("<answer>[1, 2, 3]</answer>", FailureReason.BAD_SCHEMA),
-        ('<answer>{"bbox": [1,2,3], "points_1": [1,2], "points_2": [1,2]}</answer>', FailureReason.BAD_BOX),
-        ('<answer>{"bbox": [1,2,"a",4], "points_1": [1,2], "points_2": [1,2]}</answer>', FailureReason.BAD_BOX),
-        ('<answer>{"bbox": [1,2,NaN,4], "points_1": [1,2], "points_2": [1,2]}</answer>', FailureReason.BAD_BOX),
-        ('<answer>{"bbox": [1,2,true,4], "points_1": [1,2], "points_2": [1,2]}</answer>', FailureReason.BAD_BOX),
-        ('<answer>{"bbox": [50,2,10,4], "points_1": [1,2], "points_2": [1,2]}</answer>', FailureReason.BAD_BOX),
-        ('<answer>{"bbox": [1,2,1e9,4], "points_1": [1,2], "points_2": [1,2]}</answer>', FailureReason.BAD_BOX),
-        ('<answer>{"bbox": [1,2,3,4], "points_1": [1], "points_2": [1,2]}</answer>', FailureReason.BAD_POINT),
-        ('<answer>{"bbox": [1,2,3,4], "points_1": [1,"b"], "points_2": [1,2]}</answer>', FailureReason.BAD_POINT),
+        (
+            '<answer>{"bbox": [1,2,3], "points_1": [1,2], "points_2": [1,2]}</answer>',
+            FailureReason.BAD_BOX,
+        ),
+        (
+            '<answer>{"bbox": [1,2,"a",4], "points_1": [1,2], "points_2": [1,2]}</answer>',
+            FailureReason.BAD_BOX,
+        ),
+        (
+            '<answer>{"bbox": [1,2,NaN,4], "points_1": [1,2], "points_2": [1,2]}</answer>',
+            FailureReason.BAD_BOX,
+        ),
+        (
+            '<answer>{"bbox": [1,2,true,4], "points_1": [1,2], "points_2": [1,2]}</answer>',
+            FailureReason.BAD_BOX,
+        ),
+        (
+            '<answer>{"bbox": [50,2,10,4], "points_1": [1,2], "points_2": [1,2]}</answer>',
+            FailureReason.BAD_BOX,
+        ),
+        (
+            '<answer>{"bbox": [1,2,1e9,4], "points_1": [1,2], "points_2": [1,2]}</answer>',
+            FailureReason.BAD_BOX,
+        ),
+        (
+            '<answer>{"bbox": [1,2,3,4], "points_1": [1], "points_2": [1,2]}</answer>',
+            FailureReason.BAD_POINT,
+        ),
+        (
+            '<answer>{"bbox": [1,2,3,4], "points_1": [1,"b"], "points_2": [1,2]}</answer>',
+            FailureReason.BAD_POINT,
+        ),
         ("<answer>[]</answer>", FailureReason.NO_OBJECTS),
     ],
 )
@@ -89,7 +113,15 @@ def test_deeply_nested_json_does_not_raise():
 
 
 def test_multi_object_failures():
-    assert parse_completion('<answer>[{"box": [1,2,3,4]}]</answer>', schema="multi").reason is FailureReason.BAD_SCHEMA
-    bad_point = parse_completion('<answer>[{"bbox_2d": [1,2,3,4], "point_2d": [1]}]</answer>', schema="multi")
+    assert (
+        parse_completion('<answer>[{"box": [1,2,3,4]}]</answer>', schema="multi").reason
+        is FailureReason.BAD_SCHEMA
+    )
+    bad_point = parse_completion(
+        '<answer>[{"bbox_2d": [1,2,3,4], "point_2d": [1]}]</answer>', schema="multi"
+    )
     assert bad_point.reason is FailureReason.BAD_POINT
-    assert parse_completion('<answer>"text"</answer>', schema="multi").reason is FailureReason.BAD_SCHEMA
+    assert (
+        parse_completion('<answer>"text"</answer>', schema="multi").reason
+        is FailureReason.BAD_SCHEMA
+    )

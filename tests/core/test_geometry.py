@@ -17,9 +17,15 @@ def test_answers_map_back_with_round_x_w_over_840():
     proto = ResizeProtocol()
     # 1280x720: x * 1280/840, y * 720/840, rounded (released evaluation.py)
     assert proto.box_to_image([10, 100, 200, 210], 1280, 720) == (
-        round(10 * 1280 / 840), round(100 * 720 / 840), round(200 * 1280 / 840), round(210 * 720 / 840)
+        round(10 * 1280 / 840),
+        round(100 * 720 / 840),
+        round(200 * 1280 / 840),
+        round(210 * 720 / 840),
     )
-    assert proto.point_to_image([30, 110], 640, 480) == (round(30 * 640 / 840), round(110 * 480 / 840))
+    assert proto.point_to_image([30, 110], 640, 480) == (
+        round(30 * 640 / 840),
+        round(110 * 480 / 840),
+    )
 
 
 def test_mapping_clips_to_the_image():

@@ -18,8 +18,12 @@ from wise_perception.core.manifest import (
 def test_round_trip(tmp_path):
     (tmp_path / "model.safetensors").write_bytes(b"x")
     cfg = {"lr": 1e-6, "beta": 5e-3}
-    m = Manifest(prompt_mode="wise_s", files=("model.safetensors",), training_config=cfg,
-                 training_config_sha256=config_hash(cfg))
+    m = Manifest(
+        prompt_mode="wise_s",
+        files=("model.safetensors",),
+        training_config=cfg,
+        training_config_sha256=config_hash(cfg),
+    )
     write_manifest(tmp_path, m)
     assert read_manifest(tmp_path) == m
     assert config_hash({"beta": 5e-3, "lr": 1e-6}) == m.training_config_sha256

@@ -64,7 +64,9 @@ def test_shape_mismatch_is_an_error():
 
 def test_token_stats():
     stats = token_stats([10, 20, 30, 40], bins=4)
-    assert stats["mean"] == 25 and stats["median"] == 25 and stats["min"] == 10 and stats["max"] == 40
+    assert (
+        stats["mean"] == 25 and stats["median"] == 25 and stats["min"] == 10 and stats["max"] == 40
+    )
     assert stats["p90"] == pytest.approx(37.0)
     assert sum(stats["histogram"]["counts"]) == 4
     assert token_stats([])["n"] == 0

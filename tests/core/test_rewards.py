@@ -21,7 +21,9 @@ from wise_perception.core.rewards import (
 GT_BOX = [100, 100, 199, 199]  # 100 x 100 px, pixel-inclusive
 GT_POINTS = [[120, 120], [180, 180]]
 THINK = "<think> red mug left </think>"  # 5 whitespace tokens with tags, 3 without
-D_THINK = "<d_think> the red mug is on the left of the plate near the edge </d_think>"  # 15 / 13 tokens
+D_THINK = (
+    "<d_think> the red mug is on the left of the plate near the edge </d_think>"  # 15 / 13 tokens
+)
 
 
 class WhitespaceTokenizer:
@@ -124,7 +126,11 @@ def test_similarity_is_only_computed_for_eligible_completions():
 
 def test_a_batch_is_scored_once_for_all_term_functions():
     r = rewards(sim=0.7)
-    kwargs = {"completions": [PERFECT, PERFECT], "gt_box": [GT_BOX] * 2, "gt_points": [GT_POINTS] * 2}
+    kwargs = {
+        "completions": [PERFECT, PERFECT],
+        "gt_box": [GT_BOX] * 2,
+        "gt_points": [GT_POINTS] * 2,
+    }
     values = [f(**kwargs) for f in r.reward_functions() + r.metric_functions()]
     assert len(r.similarity_model.calls) == 1  # one embedding pass for nine term functions
     assert values[5] == pytest.approx([0.7 * 10 / 15] * 2)
@@ -139,7 +145,11 @@ def test_format_requires_the_configured_order():
 
 
 def test_echoing_the_template_placeholder_scores_zero():
-    echo = "<think> streamlined thinking process here </think>" + answer(GT_BOX, [125, 125], [175, 175]) + D_THINK
+    echo = (
+        "<think> streamlined thinking process here </think>"
+        + answer(GT_BOX, [125, 125], [175, 175])
+        + D_THINK
+    )
     assert score(rewards(), echo).total == 0
 
 
@@ -172,7 +182,9 @@ def test_l1_max_saturates():
     r = rewards(distill=False, order=("think", "answer"), length_reward="l1_max", length_target=20)
     assert r._length_term(0) == pytest.approx(0.506)
     assert r._length_term(10_000) == 0.0
-    r_exact = rewards(distill=False, order=("think", "answer"), length_reward="l1_exact", length_target=57)
+    r_exact = rewards(
+        distill=False, order=("think", "answer"), length_reward="l1_exact", length_target=57
+    )
     assert r_exact._length_term(57 + 4000) == 0.0
 
 
@@ -180,12 +192,28 @@ def test_trl_reward_functions_read_dataset_columns():
     r = rewards(sim=1.0)
     funcs = {f.__name__: f for f in r.reward_functions() + r.metric_functions()}
     assert set(funcs) == {
-        "tag_format_reward", "json_format_reward", "iou_reward", "box_l1_reward", "points_reward",
-        "distill_reward", "think_tokens", "d_think_tokens", "distill_earned",
+        "tag_format_reward",
+        "json_format_reward",
+        "iou_reward",
+        "box_l1_reward",
+        "points_reward",
+        "distill_reward",
+        "think_tokens",
+        "d_think_tokens",
+        "distill_earned",
     }
-    completions = [[{"role": "assistant", "content": PERFECT}], [{"role": "assistant", "content": HALF}]]
-    kwargs = {"prompts": [[], []], "completions": completions, "gt_box": [GT_BOX] * 2,
-              "gt_points": [GT_POINTS] * 2, "completion_ids": [[1], [2]], "image": [None, None]}
+    completions = [
+        [{"role": "assistant", "content": PERFECT}],
+        [{"role": "assistant", "content": HALF}],
+    ]
+    kwargs = {
+        "prompts": [[], []],
+        "completions": completions,
+        "gt_box": [GT_BOX] * 2,
+        "gt_points": [GT_POINTS] * 2,
+        "completion_ids": [[1], [2]],
+        "image": [None, None],
+    }
     assert funcs["iou_reward"](**kwargs) == pytest.approx([1.0, 0.5])
     assert funcs["distill_reward"](**kwargs) == pytest.approx([10 / 15, 0.0])
     assert funcs["distill_earned"](**kwargs) == [1.0, 0.0]
@@ -194,7 +222,17 @@ def test_trl_reward_functions_read_dataset_columns():
 
 def test_completion_text_accepts_plain_and_conversational():
     assert completion_text("abc") == "abc"
-    assert completion_text([{"role": "assistant", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}]) == "ab"
+    assert (
+        completion_text(
+            [
+                {
+                    "role": "assistant",
+                    "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}],
+                }
+            ]
+        )
+        == "ab"
+    )
     assert completion_text(None) == ""
 
 
@@ -216,7 +254,10 @@ def minilm():
 
 def test_real_minilm_similarity_separates_paraphrases_from_unrelated(minilm):
     para, unrelated = minilm.similarity(
-        ["The red mug is on the left side of the table.", "The red mug is on the left side of the table."],
+        [
+            "The red mug is on the left side of the table.",
+            "The red mug is on the left side of the table.",
+        ],
         ["A red cup sits at the left of the table.", "Quarterly tax filings are due in April."],
     )
     assert para > 0.6

@@ -52,11 +52,17 @@ def test_transformers_generation_and_timings(taught_pipeline) -> None:
     policy = taught_pipeline.policy
     frame = np.zeros((840, 840, 3), dtype=np.uint8)
     long_question = "the red cup on the left of the robot, next to the bottle"
-    instructions = [build_instruction("a", spec_for("wise")), build_instruction(long_question, spec_for("seg_zero"))]
+    instructions = [
+        build_instruction("a", spec_for("wise")),
+        build_instruction(long_question, spec_for("seg_zero")),
+    ]
     outputs = policy.generate([frame, frame], instructions)  # different lengths: left padding
     for out in outputs:
         assert out.text == TAUGHT_COMPLETION
-        assert out.generated_tokens == len(policy.tokenizer.encode(TAUGHT_COMPLETION, add_special_tokens=False)) + 1
+        assert (
+            out.generated_tokens
+            == len(policy.tokenizer.encode(TAUGHT_COMPLETION, add_special_tokens=False)) + 1
+        )
         assert out.prefill_s > 0 and out.decode_s > 0
     policy.max_new_tokens, policy.min_new_tokens = 5, 5
     try:
@@ -73,14 +79,19 @@ def test_static_cache_generation_matches_the_dynamic_cache(taught_pipeline) -> N
     policy = taught_pipeline.policy
     frame = np.zeros((840, 840, 3), dtype=np.uint8)
     short = build_instruction("a", spec_for("wise_s"))
-    long_ = build_instruction("the small red cup on the left of the laptop, next to the robot", spec_for("wise_s"))
+    long_ = build_instruction(
+        "the small red cup on the left of the laptop, next to the robot", spec_for("wise_s")
+    )
     policy.compile = True  # what compile=True gives on CUDA; the constructor keeps it off on CPU
     try:
         config = policy._generation_config()
         assert config.cache_implementation == "static"
         assert config.max_cache_len == PROMPT_TOKEN_BUDGET + policy.max_new_tokens
-        outputs = [*policy.generate([frame], [short]), *policy.generate([frame], [long_]),
-                   *policy.generate([frame, frame], [short, long_])]
+        outputs = [
+            *policy.generate([frame], [short]),
+            *policy.generate([frame], [long_]),
+            *policy.generate([frame, frame], [short, long_]),
+        ]
     finally:
         policy.compile = False
     assert [o.text for o in outputs] == [TAUGHT_COMPLETION] * 4
@@ -107,9 +118,17 @@ def test_sam2_keeps_the_best_of_three_masks(tiny_sam2_dir) -> None:
     segmented = segmenter.decode(encoding, objects)
     assert len(segmented) == 2 and all(s.mask.shape == (240, 320) for s in segmented)
     # The first object, straight from the transformers API (full forward, three masks).
-    model, processor = Sam2Model.from_pretrained(tiny_sam2_dir).eval(), Sam2Processor.from_pretrained(tiny_sam2_dir)
-    inputs = processor(images=image, input_boxes=[[[40, 30, 200, 150]]],
-                       input_points=[[[[80, 60], [150, 120]]]], input_labels=[[[1, 1]]], return_tensors="pt")
+    model, processor = (
+        Sam2Model.from_pretrained(tiny_sam2_dir).eval(),
+        Sam2Processor.from_pretrained(tiny_sam2_dir),
+    )
+    inputs = processor(
+        images=image,
+        input_boxes=[[[40, 30, 200, 150]]],
+        input_points=[[[[80, 60], [150, 120]]]],
+        input_labels=[[[1, 1]]],
+        return_tensors="pt",
+    )
     with torch.no_grad():
         out = model(**inputs, multimask_output=True)
     best = int(out.iou_scores[0, 0].argmax())
@@ -194,8 +213,13 @@ class FakeVllmServer:
                 pieces = server.completion.split(" ")
                 pieces = [p + " " for p in pieces[:-1]] + pieces[-1:]
                 if not body.get("stream"):
-                    self._json(200, {"choices": [{"message": {"content": server.completion}}],
-                                     "usage": {"completion_tokens": len(pieces)}})
+                    self._json(
+                        200,
+                        {
+                            "choices": [{"message": {"content": server.completion}}],
+                            "usage": {"completion_tokens": len(pieces)},
+                        },
+                    )
                     return
                 self.send_response(200)
                 self.send_header("Content-Type", "text/event-stream")
@@ -244,7 +268,9 @@ def test_server_client_sends_the_image_and_reads_the_stream(fake_server) -> None
     decoded = cv2.cvtColor(cv2.imdecode(png, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
     assert np.array_equal(decoded, image)  # lossless
     # Non-streamed answers and batches work too; '#model' in the URL names the served model.
-    batch = load_policy(fake_server.url + "#other", stream=False).generate([image, image], ["a", "b"])
+    batch = load_policy(fake_server.url + "#other", stream=False).generate(
+        [image, image], ["a", "b"]
+    )
     assert [o.text for o in batch] == [TAUGHT_COMPLETION] * 2
     assert fake_server.requests[-1]["body"]["model"] == "other"
 

@@ -13,13 +13,26 @@ import numpy as np
 from wise_perception import bench, segment
 
 
-def test_cli_writes_mask_overlay_and_json(taught_policy_dir, tiny_checkpoints, tmp_path, capsys) -> None:
+def test_cli_writes_mask_overlay_and_json(
+    taught_policy_dir, tiny_checkpoints, tmp_path, capsys
+) -> None:
     out = tmp_path / "out"
-    code = segment.main([
-        str(tiny_checkpoints.demo_image), "the red square", "--model", str(taught_policy_dir),
-        "--segmenter", str(tiny_checkpoints.sam2), "--device", "cpu", "--max-new-tokens", "96",
-        "--out", str(out),
-    ])
+    code = segment.main(
+        [
+            str(tiny_checkpoints.demo_image),
+            "the red square",
+            "--model",
+            str(taught_policy_dir),
+            "--segmenter",
+            str(tiny_checkpoints.sam2),
+            "--device",
+            "cpu",
+            "--max-new-tokens",
+            "96",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     summary = capsys.readouterr().out.strip()
     assert summary.startswith("ok: 1 object(s)") and "#Tok" in summary and "\n" not in summary
@@ -29,7 +42,12 @@ def test_cli_writes_mask_overlay_and_json(taught_policy_dir, tiny_checkpoints, t
     assert overlay.shape == (240, 320, 3)
     data = json.loads((out / "demo_result.json").read_text())
     assert data["status"] == "ok" and data["mask_pixels"] == int((mask == 255).sum())
-    assert data["objects"][0]["box"] == [38, 57, 152, 143]  # round(x * 320 / 840), round(y * 240 / 840)
+    assert data["objects"][0]["box"] == [
+        38,
+        57,
+        152,
+        143,
+    ]  # round(x * 320 / 840), round(y * 240 / 840)
     assert data["rationale"] == "the red square is on the left"
 
 
@@ -42,27 +60,49 @@ def test_cli_input_errors_exit_2_and_load_errors_exit_3(tiny_checkpoints, tmp_pa
     assert "not a readable image" in capsys.readouterr().err
     assert segment.main([str(tiny_checkpoints.demo_image), "   "]) == 2
     assert "invalid command" in capsys.readouterr().err
-    code = segment.main([str(tiny_checkpoints.demo_image), "the cup", "--model", str(tmp_path / "nope")])
+    code = segment.main(
+        [str(tiny_checkpoints.demo_image), "the cup", "--model", str(tmp_path / "nope")]
+    )
     assert code == 3
     assert "could not load the models" in capsys.readouterr().err
     assert not list(tmp_path.glob("*_result.json"))
 
 
 def test_cli_module_entry_point_help() -> None:
-    proc = subprocess.run([sys.executable, "-m", "wise_perception.segment", "--help"],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "wise_perception.segment", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0 and "--max-new-tokens" in proc.stdout
 
 
 def test_bench_runs_one_iteration(tiny_checkpoints, tmp_path, capsys) -> None:
     figures = tmp_path / "bench.json"
-    code = bench.main(["--iterations", "1", "--warmup", "0", "--think-tokens", "2", "6",
-                       "--cache-dir", str(tiny_checkpoints.root), "--json", str(figures)])
+    code = bench.main(
+        [
+            "--iterations",
+            "1",
+            "--warmup",
+            "0",
+            "--think-tokens",
+            "2",
+            "6",
+            "--cache-dir",
+            str(tiny_checkpoints.root),
+            "--json",
+            str(figures),
+        ]
+    )
     assert code == 0
     table = capsys.readouterr().out
     assert "640x480" in table and "1280x720" in table and "sam_encode" in table
     rows = json.loads(Path(figures).read_text())["rows"]
     assert [(r["size"], r["think_tokens"]) for r in rows] == [
-        ("640x480", 2), ("1280x720", 2), ("640x480", 6), ("1280x720", 6)
+        ("640x480", 2),
+        ("1280x720", 2),
+        ("640x480", 6),
+        ("1280x720", 6),
     ]
     assert all(r["stats"]["total"]["mean"] > 0 for r in rows)

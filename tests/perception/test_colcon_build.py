@@ -22,9 +22,22 @@ def install_base(tmp_path_factory):
         pytest.skip("colcon is not installed (requirements-test.txt installs it)")
     out = tmp_path_factory.mktemp("colcon")
     proc = subprocess.run(
-        [colcon, "--log-base", str(out / "log"), "build", "--base-paths", str(REPO / "ros2_ws" / "src"),
-         "--build-base", str(out / "build"), "--install-base", str(out / "install")],
-        cwd=out, capture_output=True, text=True, timeout=300,
+        [
+            colcon,
+            "--log-base",
+            str(out / "log"),
+            "build",
+            "--base-paths",
+            str(REPO / "ros2_ws" / "src"),
+            "--build-base",
+            str(out / "build"),
+            "--install-base",
+            str(out / "install"),
+        ],
+        cwd=out,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return out / "install" / "wise_perception"

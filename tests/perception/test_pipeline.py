@@ -34,18 +34,28 @@ def test_ok_path_maps_the_answer_back_to_original_pixels(taught_pipeline) -> Non
     assert result.status is Status.OK, result.error
     assert result.command == "The red square."
     assert result.image_size == (width, height)
-    assert result.mask is not None and result.mask.shape == (height, width) and result.mask.dtype == bool
+    assert (
+        result.mask is not None
+        and result.mask.shape == (height, width)
+        and result.mask.dtype == bool
+    )
     assert len(result.objects) == 1
     obj = result.objects[0]
     assert obj.box == (_map(100, width), _map(200, height), _map(400, width), _map(500, height))
     assert obj.box == (76, 114, 305, 286)  # 100*640/840 = 76.19, 500*480/840 = 285.7, ...
-    assert obj.points == ((_map(200, width), _map(300, height)), (_map(300, width), _map(400, height)))
+    assert obj.points == (
+        (_map(200, width), _map(300, height)),
+        (_map(300, width), _map(400, height)),
+    )
     assert obj.mask is not None and np.array_equal(obj.mask, result.mask)
     assert isinstance(obj.score, float)
     assert result.rationale == THINK.strip()
     tokenizer = taught_pipeline.policy.tokenizer
     assert result.reasoning_tokens == len(tokenizer.encode(THINK, add_special_tokens=False)) > 0
-    assert result.generated_tokens == len(tokenizer.encode(result.completion, add_special_tokens=False)) + 1
+    assert (
+        result.generated_tokens
+        == len(tokenizer.encode(result.completion, add_special_tokens=False)) + 1
+    )
     assert result.mode == "wise_s"
     t = result.timings
     for stage in ("preprocess", "policy_prefill", "policy_decode", "segmenter_decode", "total"):
@@ -181,13 +191,18 @@ class ScriptedPolicy(PolicyBackend):
     ("completion", "reason"),
     [
         ("<think> the cup is red </think><answer>{not json}</answer>", FailureReason.BAD_JSON),
-        ('<think> the cup is red </think><answer>{"bbox": [5,5,1,1], "points_1": [1,1], "points_2": [2,2]}</answer>', FailureReason.BAD_BOX),
+        (
+            '<think> the cup is red </think><answer>{"bbox": [5,5,1,1], "points_1": [1,1], "points_2": [2,2]}</answer>',
+            FailureReason.BAD_BOX,
+        ),
         ("<think> the cup is red </think> no answer", FailureReason.NO_ANSWER),
     ],
 )
 def test_unparsable_answer_keeps_rationale_and_tok(taught_pipeline, completion, reason) -> None:
     tokenizer = taught_pipeline.policy.tokenizer
-    pipeline = WisePipeline(ScriptedPolicy([completion], tokenizer), taught_pipeline.segmenter, PipelineConfig())
+    pipeline = WisePipeline(
+        ScriptedPolicy([completion], tokenizer), taught_pipeline.segmenter, PipelineConfig()
+    )
     try:
         result = pipeline.segment(_image(64, 48, 7), "the cup")
     finally:
@@ -195,7 +210,9 @@ def test_unparsable_answer_keeps_rationale_and_tok(taught_pipeline, completion, 
     assert result.status is Status.UNPARSABLE_ANSWER
     assert result.error.startswith(reason.value)
     assert result.rationale == "the cup is red"
-    assert result.reasoning_tokens == len(tokenizer.encode(" the cup is red ", add_special_tokens=False))
+    assert result.reasoning_tokens == len(
+        tokenizer.encode(" the cup is red ", add_special_tokens=False)
+    )
 
 
 def test_policy_crash_is_an_internal_error(taught_pipeline, monkeypatch) -> None:
@@ -234,32 +251,50 @@ def test_multi_object_answer_gives_union_and_per_object_results(
 
 def test_batch_matches_single_requests(taught_pipeline) -> None:
     images = [_image(640, 480, 10), np.zeros((4, 4), dtype=np.uint8), _image(200, 300, 11)]
-    commands = ["the red square", "the red square", "a much longer command about the cup near the robot"]
+    commands = [
+        "the red square",
+        "the red square",
+        "a much longer command about the cup near the robot",
+    ]
     results = taught_pipeline.segment_batch(images, commands)
     assert [r.status for r in results] == [Status.OK, Status.INVALID_IMAGE, Status.OK]
     single = taught_pipeline.segment(images[2], commands[2])
     # Left padding: the shorter prompt in the batch decodes exactly as alone.
     assert results[0].completion == results[2].completion == single.completion
-    assert results[2].objects[0].box == single.objects[0].box == (
-        _map(100, 200), _map(200, 300), _map(400, 200), _map(500, 300)
+    assert (
+        results[2].objects[0].box
+        == single.objects[0].box
+        == (_map(100, 200), _map(200, 300), _map(400, 200), _map(500, 300))
     )
     assert all(r.timings.total > 0 for r in results if r.ok)
     with pytest.raises(ValueError):
         taught_pipeline.segment_batch(images, commands[:2])
 
 
-def test_manifest_folder_loads_with_no_other_settings(taught_policy_dir, tiny_sam2_dir, tmp_path) -> None:
+def test_manifest_folder_loads_with_no_other_settings(
+    taught_policy_dir, tiny_sam2_dir, tmp_path
+) -> None:
     folder = tmp_path / "wise-s-tiny"
     shutil.copytree(taught_policy_dir, folder)
-    write_manifest(folder, Manifest(prompt_mode="wise", brevity=None, segmenter=str(tiny_sam2_dir),
-                                    max_new_tokens=80, files=("model.safetensors",)))
+    write_manifest(
+        folder,
+        Manifest(
+            prompt_mode="wise",
+            brevity=None,
+            segmenter=str(tiny_sam2_dir),
+            max_new_tokens=80,
+            files=("model.safetensors",),
+        ),
+    )
     with WisePipeline.from_pretrained(folder) as pipeline:
         assert pipeline.config.mode == "wise" and pipeline.config.max_new_tokens == 80
         assert pipeline.manifest is not None
         result = pipeline.segment(_image(100, 80, 12), "the red square")
     assert result.ok and result.mode == "wise", result.error
     # Explicit arguments override the manifest.
-    with WisePipeline.from_pretrained(folder, mode="seg_zero", max_new_tokens=90, device="cpu") as pipeline:
+    with WisePipeline.from_pretrained(
+        folder, mode="seg_zero", max_new_tokens=90, device="cpu"
+    ) as pipeline:
         assert pipeline.config.mode == "seg_zero" and pipeline.config.max_new_tokens == 90
         assert pipeline.spec.think_word == ""  # Seg-Zero's prompt
 
@@ -278,7 +313,9 @@ def test_loading_errors_are_clear(tmp_path, tiny_sam2_dir) -> None:
 
 
 def test_closed_pipeline_answers_not_ready(tiny_policy_dir, tiny_sam2_dir) -> None:
-    pipeline = WisePipeline.from_pretrained(tiny_policy_dir, tiny_sam2_dir, device="cpu", max_new_tokens=4)
+    pipeline = WisePipeline.from_pretrained(
+        tiny_policy_dir, tiny_sam2_dir, device="cpu", max_new_tokens=4
+    )
     pipeline.close()
     pipeline.close()  # idempotent
     assert pipeline.segment(_image(64, 48, 13), "the red square").status is Status.NOT_READY

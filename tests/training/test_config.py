@@ -6,9 +6,18 @@ from wise_training.config import ConfigError, load_config, named_configs
 from wise_training.train import grpo_arguments, reward_config_for
 
 PAPER_ROWS = {
-    "wise", "seg_zero", "l1_exact", "l1_max", "no_distill", "wise_no_similarity", "wise_no_conciseness",
-    "wise_no_indicator", "order_d_think_think_answer", "order_think_d_think_answer",
-    "order_d_think_answer_think", "tiny_cpu",
+    "wise",
+    "seg_zero",
+    "l1_exact",
+    "l1_max",
+    "no_distill",
+    "wise_no_similarity",
+    "wise_no_conciseness",
+    "wise_no_indicator",
+    "order_d_think_think_answer",
+    "order_think_d_think_answer",
+    "order_d_think_answer_think",
+    "tiny_cpu",
 }
 
 
@@ -22,20 +31,44 @@ def test_every_paper_row_has_a_config_that_validates():
 
 def test_recipe_defaults_follow_the_paper_and_release():
     t = load_config("wise").trainer
-    assert (t.learning_rate, t.weight_decay, t.beta, t.epsilon, t.temperature) == (1e-6, 0.01, 5e-3, 0.2, 1.0)
-    assert (t.num_generations, t.max_completion_length, t.max_grad_norm, t.entropy_coef) == (8, 1300, 1.0, 1e-3)
+    assert (t.learning_rate, t.weight_decay, t.beta, t.epsilon, t.temperature) == (
+        1e-6,
+        0.01,
+        5e-3,
+        0.2,
+        1.0,
+    )
+    assert (t.num_generations, t.max_completion_length, t.max_grad_norm, t.entropy_coef) == (
+        8,
+        1300,
+        1.0,
+        1e-3,
+    )
     # 2 per device x 8 GPUs x 8 accumulation = 128 completions = 16 prompts x 8 rollouts
-    assert t.per_device_train_batch_size * 8 * t.gradient_accumulation_steps == 16 * t.num_generations
+    assert (
+        t.per_device_train_batch_size * 8 * t.gradient_accumulation_steps == 16 * t.num_generations
+    )
 
 
 @pytest.mark.parametrize(
     ("name", "expected"),
     [
-        ("wise", {"order": ("think", "answer", "d_think"), "distill": True, "iou_mode": "continuous", "use_indicator": True}),
+        (
+            "wise",
+            {
+                "order": ("think", "answer", "d_think"),
+                "distill": True,
+                "iou_mode": "continuous",
+                "use_indicator": True,
+            },
+        ),
         ("seg_zero", {"order": ("think", "answer"), "distill": False, "iou_mode": "binary"}),
         ("l1_exact", {"length_reward": "l1_exact", "length_target": 57, "distill": False}),
         ("l1_max", {"length_reward": "l1_max", "length_target": 20, "l1_max_delta": 0.5}),
-        ("wise_no_similarity", {"use_similarity": False, "use_conciseness": True, "use_indicator": True}),
+        (
+            "wise_no_similarity",
+            {"use_similarity": False, "use_conciseness": True, "use_indicator": True},
+        ),
         ("wise_no_conciseness", {"use_similarity": True, "use_conciseness": False}),
         ("wise_no_indicator", {"use_indicator": False, "distill": True}),
         ("no_distill", {"distill": False, "order": ("think", "answer", "d_think")}),
@@ -51,7 +84,9 @@ def test_named_configs_map_to_the_intended_rewards(name, expected):
 
 
 def test_overrides_and_grpo_arguments():
-    config = load_config("tiny_cpu", ["trainer.learning_rate=2e-6", "reward.indicator=task_full", "data.limit=3"])
+    config = load_config(
+        "tiny_cpu", ["trainer.learning_rate=2e-6", "reward.indicator=task_full", "data.limit=3"]
+    )
     assert config.trainer.learning_rate == 2e-6 and config.data.limit == 3
     assert reward_config_for(config).indicator == "task_full"
     args = grpo_arguments(config)

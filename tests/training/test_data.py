@@ -40,7 +40,12 @@ def test_jsonl_is_converted_to_the_policy_frame_by_hand(tmp_path):
     mask[40:100, 20:200] = 255
     Image.fromarray(mask).save(tmp_path / "m.png")
     rows = [
-        {"image": "a.png", "instruction": "The cup.", "box": [32, 24, 160, 120], "points": [[64, 48], [128, 96]]},
+        {
+            "image": "a.png",
+            "instruction": "The cup.",
+            "box": [32, 24, 160, 120],
+            "points": [[64, 48], [128, 96]],
+        },
         {"image": "a.png", "instruction": "the plate", "box": [0, 0, 80, 40]},
         {"image": "a.png", "instruction": "the mask", "box": [20, 40, 199, 99], "mask": "m.png"},
     ]
@@ -71,7 +76,9 @@ def test_corrupt_samples_are_reported_and_skipped(tmp_path):
         json.dumps({"image": "broken.png", "instruction": "x", "box": [0, 0, 10, 10]}),
         json.dumps({"image": "a.png", "instruction": "x", "box": [10, 10, 5, 5]}),
         json.dumps({"image": "a.png", "instruction": "", "box": [0, 0, 10, 10]}),
-        json.dumps({"image": "a.png", "instruction": "x", "box": [0, 0, 10, 10], "points": [[1, 2]]}),
+        json.dumps(
+            {"image": "a.png", "instruction": "x", "box": [0, 0, 10, 10], "points": [[1, 2]]}
+        ),
         "{not json",
         "[1, 2]",
     ]
@@ -93,11 +100,13 @@ def test_segzero_parquet_release_format(tmp_path):
 
     buf = io.BytesIO()
     Image.fromarray(np.zeros((840, 840, 3), np.uint8)).save(buf, format="PNG")
-    table = pa.table({
-        "image": [{"bytes": buf.getvalue(), "path": None}, {"bytes": b"junk", "path": None}],
-        "problem": ["The red mug.", "x"],
-        "solution": ["<box>(10,100),(200,210)</box><points>(30,110),(35,180)</points>"] * 2,
-    })
+    table = pa.table(
+        {
+            "image": [{"bytes": buf.getvalue(), "path": None}, {"bytes": b"junk", "path": None}],
+            "problem": ["The red mug.", "x"],
+            "solution": ["<box>(10,100),(200,210)</box><points>(30,110),(35,180)</points>"] * 2,
+        }
+    )
     pq.write_table(table, tmp_path / "train.parquet")
     samples, report = load_training_samples(tmp_path / "train.parquet", SPEC, limit=10)
     assert report.loaded == 1 and len(report.skipped) == 1

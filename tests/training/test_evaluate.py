@@ -54,7 +54,6 @@ except ImportError:  # tests/training is not a package
     )
 
 
-
 @pytest.fixture
 def reasonseg(tmp_path: Path) -> tuple[Path, dict[str, Truth]]:
     folder = tmp_path / "ReasonSeg" / "val"

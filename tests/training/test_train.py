@@ -38,18 +38,27 @@ def synthetic_samples(mode, n=4):
         image = np.full((840, 840, 3), 128, np.uint8)
         image[200:500, 100:400] = (255, 0, 0)
         image += rng.integers(0, 3, image.shape, dtype=np.uint8)
-        samples.append({
-            "prompt": build_messages(f"the red square {i}", spec_for(mode)),
-            "image": Image.fromarray(image),
-            "gt_box": GT_BOX,
-            "gt_points": [[200, 300], [300, 400]],
-        })
+        samples.append(
+            {
+                "prompt": build_messages(f"the red square {i}", spec_for(mode)),
+                "image": Image.fromarray(image),
+                "gt_box": GT_BOX,
+                "gt_points": [[200, 300], [300, 400]],
+            }
+        )
     return samples
 
 
 def tiny_config(policy, out, *overrides):
-    return load_config("tiny_cpu", [f"model.path={policy}", f"trainer.output_dir={out}",
-                                    "trainer.max_completion_length=160", *overrides])
+    return load_config(
+        "tiny_cpu",
+        [
+            f"model.path={policy}",
+            f"trainer.output_dir={out}",
+            "trainer.max_completion_length=160",
+            *overrides,
+        ],
+    )
 
 
 class Recorder:
@@ -76,7 +85,13 @@ def test_grpo_steps_with_wise_rewards(wise_policy, tmp_path):
     rec = {name: np.array(r.values) for name, r in recorders.items()}
     n = len(rec["iou_reward"])
     assert n == 2 * 4  # 2 steps x (4 completions per step)
-    task = rec["tag_format_reward"] + rec["json_format_reward"] + rec["iou_reward"] + rec["box_l1_reward"] + rec["points_reward"]
+    task = (
+        rec["tag_format_reward"]
+        + rec["json_format_reward"]
+        + rec["iou_reward"]
+        + rec["box_l1_reward"]
+        + rec["points_reward"]
+    )
     assert task.max() > 0, "the taught policy should earn task reward"
     distilled = rec["distill_reward"] > 0
     assert distilled.any(), "full-reward completions should earn the distillation reward"
@@ -86,10 +101,18 @@ def test_grpo_steps_with_wise_rewards(wise_policy, tmp_path):
     assert np.all(rec["think_tokens"][rec["tag_format_reward"] > 0] > 0)
 
     logged = {k for entry in trainer.state.log_history for k in entry}
-    for key in ("rewards/tag_format_reward/mean", "rewards/iou_reward/mean", "rewards/distill_reward/mean",
-                "rewards/think_tokens/mean", "rewards/d_think_tokens/mean", "rewards/distill_earned/mean"):
+    for key in (
+        "rewards/tag_format_reward/mean",
+        "rewards/iou_reward/mean",
+        "rewards/distill_reward/mean",
+        "rewards/think_tokens/mean",
+        "rewards/d_think_tokens/mean",
+        "rewards/distill_earned/mean",
+    ):
         assert key in logged, f"{key} not logged"
-    metrics = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    metrics = [
+        json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    ]
     assert any("rewards/distill_reward/mean" in m for m in metrics)
     changed = any(not torch.equal(before[n], p) for n, p in trainer.model.named_parameters())
     assert changed, "GRPO steps should update the policy"
@@ -101,7 +124,9 @@ def test_grpo_steps_with_wise_rewards(wise_policy, tmp_path):
 
 
 def test_no_indicator_distils_failed_completions_too(wise_policy, tmp_path):
-    config = tiny_config(wise_policy, tmp_path / "run", "trainer.max_steps=1", "reward.use_indicator=false")
+    config = tiny_config(
+        wise_policy, tmp_path / "run", "trainer.max_steps=1", "reward.use_indicator=false"
+    )
     samples = synthetic_samples("wise_train")
     for s in samples:
         s["gt_box"] = [600, 600, 800, 800]  # far from what the policy answers: IoU 0
@@ -126,14 +151,30 @@ def test_train_cli_runs_a_jsonl_dataset_end_to_end(wise_policy, tmp_path):
 
     def train(*extra: str) -> subprocess.CompletedProcess:
         return subprocess.run(
-            [sys.executable, "-m", "wise_training.train", "--config", "tiny_cpu", f"model.path={wise_policy}",
-             f"data.train={tmp_path / 'train.jsonl'}", f"trainer.output_dir={tmp_path / 'out'}", *extra],
-            capture_output=True, text=True, timeout=600, env=env, cwd=REPO,
+            [
+                sys.executable,
+                "-m",
+                "wise_training.train",
+                "--config",
+                "tiny_cpu",
+                f"model.path={wise_policy}",
+                f"data.train={tmp_path / 'train.jsonl'}",
+                f"trainer.output_dir={tmp_path / 'out'}",
+                *extra,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env=env,
+            cwd=REPO,
         )
 
     proc = train("trainer.max_steps=1", "trainer.save_steps=1", "trainer.report_to=tensorboard")
     assert proc.returncode == 0, proc.stderr[-4000:]
-    assert "skipping sample train.jsonl:5" in proc.stderr and "skipping sample train.jsonl:6" in proc.stderr
+    assert (
+        "skipping sample train.jsonl:5" in proc.stderr
+        and "skipping sample train.jsonl:6" in proc.stderr
+    )
     assert (tmp_path / "out" / "final" / "model.safetensors").is_file()
     assert list((tmp_path / "out").rglob("events.out.tfevents*")), "TensorBoard events missing"
     assert (tmp_path / "out" / "checkpoint-1").is_dir()
@@ -141,18 +182,30 @@ def test_train_cli_runs_a_jsonl_dataset_end_to_end(wise_policy, tmp_path):
     # Resume from the newest checkpoint and train one more step.
     resumed = train("trainer.max_steps=2", "--resume", "latest")
     assert resumed.returncode == 0, resumed.stderr[-4000:]
-    steps = [json.loads(x)["step"] for x in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
+    steps = [
+        json.loads(x)["step"] for x in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()
+    ]
     # Run 1 logs step 1 twice (the step and the train summary). A resumed run starts at step 2,
     # so step 1 must not appear again; a run that restarted from scratch would log it once more.
     assert 2 in steps and steps.count(1) == 2
 
 
 def test_train_cli_reports_config_errors(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "wise_training.train", "--config", "wise", "trainer.bogus=1"],
-                          capture_output=True, text=True, timeout=120, cwd=REPO)
+    proc = subprocess.run(
+        [sys.executable, "-m", "wise_training.train", "--config", "wise", "trainer.bogus=1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
     assert proc.returncode == 2 and "bogus" in proc.stderr
-    proc = subprocess.run([sys.executable, "-m", "wise_training.train", "--config", "wise", "data.train=/nope"],
-                          capture_output=True, text=True, timeout=120, cwd=REPO)
+    proc = subprocess.run(
+        [sys.executable, "-m", "wise_training.train", "--config", "wise", "data.train=/nope"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
     assert proc.returncode == 2 and "/nope" in proc.stderr
 
 
@@ -166,11 +219,27 @@ def test_deepspeed_zero2_single_process_on_cpu(wise_policy, tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     env.setdefault("TORCH_EXTENSIONS_DIR", str(REPO / ".build" / "torch_extensions"))
     proc = subprocess.run(
-        [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-         "wise_training/wise_training/accelerate/cpu_zero2.yaml", "-m", "wise_training.train",
-         "--config", "tiny_cpu", f"model.path={wise_policy}", f"data.train={tmp_path / 'train.jsonl'}",
-         f"trainer.output_dir={tmp_path / 'out'}", "trainer.max_steps=2", "trainer.max_completion_length=32"],
-        capture_output=True, text=True, timeout=900, env=env, cwd=REPO,
+        [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "--config_file",
+            "wise_training/wise_training/accelerate/cpu_zero2.yaml",
+            "-m",
+            "wise_training.train",
+            "--config",
+            "tiny_cpu",
+            f"model.path={wise_policy}",
+            f"data.train={tmp_path / 'train.jsonl'}",
+            f"trainer.output_dir={tmp_path / 'out'}",
+            "trainer.max_steps=2",
+            "trainer.max_completion_length=32",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=env,
+        cwd=REPO,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "distributed: DEEPSPEED ZeRO-2" in proc.stderr

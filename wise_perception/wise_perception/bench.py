@@ -36,12 +36,21 @@ from .core.prompts import PromptMode
 from .policy.base import PolicyBackend, PolicyOutput
 from .result import Timings
 
-STAGES = ("preprocess", "policy_prefill", "policy_decode", "segmenter_encode", "segmenter_decode", "total")
+STAGES = (
+    "preprocess",
+    "policy_prefill",
+    "policy_decode",
+    "segmenter_encode",
+    "segmenter_decode",
+    "total",
+)
 DEFAULT_SIZES = ("640x480", "1280x720")
 DEFAULT_THINK_TOKENS = (23, 112)  # paper Table 8, ReasonSeg: WISE-S 22.7, Seg-Zero 111.9
 
 # The answer the forced-length policy hands on (policy frame), and the text it stands for.
-BENCH_ANSWER = '<answer>{"bbox": [210,210,630,630], "points_1": [350,350], "points_2": [490,490]}</answer>'
+BENCH_ANSWER = (
+    '<answer>{"bbox": [210,210,630,630], "points_1": [350,350], "points_2": [490,490]}</answer>'
+)
 
 # Qwen2.5-VL-7B-Instruct's published architecture (transformers 5 form: text_config +
 # rope_parameters). Token ids are filled in from the tokenizer actually used.
@@ -56,7 +65,11 @@ QWEN25_VL_7B: dict[str, Any] = {
         "hidden_act": "silu",
         "max_position_embeddings": 128000,
         "rms_norm_eps": 1e-6,
-        "rope_parameters": {"rope_type": "default", "rope_theta": 1e6, "mrope_section": [16, 24, 24]},
+        "rope_parameters": {
+            "rope_type": "default",
+            "rope_theta": 1e6,
+            "mrope_section": [16, 24, 24],
+        },
         "use_sliding_window": False,
         "sliding_window": 32768,
         "max_window_layers": 28,
@@ -100,7 +113,12 @@ SAM2_LARGE: dict[str, Any] = {
         "fpn_hidden_size": 256,
     },
     "prompt_encoder_config": {"hidden_size": 256, "image_size": 1024, "patch_size": 16},
-    "mask_decoder_config": {"hidden_size": 256, "mlp_dim": 2048, "num_attention_heads": 8, "iou_head_hidden_dim": 256},
+    "mask_decoder_config": {
+        "hidden_size": 256,
+        "mlp_dim": 2048,
+        "num_attention_heads": 8,
+        "iou_head_hidden_dim": 256,
+    },
 }
 # Qwen2.5-VL's default pixel budget: an 840x840 frame stays whole (60x60 patches, 900 tokens).
 FULL_MIN_PIXELS, FULL_MAX_PIXELS = 56 * 56, 28 * 28 * 16384
@@ -122,7 +140,8 @@ class ForcedLengthPolicy(PolicyBackend):
         self.inner.max_new_tokens = self.inner.min_new_tokens = self.total_tokens
         outputs = self.inner.generate(images, instructions)
         return [
-            PolicyOutput(self.completion, o.generated_tokens, o.prefill_s, o.decode_s) for o in outputs
+            PolicyOutput(self.completion, o.generated_tokens, o.prefill_s, o.decode_s)
+            for o in outputs
         ]
 
     def close(self) -> None:
@@ -202,13 +221,21 @@ def full_size_parts(cache_dir: Path, device: str | None, dtype: Any) -> tuple[An
     processor = AutoProcessor.from_pretrained(ckpts.policy)
     processor.image_processor = Qwen2VLImageProcessor(
         size={"shortest_edge": FULL_MIN_PIXELS, "longest_edge": FULL_MAX_PIXELS},
-        patch_size=14, merge_size=2, temporal_patch_size=2,
+        patch_size=14,
+        merge_size=2,
+        temporal_patch_size=2,
     )
     tok = processor.tokenizer
-    ids = {name: tok.convert_tokens_to_ids(name) for name in
-           ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>")}
-    text = dict(QWEN25_VL_7B["text_config"], eos_token_id=tok.eos_token_id,
-                pad_token_id=tok.pad_token_id, bos_token_id=tok.pad_token_id)
+    ids = {
+        name: tok.convert_tokens_to_ids(name)
+        for name in ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>")
+    }
+    text = dict(
+        QWEN25_VL_7B["text_config"],
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=tok.pad_token_id,
+    )
     config = Qwen2_5_VLConfig(
         text_config=text,
         vision_config=QWEN25_VL_7B["vision_config"],
@@ -226,8 +253,12 @@ def full_size_parts(cache_dir: Path, device: str | None, dtype: Any) -> tuple[An
     policy = TransformersPolicy(model, processor, device=device, name="qwen2.5-vl-7b (random)")
     with torch.device(device):
         sam = Sam2Model._from_config(Sam2Config(**SAM2_LARGE), dtype=torch_dtype).eval()
-    sam_processor = Sam2Processor(image_processor=Sam2ImageProcessor(size={"height": 1024, "width": 1024}))
-    segmenter = Sam2TransformersSegmenter(sam, sam_processor, device=device, name="sam2-large (random)")
+    sam_processor = Sam2Processor(
+        image_processor=Sam2ImageProcessor(size={"height": 1024, "width": 1024})
+    )
+    segmenter = Sam2TransformersSegmenter(
+        sam, sam_processor, device=device, name="sam2-large (random)"
+    )
     return policy, segmenter, "qwen2.5-vl-7b+sam2-large"
 
 
@@ -257,9 +288,13 @@ def run_bench(
             image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
             timings, generated = [], 0
             for i in range(warmup + iterations):
-                result = pipeline.segment(image, "the object on the left", frame_key=("bench", length, width, i))
+                result = pipeline.segment(
+                    image, "the object on the left", frame_key=("bench", length, width, i)
+                )
                 if not result.ok:
-                    raise RuntimeError(f"benchmark request failed: {result.status.value}: {result.error}")
+                    raise RuntimeError(
+                        f"benchmark request failed: {result.status.value}: {result.error}"
+                    )
                 if i >= warmup:
                     timings.append(result.timings)
                     generated = result.generated_tokens
@@ -276,18 +311,28 @@ def format_table(rows: list[Row], iterations: int) -> str:
     head = f"{'model':<26} {'image':>9} {'#Tok':>5} {'gen':>5} " + " ".join(
         f"{s.replace('segmenter_', 'sam_').replace('policy_', ''):>16}" for s in STAGES
     )
-    lines = [f"per-stage latency in ms, mean / p50 / p90 over {iterations} run(s)", head, "-" * len(head)]
+    lines = [
+        f"per-stage latency in ms, mean / p50 / p90 over {iterations} run(s)",
+        head,
+        "-" * len(head),
+    ]
     for row in rows:
         cells = " ".join(
-            f"{row.stats[s]['mean']:>5.0f}/{row.stats[s]['p50']:>4.0f}/{row.stats[s]['p90']:>4.0f}" for s in STAGES
+            f"{row.stats[s]['mean']:>5.0f}/{row.stats[s]['p50']:>4.0f}/{row.stats[s]['p90']:>4.0f}"
+            for s in STAGES
         )
-        lines.append(f"{row.model:<26} {row.size:>9} {row.think_tokens:>5} {row.generated_tokens:>5} {cells}")
+        lines.append(
+            f"{row.model:<26} {row.size:>9} {row.think_tokens:>5} {row.generated_tokens:>5} {cells}"
+        )
     by_size: dict[str, list[Row]] = {}
     for row in rows:
         by_size.setdefault(row.size, []).append(row)
     for size, group in by_size.items():
         if len(group) > 1:
-            short, long_ = min(group, key=lambda r: r.think_tokens), max(group, key=lambda r: r.think_tokens)
+            short, long_ = (
+                min(group, key=lambda r: r.think_tokens),
+                max(group, key=lambda r: r.think_tokens),
+            )
             ratio = long_.stats["total"]["mean"] / max(short.stats["total"]["mean"], 1e-9)
             lines.append(
                 f"{size}: total with {short.think_tokens} reasoning tokens is {ratio:.2f}x faster "
@@ -303,39 +348,70 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="wise-bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--iterations", "-n", type=int, default=10, help="timed runs per row")
     parser.add_argument("--warmup", type=int, default=2, help="untimed runs first")
-    parser.add_argument("--sizes", nargs="+", type=_parse_size, default=[_parse_size(s) for s in DEFAULT_SIZES],
-                        help="image sizes WIDTHxHEIGHT (default: 640x480 1280x720)")
-    parser.add_argument("--think-tokens", nargs="+", type=int, default=list(DEFAULT_THINK_TOKENS),
-                        help="forced reasoning lengths (default: 23 112, WISE-S vs Seg-Zero)")
-    parser.add_argument("--full-size", action="store_true",
-                        help="random-weight Qwen2.5-VL-7B + SAM2-Large (needs a GPU)")
-    parser.add_argument("--compile", action="store_true",
-                        help="CUDA: static KV cache + compiled decode step (warm-up runs absorb the compile)")
+    parser.add_argument(
+        "--sizes",
+        nargs="+",
+        type=_parse_size,
+        default=[_parse_size(s) for s in DEFAULT_SIZES],
+        help="image sizes WIDTHxHEIGHT (default: 640x480 1280x720)",
+    )
+    parser.add_argument(
+        "--think-tokens",
+        nargs="+",
+        type=int,
+        default=list(DEFAULT_THINK_TOKENS),
+        help="forced reasoning lengths (default: 23 112, WISE-S vs Seg-Zero)",
+    )
+    parser.add_argument(
+        "--full-size",
+        action="store_true",
+        help="random-weight Qwen2.5-VL-7B + SAM2-Large (needs a GPU)",
+    )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="CUDA: static KV cache + compiled decode step (warm-up runs absorb the compile)",
+    )
     parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     parser.add_argument("--dtype", default=None, help="default: bfloat16 on CUDA, float32 on CPU")
-    parser.add_argument("--cache-dir", type=Path, default=None,
-                        help="where the tiny models are built (default: $WISE_TINY_CACHE or a temp folder)")
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=None,
+        help="where the tiny models are built (default: $WISE_TINY_CACHE or a temp folder)",
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args(argv)
     if args.iterations < 1 or args.warmup < 0 or any(n < 1 for n in args.think_tokens):
         parser.error("--iterations and --think-tokens must be >= 1, --warmup >= 0")
 
-    cache = args.cache_dir or Path(os.environ.get("WISE_TINY_CACHE") or Path(tempfile.gettempdir()) / "wise_bench_tiny")
+    cache = args.cache_dir or Path(
+        os.environ.get("WISE_TINY_CACHE") or Path(tempfile.gettempdir()) / "wise_bench_tiny"
+    )
     started = time.perf_counter()
     build = full_size_parts if args.full_size else tiny_pipeline_parts
     try:
         policy, segmenter, name = build(cache, args.device, args.dtype)
     except Exception as exc:
-        print(f"wise-bench: could not build the models: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(
+            f"wise-bench: could not build the models: {type(exc).__name__}: {exc}", file=sys.stderr
+        )
         return 3
     if args.compile:
         policy.compile = str(policy.device).startswith("cuda")
         name += "+compile" if policy.compile else ""
-    print(f"built {name} on {policy.device} in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+    print(
+        f"built {name} on {policy.device} in {time.perf_counter() - started:.1f} s", file=sys.stderr
+    )
     try:
         rows = run_bench(
-            policy, segmenter, name, sizes=args.sizes, think_tokens=args.think_tokens,
-            iterations=args.iterations, warmup=args.warmup,
+            policy,
+            segmenter,
+            name,
+            sizes=args.sizes,
+            think_tokens=args.think_tokens,
+            iterations=args.iterations,
+            warmup=args.warmup,
             log=lambda msg: print(msg, file=sys.stderr),
         )
     finally:

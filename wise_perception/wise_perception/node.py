@@ -96,11 +96,23 @@ PARAMETERS: tuple[Param, ...] = (
     ),
     Param("device", "auto", "torch device: auto, cpu, cuda, cuda:1, ..."),
     Param("dtype", "auto", "model dtype: auto, bfloat16, float16, float32"),
-    Param("mode", "", "prompt mode (wise_s, wise, wise_f, seg_zero, ...); empty: manifest, else wise_s"),
-    Param("brevity", "", f"brevity instruction of wise_s; empty: manifest, else {DEFAULT_BREVITY!r}"),
+    Param(
+        "mode",
+        "",
+        "prompt mode (wise_s, wise, wise_f, seg_zero, ...); empty: manifest, else wise_s",
+    ),
+    Param(
+        "brevity", "", f"brevity instruction of wise_s; empty: manifest, else {DEFAULT_BREVITY!r}"
+    ),
     Param("max_new_tokens", 0, "generation budget of the policy; 0: the manifest's, else 1024"),
-    Param("compile", False, "CUDA: static KV cache + compiled decode step (faster; compiles on warm-up)"),
-    Param("warmup", True, "serve one synthetic request on activate, so the first command is not slow"),
+    Param(
+        "compile",
+        False,
+        "CUDA: static KV cache + compiled decode step (faster; compiles on warm-up)",
+    ),
+    Param(
+        "warmup", True, "serve one synthetic request on activate, so the first command is not slow"
+    ),
     Param("image_reliability", "best_effort", "image QoS reliability: best_effort | reliable"),
     Param("image_history", "keep_last", "image QoS history: keep_last | keep_all"),
     Param("image_depth", 1, "image QoS depth"),

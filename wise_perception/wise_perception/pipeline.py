@@ -202,7 +202,9 @@ class WisePipeline:
             concurrent_encode=concurrent_encode,
         )
         segmenter_source = _segmenter_source(pick(segmenter, None), manifest, source)
-        LOG.info("loading policy %s (mode %s) and segmenter %s", source, config.mode, segmenter_source)
+        LOG.info(
+            "loading policy %s (mode %s) and segmenter %s", source, config.mode, segmenter_source
+        )
         policy_backend_obj = load_policy(
             source,
             backend=policy_backend,
@@ -228,11 +230,15 @@ class WisePipeline:
 
     # ------------------------------------------------------------------ public API
 
-    def segment(self, image: np.ndarray, command: str, *, frame_key: Hashable | None = None) -> Result:
+    def segment(
+        self, image: np.ndarray, command: str, *, frame_key: Hashable | None = None
+    ) -> Result:
         """Segment what ``command`` asks for in ``image`` (HxWx3 uint8 RGB). Never raises."""
         return self._serve(image, command, frame_key, cache=True)
 
-    def _serve(self, image: Any, command: Any, frame_key: Hashable | None, *, cache: bool) -> Result:
+    def _serve(
+        self, image: Any, command: Any, frame_key: Hashable | None, *, cache: bool
+    ) -> Result:
         started = time.perf_counter()
         try:
             prepared = self._prepare(image, command, frame_key, started, cache=cache)
@@ -242,12 +248,17 @@ class WisePipeline:
                 output = self.policy.generate([prepared.frame], [prepared.instruction])[0]
             except Exception as exc:
                 LOG.exception("policy generation failed")
-                return self._fail(prepared, Status.INTERNAL_ERROR, f"policy failed: {_describe(exc)}")
+                return self._fail(
+                    prepared, Status.INTERNAL_ERROR, f"policy failed: {_describe(exc)}"
+                )
             return self._finish(prepared, output)
         except Exception as exc:  # never raise per request
             LOG.exception("segment failed")
             return Result.failure(
-                _safe_command(command), Status.INTERNAL_ERROR, _describe(exc), mode=self.config.mode,
+                _safe_command(command),
+                Status.INTERNAL_ERROR,
+                _describe(exc),
+                mode=self.config.mode,
                 timings=Timings(total=time.perf_counter() - started),
             )
 
@@ -279,7 +290,9 @@ class WisePipeline:
                 prepared = self._prepare(image, command, key, started)
             except Exception as exc:
                 LOG.exception("segment_batch: preparing sample %d failed", i)
-                prepared = Result.failure(_safe_command(command), Status.INTERNAL_ERROR, _describe(exc))
+                prepared = Result.failure(
+                    _safe_command(command), Status.INTERNAL_ERROR, _describe(exc)
+                )
             if isinstance(prepared, Result):
                 results[i] = prepared
             else:
@@ -290,13 +303,19 @@ class WisePipeline:
             chunk = pending[chunk_start : chunk_start + size]
             gen_start = time.perf_counter()
             try:
-                outputs = self.policy.generate([r.frame for _, r in chunk], [r.instruction for _, r in chunk])
+                outputs = self.policy.generate(
+                    [r.frame for _, r in chunk], [r.instruction for _, r in chunk]
+                )
                 if len(outputs) != len(chunk):
-                    raise RuntimeError(f"policy returned {len(outputs)} outputs for {len(chunk)} prompts")
+                    raise RuntimeError(
+                        f"policy returned {len(outputs)} outputs for {len(chunk)} prompts"
+                    )
             except Exception as exc:
                 LOG.exception("policy generation failed for a batch")
                 for i, request in chunk:
-                    results[i] = self._fail(request, Status.INTERNAL_ERROR, f"policy failed: {_describe(exc)}")
+                    results[i] = self._fail(
+                        request, Status.INTERNAL_ERROR, f"policy failed: {_describe(exc)}"
+                    )
                 continue
             generation = time.perf_counter() - gen_start
             for (i, request), output in zip(chunk, outputs, strict=True):
@@ -309,7 +328,10 @@ class WisePipeline:
                 # total = own preparation + the batch's generation + own finishing.
                 result.timings.total = prep_s[i] + generation + time.perf_counter() - finish_start
                 results[i] = result
-        return [r if r is not None else Result.failure("", Status.INTERNAL_ERROR, "no result") for r in results]
+        return [
+            r if r is not None else Result.failure("", Status.INTERNAL_ERROR, "no result")
+            for r in results
+        ]
 
     def close(self) -> None:
         """Free the models (and CUDA cache); later requests get ``not_ready``. Idempotent."""
@@ -365,7 +387,13 @@ class WisePipeline:
     # ------------------------------------------------------------------ steps
 
     def _prepare(
-        self, image: Any, command: Any, frame_key: Hashable | None, started: float, *, cache: bool = True
+        self,
+        image: Any,
+        command: Any,
+        frame_key: Hashable | None,
+        started: float,
+        *,
+        cache: bool = True,
     ) -> Result | _Request:
         mode = self.config.mode
         text = _safe_command(command)
@@ -402,7 +430,9 @@ class WisePipeline:
             return f"image has {width}x{height} pixels, more than the {self.config.max_image_pixels} allowed"
         return ""
 
-    def _encoding(self, key: Hashable, image: np.ndarray, *, cache: bool = True) -> tuple[Future[_Encoded], bool]:
+    def _encoding(
+        self, key: Hashable, image: np.ndarray, *, cache: bool = True
+    ) -> tuple[Future[_Encoded], bool]:
         """The frame's encoding: cached, in flight, or started now (on the worker thread)."""
         with self._cache_lock:
             cached = self._cache.get(key) if cache else None
@@ -437,7 +467,9 @@ class WisePipeline:
         result.completion = output.text
         result.generated_tokens = output.generated_tokens
         parsed = parse_completion(
-            output.text, schema=self.spec.schema, frame=(self.config.policy_frame, self.config.policy_frame)
+            output.text,
+            schema=self.spec.schema,
+            frame=(self.config.policy_frame, self.config.policy_frame),
         )
         result.rationale = parsed.think or ""
         result.detailed_rationale = parsed.d_think or ""
@@ -455,7 +487,9 @@ class WisePipeline:
         mask = np.zeros((height, width), dtype=bool)
         for obj, seg in zip(objects, segmented, strict=True):
             mask |= seg.mask
-            result.objects.append(ObjectResult(box=obj.box, points=obj.points, score=seg.score, mask=seg.mask))
+            result.objects.append(
+                ObjectResult(box=obj.box, points=obj.points, score=seg.score, mask=seg.mask)
+            )
         result.mask = mask
         result.status = Status.OK
         timings.total = time.perf_counter() - request.started

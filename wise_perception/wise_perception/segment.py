@@ -29,24 +29,47 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("image", type=Path, help="RGB image file (png, jpg, ...)")
     parser.add_argument("command", help='what to segment, e.g. "the cup left of the laptop"')
-    parser.add_argument("--model", default=DEFAULT_POLICY,
-                        help="policy: WISE checkpoint folder (with wise_manifest.json), HF folder "
-                        "or id, or a vLLM server URL (default: %(default)s)")
-    parser.add_argument("--segmenter", default=None,
-                        help="SAM2 folder or id (default: the checkpoint's manifest, else "
-                        "facebook/sam2-hiera-large)")
-    parser.add_argument("--mode", default=None, choices=[m.value for m in PromptMode],
-                        help="prompt mode (default: the manifest's, else wise_s)")
-    parser.add_argument("--brevity", default=None,
-                        help=f"brevity instruction of wise_s (default: manifest, else {DEFAULT_BREVITY!r})")
+    parser.add_argument(
+        "--model",
+        default=DEFAULT_POLICY,
+        help="policy: WISE checkpoint folder (with wise_manifest.json), HF folder "
+        "or id, or a vLLM server URL (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--segmenter",
+        default=None,
+        help="SAM2 folder or id (default: the checkpoint's manifest, else "
+        "facebook/sam2-hiera-large)",
+    )
+    parser.add_argument(
+        "--mode",
+        default=None,
+        choices=[m.value for m in PromptMode],
+        help="prompt mode (default: the manifest's, else wise_s)",
+    )
+    parser.add_argument(
+        "--brevity",
+        default=None,
+        help=f"brevity instruction of wise_s (default: manifest, else {DEFAULT_BREVITY!r})",
+    )
     parser.add_argument("--schema", default=None, choices=["single", "multi"], help="answer schema")
     parser.add_argument("--max-new-tokens", type=int, default=None, help="generation budget")
-    parser.add_argument("--backend", default="auto", choices=["auto", "transformers", "vllm", "vllm-server"],
-                        help="policy backend (auto: URL -> vllm-server, else transformers)")
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
-    parser.add_argument("--dtype", default=None, help="bfloat16, float16, float32 (default: bf16 on CUDA)")
+    parser.add_argument(
+        "--backend",
+        default="auto",
+        choices=["auto", "transformers", "vllm", "vllm-server"],
+        help="policy backend (auto: URL -> vllm-server, else transformers)",
+    )
+    parser.add_argument(
+        "--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)"
+    )
+    parser.add_argument(
+        "--dtype", default=None, help="bfloat16, float16, float32 (default: bf16 on CUDA)"
+    )
     parser.add_argument("--out", type=Path, default=Path("."), help="output folder (default: .)")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log loading and timing details")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="log loading and timing details"
+    )
     return parser
 
 
@@ -63,8 +86,10 @@ def _read_rgb(path: Path) -> object:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
     try:
         normalize_question(args.command)
     except ValueError as exc:
@@ -83,12 +108,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         pipeline = WisePipeline.from_pretrained(
-            args.model, args.segmenter, device=args.device, dtype=args.dtype, mode=args.mode,
-            brevity=args.brevity, schema=args.schema, max_new_tokens=args.max_new_tokens,
+            args.model,
+            args.segmenter,
+            device=args.device,
+            dtype=args.dtype,
+            mode=args.mode,
+            brevity=args.brevity,
+            schema=args.schema,
+            max_new_tokens=args.max_new_tokens,
             policy_backend=args.backend,
         )
     except Exception as exc:
-        print(f"wise-segment: could not load the models: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(
+            f"wise-segment: could not load the models: {type(exc).__name__}: {exc}", file=sys.stderr
+        )
         return EXIT_LOAD_FAILED
     try:
         result = pipeline.segment(image, args.command)

@@ -22,7 +22,9 @@ def mask_png(result: Result) -> np.ndarray:
     return result.mask.astype(np.uint8) * 255
 
 
-def overlay(image: np.ndarray, result: Result, *, alpha: float = 0.5, text: bool = True) -> np.ndarray:
+def overlay(
+    image: np.ndarray, result: Result, *, alpha: float = 0.5, text: bool = True
+) -> np.ndarray:
     """A copy of ``image`` (HxWx3 uint8 RGB) with the mask tinted, each object's box and
     points drawn, and the status + rationale written on a dark band at the top."""
     import cv2
@@ -39,8 +41,16 @@ def overlay(image: np.ndarray, result: Result, *, alpha: float = 0.5, text: bool
         cv2.rectangle(out, (x1, y1), (x2, y2), BOX_COLOR, thickness)
         for x, y in obj.points:
             cv2.circle(out, (round(float(x)), round(float(y))), 3 * thickness + 1, POINT_COLOR, -1)
-        cv2.putText(out, f"{obj.score:.2f}", (x1, max(y2 + 14, 14)), cv2.FONT_HERSHEY_SIMPLEX,
-                    0.4 * thickness, BOX_COLOR, 1, cv2.LINE_AA)
+        cv2.putText(
+            out,
+            f"{obj.score:.2f}",
+            (x1, max(y2 + 14, 14)),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            0.4 * thickness,
+            BOX_COLOR,
+            1,
+            cv2.LINE_AA,
+        )
     if text:
         _caption(out, result)
     return out
@@ -59,5 +69,13 @@ def _caption(out: np.ndarray, result: Result) -> None:
     band = min(height, line_height * len(lines) + 6)
     out[:band] = (out[:band].astype(np.float32) * 0.35).astype(np.uint8)
     for i, line in enumerate(lines):
-        cv2.putText(out, line, (4, line_height * (i + 1)), cv2.FONT_HERSHEY_SIMPLEX, scale,
-                    TEXT_COLOR, 1, cv2.LINE_AA)
+        cv2.putText(
+            out,
+            line,
+            (4, line_height * (i + 1)),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            scale,
+            TEXT_COLOR,
+            1,
+            cv2.LINE_AA,
+        )

@@ -15,10 +15,15 @@ class JsonlLogCallback(TrainerCallback):
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
 
-    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **_: Any) -> None:
+    def on_log(
+        self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **_: Any
+    ) -> None:
         if not logs or not state.is_world_process_zero:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        record = {"step": state.global_step, **{k: v for k, v in logs.items() if isinstance(v, int | float)}}
+        record = {
+            "step": state.global_step,
+            **{k: v for k, v in logs.items() if isinstance(v, int | float)},
+        }
         with self.path.open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")

@@ -103,7 +103,12 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
-_SECTIONS = {"model": ModelSection, "data": DataSection, "prompt": PromptSection, "trainer": TrainerSection}
+_SECTIONS = {
+    "model": ModelSection,
+    "data": DataSection,
+    "prompt": PromptSection,
+    "trainer": TrainerSection,
+}
 
 
 def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
@@ -161,8 +166,13 @@ def _coerce(cls: type, values: dict[str, Any]) -> dict[str, Any]:
 def build_config(data: dict[str, Any]) -> TrainConfig:
     unknown = sorted(set(data) - {"name", "reward", *_SECTIONS})
     if unknown:
-        raise ConfigError(f"unknown top-level keys {unknown}; known: name, reward, {', '.join(_SECTIONS)}")
-    kwargs: dict[str, Any] = {"name": str(data.get("name", "wise")), "reward": dict(data.get("reward") or {})}
+        raise ConfigError(
+            f"unknown top-level keys {unknown}; known: name, reward, {', '.join(_SECTIONS)}"
+        )
+    kwargs: dict[str, Any] = {
+        "name": str(data.get("name", "wise")),
+        "reward": dict(data.get("reward") or {}),
+    }
     for section, cls in _SECTIONS.items():
         values = data.get(section) or {}
         if not isinstance(values, dict):

@@ -29,7 +29,9 @@ MAX_IMAGE_PIXELS = 50_000_000  # bound decoded images (PIL's decompression-bomb 
 MAX_JSONL_LINE = 1_000_000
 
 # Seg-Zero's ground-truth string (verl/utils/reward_score/seg*.py patterns).
-_BOX_RE = re.compile(r"<box>\((\d+(?:\.\d+)?),(\d+(?:\.\d+)?)\),\((\d+(?:\.\d+)?),(\d+(?:\.\d+)?)\)</box>")
+_BOX_RE = re.compile(
+    r"<box>\((\d+(?:\.\d+)?),(\d+(?:\.\d+)?)\),\((\d+(?:\.\d+)?),(\d+(?:\.\d+)?)\)</box>"
+)
 _POINTS_RE = re.compile(
     r"<points>\((\d+(?:\.\d+)?),(\d+(?:\.\d+)?)\),\((\d+(?:\.\d+)?),(\d+(?:\.\d+)?)\)</points>"
 )
@@ -117,7 +119,9 @@ def _open_image(source: Any) -> Image.Image:
             path = source.get("path") if isinstance(source, dict) else source
             image = Image.open(Path(path))
         if image.width * image.height > MAX_IMAGE_PIXELS:
-            raise SampleError(f"image of {image.width}x{image.height} exceeds {MAX_IMAGE_PIXELS} pixels")
+            raise SampleError(
+                f"image of {image.width}x{image.height} exceeds {MAX_IMAGE_PIXELS} pixels"
+            )
         image.load()
         return image.convert("RGB")
     except SampleError:
@@ -164,7 +168,9 @@ def _jsonl_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
             yield sample_id, {**row, "__root__": path.parent}
 
 
-def _convert_segzero(row: dict[str, Any], proto: ResizeProtocol) -> tuple[Image.Image, str, list, list]:
+def _convert_segzero(
+    row: dict[str, Any], proto: ResizeProtocol
+) -> tuple[Image.Image, str, list, list]:
     image = _open_image(row.get("image"))
     problem = row.get("problem") or row.get("text")
     if not isinstance(problem, str) or not problem.strip():
@@ -177,7 +183,9 @@ def _convert_segzero(row: dict[str, Any], proto: ResizeProtocol) -> tuple[Image.
     return image, problem, box, points
 
 
-def _convert_jsonl(row: dict[str, Any], proto: ResizeProtocol) -> tuple[Image.Image, str, list, list]:
+def _convert_jsonl(
+    row: dict[str, Any], proto: ResizeProtocol
+) -> tuple[Image.Image, str, list, list]:
     if "__error__" in row:
         raise SampleError(row["__error__"])
     root: Path = row["__root__"]

@@ -40,7 +40,9 @@ def reward_config_for(config: TrainConfig) -> RewardConfig:
     reward = dict(config.reward)
     reward.setdefault("order", spec.order)
     if tuple(reward["order"]) != spec.order:
-        raise ConfigError(f"reward.order {reward['order']} contradicts prompt mode {config.prompt.mode}")
+        raise ConfigError(
+            f"reward.order {reward['order']} contradicts prompt mode {config.prompt.mode}"
+        )
     try:
         return RewardConfig(**reward)
     except (TypeError, ValueError) as exc:
@@ -69,7 +71,9 @@ def load_policy(config: TrainConfig) -> tuple[Any, Any]:
 
     processor = AutoProcessor.from_pretrained(config.model.path)
     if not hasattr(processor, "image_processor"):
-        raise ConfigError(f"{config.model.path} has no image processor: not a vision-language checkpoint")
+        raise ConfigError(
+            f"{config.model.path} has no image processor: not a vision-language checkpoint"
+        )
     processor.tokenizer.padding_side = "left"
     dtype = torch.float32 if config.trainer.use_cpu else getattr(torch, config.model.dtype)
     kwargs: dict[str, Any] = {"dtype": dtype, "use_safetensors": True}
@@ -95,8 +99,12 @@ def build_trainer(
     report = DataReport(loaded=len(samples or []))
     if samples is None:
         samples, report = load_training_samples(
-            config.data.train, spec, fmt=config.data.format, policy_frame=config.data.policy_frame,
-            limit=config.data.limit, system_prompt=config.data.system_prompt,
+            config.data.train,
+            spec,
+            fmt=config.data.format,
+            policy_frame=config.data.policy_frame,
+            limit=config.data.limit,
+            system_prompt=config.data.system_prompt,
         )
     if not samples:
         raise ConfigError(f"no usable training samples ({report.summary()})")
@@ -114,7 +122,10 @@ def build_trainer(
         args=args,
         train_dataset=datasets.Dataset.from_list(samples),
         processing_class=processor,
-        callbacks=[JsonlLogCallback(Path(config.trainer.output_dir) / "metrics.jsonl"), *(callbacks or [])],
+        callbacks=[
+            JsonlLogCallback(Path(config.trainer.output_dir) / "metrics.jsonl"),
+            *(callbacks or []),
+        ],
     )
     return trainer, report
 
@@ -142,7 +153,9 @@ def resolve_resume(value: str | None, output_dir: str) -> str | bool | None:
     if value is None:
         return None
     if value == "latest":
-        checkpoints = sorted(Path(output_dir).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
+        checkpoints = sorted(
+            Path(output_dir).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1])
+        )
         if not checkpoints:
             raise ConfigError(f"--resume latest: no checkpoint-* folder in {output_dir}")
         return str(checkpoints[-1])
@@ -153,18 +166,27 @@ def resolve_resume(value: str | None, output_dir: str) -> str | bool | None:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m wise_training.train", description=__doc__.split("\n\n")[0],
+        prog="python -m wise_training.train",
+        description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--config", required=True, help=f"YAML file or a name: {', '.join(named_configs())}")
-    parser.add_argument("overrides", nargs="*", help="section.key=value, e.g. trainer.learning_rate=2e-6")
+    parser.add_argument(
+        "--config", required=True, help=f"YAML file or a name: {', '.join(named_configs())}"
+    )
+    parser.add_argument(
+        "overrides", nargs="*", help="section.key=value, e.g. trainer.learning_rate=2e-6"
+    )
     parser.add_argument("--resume", default=None, help="'latest' or a checkpoint folder")
-    parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    parser.add_argument(
+        "--print-config", action="store_true", help="print the resolved config and exit"
+    )
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     args = parse_args(argv)
     try:
         config = load_config(args.config, args.overrides)
@@ -181,7 +203,11 @@ def main(argv: list[str] | None = None) -> int:
     LOG.info("distributed: %s", describe_distribution(trainer))
     trainer.train(resume_from_checkpoint=resume)
     final = save_final(trainer, config)
-    LOG.info("saved %s; export it with: python -m wise_training.export --checkpoint %s --out <dir>", final, final)
+    LOG.info(
+        "saved %s; export it with: python -m wise_training.export --checkpoint %s --out <dir>",
+        final,
+        final,
+    )
     return 0
 
 

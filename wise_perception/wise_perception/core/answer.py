@@ -24,7 +24,9 @@ COORD_LIMIT_FACTOR = 4.0
 # Chatter around the JSON: how many candidate starts to try before giving up.
 _MAX_JSON_STARTS = 16
 
-_SPAN_RE = {name: re.compile(rf"<{name}>(.*?)</{name}>", re.DOTALL) for name in (THINK, ANSWER, D_THINK)}
+_SPAN_RE = {
+    name: re.compile(rf"<{name}>(.*?)</{name}>", re.DOTALL) for name in (THINK, ANSWER, D_THINK)
+}
 _FENCE_RE = re.compile(r"^```[a-zA-Z]*\s*|\s*```$")
 
 
@@ -107,7 +109,9 @@ def _load_json(answer_text: str) -> object:
             except json.JSONDecodeError:
                 continue
             # A coordinate list inside a truncated object is not the answer.
-            if isinstance(value, dict) or (value and isinstance(value, list) and isinstance(value[0], dict)):
+            if isinstance(value, dict) or (
+                value and isinstance(value, list) and isinstance(value[0], dict)
+            ):
                 return value
         raise first_error
 

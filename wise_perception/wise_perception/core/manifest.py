@@ -65,7 +65,9 @@ def has_manifest(folder: str | Path) -> bool:
 def read_manifest(folder: str | Path) -> Manifest:
     path = Path(folder) / MANIFEST_NAME
     if not path.is_file():
-        raise ManifestError(f"{path} does not exist: export the checkpoint with wise_training.export")
+        raise ManifestError(
+            f"{path} does not exist: export the checkpoint with wise_training.export"
+        )
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:

@@ -91,8 +91,17 @@ def token_stats(counts: Iterable[int], bins: int = 20) -> dict[str, object]:
     """#Tok summary: mean (the paper's number), spread, percentiles and histogram data (Fig. 4)."""
     values = np.asarray(list(counts), dtype=float)
     if values.size == 0:
-        return {"n": 0, "mean": 0.0, "std": 0.0, "median": 0.0, "p90": 0.0, "p95": 0.0,
-                "min": 0, "max": 0, "histogram": {"edges": [], "counts": []}}
+        return {
+            "n": 0,
+            "mean": 0.0,
+            "std": 0.0,
+            "median": 0.0,
+            "p90": 0.0,
+            "p95": 0.0,
+            "min": 0,
+            "max": 0,
+            "histogram": {"edges": [], "counts": []},
+        }
     hist, edges = np.histogram(values, bins=bins)
     return {
         "n": int(values.size),

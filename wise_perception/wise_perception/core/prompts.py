@@ -186,7 +186,10 @@ def build_messages(
     messages.append(
         {
             "role": "user",
-            "content": [{"type": "image"}, {"type": "text", "text": build_instruction(question, spec)}],
+            "content": [
+                {"type": "image"},
+                {"type": "text", "text": build_instruction(question, spec)},
+            ],
         }
     )
     return messages

@@ -112,7 +112,9 @@ class RewardBreakdown:
         return self.format + self.accuracy
 
     @property
-    def total(self) -> float:  # R = R_task + 1[correct] * R_distill (Eq. 4); distill is 0 when gated
+    def total(
+        self,
+    ) -> float:  # R = R_task + 1[correct] * R_distill (Eq. 4); distill is 0 when gated
         return self.task + self.distill + self.length
 
 
@@ -185,12 +187,17 @@ class WiseRewards:
                 out.points = 1.0
         if cfg.indicator == "task_full":
             # Eq. 4 read literally: every binary task term earned, IoU counted as full above 0.5.
-            out.correct = out.correct and out.tag_format == 1.0 and out.json_format == 1.0 and (
-                out.box_l1 == 1.0 and out.points == 1.0
+            out.correct = (
+                out.correct
+                and out.tag_format == 1.0
+                and out.json_format == 1.0
+                and (out.box_l1 == 1.0 and out.points == 1.0)
             )
         if self.tokenizer is not None:
             out.think_tokens = count_tokens(extract_span(text, THINK, strip=False), self.tokenizer)
-            out.d_think_tokens = count_tokens(extract_span(text, D_THINK, strip=False), self.tokenizer)
+            out.d_think_tokens = count_tokens(
+                extract_span(text, D_THINK, strip=False), self.tokenizer
+            )
         if cfg.length_reward != "none" and out.correct:
             n = count_tokens(self._distill_span(text, THINK), self.tokenizer)  # type: ignore[arg-type]
             out.length = self._length_term(n)
@@ -200,7 +207,9 @@ class WiseRewards:
         cfg = self.config
         if cfg.length_reward == "l1_exact":
             return max(0.0, 1.0 - cfg.length_alpha * abs(cfg.length_target - n_think))
-        return min(1.0, max(0.0, cfg.length_alpha * (cfg.length_target - n_think) + cfg.l1_max_delta))
+        return min(
+            1.0, max(0.0, cfg.length_alpha * (cfg.length_target - n_think) + cfg.l1_max_delta)
+        )
 
     def _distill_span(self, text: str, name: str) -> str:
         span = extract_span(text, name, tags=self.config.distill_with_tags)
@@ -295,7 +304,11 @@ class WiseRewards:
                 return [1.0 if s.distill > 0 else 0.0 for s in scored]
             return [float(getattr(s, name)) for s in scored]
 
-        reward.__name__ = f"{name}_reward" if name not in ("think_tokens", "d_think_tokens", "distill_earned") else name
+        reward.__name__ = (
+            f"{name}_reward"
+            if name not in ("think_tokens", "d_think_tokens", "distill_earned")
+            else name
+        )
         reward.__qualname__ = reward.__name__
         return reward
 

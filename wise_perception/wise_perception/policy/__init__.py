@@ -54,4 +54,6 @@ def load_policy(
         if model and "model" not in options:
             options["model"] = model
         return VllmServerPolicy(url, max_new_tokens=max_new_tokens, **options)
-    raise ValueError(f"unknown policy backend {backend!r}; choose one of {', '.join(BACKENDS)} or auto")
+    raise ValueError(
+        f"unknown policy backend {backend!r}; choose one of {', '.join(BACKENDS)} or auto"
+    )

@@ -175,7 +175,9 @@ class TransformersPolicy(PolicyBackend):
     def _messages(self, instruction: str) -> list[dict[str, Any]]:
         messages: list[dict[str, Any]] = []
         if self.system_prompt:
-            messages.append({"role": "system", "content": [{"type": "text", "text": self.system_prompt}]})
+            messages.append(
+                {"role": "system", "content": [{"type": "text", "text": self.system_prompt}]}
+            )
         messages.append(
             {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": instruction}]}
         )
@@ -191,7 +193,9 @@ class TransformersPolicy(PolicyBackend):
         from transformers import GenerationConfig
 
         base = getattr(self.model, "generation_config", None)
-        config = GenerationConfig.from_dict(base.to_dict()) if base is not None else GenerationConfig()
+        config = (
+            GenerationConfig.from_dict(base.to_dict()) if base is not None else GenerationConfig()
+        )
         config.do_sample = False
         config.num_beams = 1
         config.temperature = None
@@ -228,12 +232,16 @@ class TransformersPolicy(PolicyBackend):
         clock = _FirstTokenClock()
         with self._lock:
             start = time.perf_counter()
-            inputs = self.processor(text=texts, images=list(images), padding=True, return_tensors="pt")
+            inputs = self.processor(
+                text=texts, images=list(images), padding=True, return_tensors="pt"
+            )
             inputs = inputs.to(self.device)
             if "pixel_values" in inputs and self.model.dtype != inputs["pixel_values"].dtype:
                 inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
             with torch.inference_mode():
-                out = self.model.generate(**inputs, generation_config=config, logits_processor=[clock])
+                out = self.model.generate(
+                    **inputs, generation_config=config, logits_processor=[clock]
+                )
             if self.device.startswith("cuda"):
                 torch.cuda.synchronize()
             end = time.perf_counter()
@@ -248,7 +256,12 @@ class TransformersPolicy(PolicyBackend):
             length = ends[0] + 1 if ends else len(row)
             text = self.tokenizer.decode(row[:length], skip_special_tokens=True)
             outputs.append(
-                PolicyOutput(text=text, generated_tokens=length, prefill_s=first - start, decode_s=end - first)
+                PolicyOutput(
+                    text=text,
+                    generated_tokens=length,
+                    prefill_s=first - start,
+                    decode_s=end - first,
+                )
             )
         return outputs
 

@@ -47,11 +47,15 @@ class PolicyServerError(RuntimeError):
     """The vLLM server could not be reached or answered with an error."""
 
 
-def _messages(instruction: str, image_part: dict[str, Any], system_prompt: str | None) -> list[dict[str, Any]]:
+def _messages(
+    instruction: str, image_part: dict[str, Any], system_prompt: str | None
+) -> list[dict[str, Any]]:
     messages: list[dict[str, Any]] = []
     if system_prompt:
         messages.append({"role": "system", "content": [{"type": "text", "text": system_prompt}]})
-    messages.append({"role": "user", "content": [image_part, {"type": "text", "text": instruction}]})
+    messages.append(
+        {"role": "user", "content": [image_part, {"type": "text", "text": instruction}]}
+    )
     return messages
 
 
@@ -163,7 +167,10 @@ def _first_token_seconds(metrics: Any) -> float | None:
     """Time from arrival to the first token in vLLM's RequestMetrics, when reported."""
     if metrics is None:
         return None
-    first, arrival = getattr(metrics, "first_token_time", None), getattr(metrics, "arrival_time", None)
+    first, arrival = (
+        getattr(metrics, "first_token_time", None),
+        getattr(metrics, "arrival_time", None),
+    )
     if first is None or arrival is None:
         return None
     return max(0.0, float(first) - float(arrival))
@@ -179,7 +186,11 @@ class RemoteTokenizer:
         self.client = client
 
     def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
-        body = {"model": self.client.model, "prompt": text, "add_special_tokens": add_special_tokens}
+        body = {
+            "model": self.client.model,
+            "prompt": text,
+            "add_special_tokens": add_special_tokens,
+        }
         data = self.client._post_json("/tokenize", body)
         tokens = data.get("tokens") if isinstance(data, dict) else None
         if not isinstance(tokens, list):
@@ -242,7 +253,12 @@ class VllmServerPolicy(PolicyBackend):
             headers["Content-Type"] = "application/json"
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
-        return urllib.request.Request(self.url + path, data=data, headers=headers, method="POST" if body is not None else "GET")
+        return urllib.request.Request(
+            self.url + path,
+            data=data,
+            headers=headers,
+            method="POST" if body is not None else "GET",
+        )
 
     def _open(self, request: urllib.request.Request) -> Any:
         try:
@@ -264,14 +280,18 @@ class VllmServerPolicy(PolicyBackend):
         try:
             return json.loads(raw)
         except json.JSONDecodeError as exc:
-            raise PolicyServerError(f"vLLM server {self.url}{path} did not answer JSON: {raw[:200]!r}") from exc
+            raise PolicyServerError(
+                f"vLLM server {self.url}{path} did not answer JSON: {raw[:200]!r}"
+            ) from exc
 
     def _first_model(self) -> str:
         data = self._post_json("/v1/models")
         try:
             return str(data["data"][0]["id"])
         except (KeyError, IndexError, TypeError) as exc:
-            raise PolicyServerError(f"{self.url}/v1/models lists no model: {str(data)[:200]}") from exc
+            raise PolicyServerError(
+                f"{self.url}/v1/models lists no model: {str(data)[:200]}"
+            ) from exc
 
     # -------------------------------------------------------------- generation
 
@@ -311,9 +331,13 @@ class VllmServerPolicy(PolicyBackend):
                 data = json.loads(raw)
                 text = data["choices"][0]["message"]["content"] or ""
             except (json.JSONDecodeError, KeyError, IndexError, TypeError) as exc:
-                raise PolicyServerError(f"unexpected chat completion from {self.url}: {raw[:200]!r}") from exc
+                raise PolicyServerError(
+                    f"unexpected chat completion from {self.url}: {raw[:200]!r}"
+                ) from exc
             tokens = int((data.get("usage") or {}).get("completion_tokens", 0))
-            return PolicyOutput(text=text, generated_tokens=tokens, prefill_s=0.0, decode_s=end - start)
+            return PolicyOutput(
+                text=text, generated_tokens=tokens, prefill_s=0.0, decode_s=end - start
+            )
         parts: list[str] = []
         try:
             tokens, chunks, first = self._read_stream(request, parts)
@@ -330,7 +354,9 @@ class VllmServerPolicy(PolicyBackend):
             decode_s=end - first,
         )
 
-    def _read_stream(self, request: urllib.request.Request, parts: list[str]) -> tuple[int, int, float | None]:
+    def _read_stream(
+        self, request: urllib.request.Request, parts: list[str]
+    ) -> tuple[int, int, float | None]:
         """Server-sent events of a streamed chat completion: text pieces into ``parts``;
         returns (completion tokens from usage, content chunks, time of the first piece)."""
         first: float | None = None
@@ -347,7 +373,9 @@ class VllmServerPolicy(PolicyBackend):
                 try:
                     event = json.loads(payload)
                 except json.JSONDecodeError as exc:
-                    raise PolicyServerError(f"bad stream event from {self.url}: {payload[:200]!r}") from exc
+                    raise PolicyServerError(
+                        f"bad stream event from {self.url}: {payload[:200]!r}"
+                    ) from exc
                 if "error" in event:
                     raise PolicyServerError(f"vLLM server error: {event['error']}")
                 for choice in event.get("choices") or []:
@@ -366,6 +394,8 @@ class VllmServerPolicy(PolicyBackend):
         if len(images) != len(instructions):
             raise ValueError(f"{len(images)} images for {len(instructions)} instructions")
         if len(images) <= 1:
-            return [self._one(image, text) for image, text in zip(images, instructions, strict=True)]
+            return [
+                self._one(image, text) for image, text in zip(images, instructions, strict=True)
+            ]
         with ThreadPoolExecutor(max_workers=min(self.max_concurrency, len(images))) as pool:
             return list(pool.map(self._one, images, instructions))

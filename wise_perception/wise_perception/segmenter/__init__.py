@@ -26,7 +26,9 @@ def load_segmenter(
     if backend == "transformers":
         from .sam2_transformers import Sam2TransformersSegmenter
 
-        return Sam2TransformersSegmenter.from_pretrained(source, device=device, dtype=dtype, **options)
+        return Sam2TransformersSegmenter.from_pretrained(
+            source, device=device, dtype=dtype, **options
+        )
     if backend == "sam2":
         # Meta's ``sam2`` package (.pt checkpoints) is not supported yet: convert the checkpoint
         # to a transformers folder, or use the transformers-format SAM2 release.

@@ -71,7 +71,11 @@ class Sam2TransformersSegmenter(Segmenter):
         for i, obj in enumerate(objects):
             groups.setdefault(len(obj.points), []).append(i)
         for n_points, indices in groups.items():
-            for i, seg in zip(indices, self._decode_group(encoding, [objects[i] for i in indices], n_points), strict=True):
+            for i, seg in zip(
+                indices,
+                self._decode_group(encoding, [objects[i] for i in indices], n_points),
+                strict=True,
+            ):
                 results[i] = seg
         return [r for r in results if r is not None]
 
@@ -87,7 +91,9 @@ class Sam2TransformersSegmenter(Segmenter):
             "return_tensors": "pt",
         }
         if n_points:
-            prompt["input_points"] = [[[[float(x), float(y)] for x, y in obj.points] for obj in objects]]
+            prompt["input_points"] = [
+                [[[float(x), float(y)] for x, y in obj.points] for obj in objects]
+            ]
             prompt["input_labels"] = [[[1] * n_points for _ in objects]]
         inputs = self.processor(**prompt)
         kwargs = {
@@ -104,7 +110,9 @@ class Sam2TransformersSegmenter(Segmenter):
             best = scores.argmax(dim=-1)  # (objects,)
             rows = torch.arange(len(objects), device=best.device)
             low_res = out.pred_masks[0, rows, best][None, :, None].float()  # (1, objects, 1, h, w)
-            masks = self.processor.post_process_masks(low_res.cpu(), state["original_sizes"].cpu())[0]
+            masks = self.processor.post_process_masks(low_res.cpu(), state["original_sizes"].cpu())[
+                0
+            ]
         return [
             SegmentedObject(mask=masks[i, 0].numpy().astype(bool), score=float(scores[i, best[i]]))
             for i in range(len(objects))

@@ -99,10 +99,36 @@ def _prompt_text(processor: Any, question: str, mode: PromptMode, schema: Answer
     return processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
 
-_WORDS = tuple(sorted({w.strip(".,?'").lower() for q in TEACH_QUESTIONS for w in q.split()} | {
-    "box", "boxes", "both", "left", "right", "top", "chair", "table", "robot", "green", "small",
-    "large", "near", "far", "behind", "pick", "up", "find", "all", "apple", "door", "two", "one",
-}))
+_WORDS = tuple(
+    sorted(
+        {w.strip(".,?'").lower() for q in TEACH_QUESTIONS for w in q.split()}
+        | {
+            "box",
+            "boxes",
+            "both",
+            "left",
+            "right",
+            "top",
+            "chair",
+            "table",
+            "robot",
+            "green",
+            "small",
+            "large",
+            "near",
+            "far",
+            "behind",
+            "pick",
+            "up",
+            "find",
+            "all",
+            "apple",
+            "door",
+            "two",
+            "one",
+        }
+    )
+)
 
 
 def _question(pyrng: random.Random, questions: Sequence[str]) -> str:
@@ -119,7 +145,14 @@ def _examples(
     out = []
     for _ in range(n):
         image = frame.resize(_random_image(rng, pyrng.choice(_IMAGE_SIZES)))
-        out.append((image, _question(pyrng, questions), pyrng.choice(_MODES), pyrng.choice(list(AnswerSchema))))
+        out.append(
+            (
+                image,
+                _question(pyrng, questions),
+                pyrng.choice(_MODES),
+                pyrng.choice(list(AnswerSchema)),
+            )
+        )
     return out
 
 
@@ -143,7 +176,9 @@ def verify_policy(
         for start in range(0, len(examples), 2):
             pair = examples[start : start + 2]
             texts = [_prompt_text(processor, q, m, s) for _, q, m, s in pair]
-            inputs = processor(text=texts, images=[e[0] for e in pair], padding=True, return_tensors="pt")
+            inputs = processor(
+                text=texts, images=[e[0] for e in pair], padding=True, return_tensors="pt"
+            )
             with torch.no_grad():
                 ids = model.generate(**inputs, max_new_tokens=max_new, do_sample=False)
             for row in ids[:, inputs["input_ids"].shape[1] :]:
@@ -189,7 +224,9 @@ def teach_policy(
         examples = _examples(rng, pyrng, batch_size, TEACH_QUESTIONS)
         prompts = [_prompt_text(processor, q, m, s) for _, q, m, s in examples]
         full = [p + completion + tokenizer.eos_token for p in prompts]
-        inputs = processor(text=full, images=[e[0] for e in examples], padding=True, return_tensors="pt")
+        inputs = processor(
+            text=full, images=[e[0] for e in examples], padding=True, return_tensors="pt"
+        )
         labels = torch.full_like(inputs["input_ids"], -100)
         labels[:, -len(target_ids) :] = torch.tensor(target_ids)  # left padding: all rows end here
         inputs["labels"] = labels
@@ -232,8 +269,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--base", type=Path, required=True, help="tiny policy folder to start from")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
-    parser.add_argument("--completion", default=DEMO_COMPLETION,
-                        help="what to answer (default: the demo image's red square)")
+    parser.add_argument(
+        "--completion",
+        default=DEMO_COMPLETION,
+        help="what to answer (default: the demo image's red square)",
+    )
     args = parser.parse_args(argv)
     start = time.perf_counter()
     try:
