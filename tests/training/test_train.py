@@ -31,6 +31,28 @@ def wise_policy(teach_tiny):
     return teach_tiny(TAUGHT)
 
 
+def run_train_cli(policy, run_dir, *extra, launcher=(), timeout=600):
+    """``python [launcher] -m wise_training.train --config tiny_cpu`` on ``run_dir/train.jsonl``,
+    writing to ``run_dir/out``, offline."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    env.setdefault("TORCH_EXTENSIONS_DIR", str(REPO / ".build" / "torch_extensions"))
+    command = [
+        sys.executable,
+        *launcher,
+        "-m",
+        "wise_training.train",
+        "--config",
+        "tiny_cpu",
+        f"model.path={policy}",
+        f"data.train={run_dir / 'train.jsonl'}",
+        f"trainer.output_dir={run_dir / 'out'}",
+        *extra,
+    ]
+    return subprocess.run(
+        command, capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO
+    )
+
+
 def synthetic_samples(mode, n=4):
     rng = np.random.default_rng(0)
     samples = []
@@ -147,29 +169,13 @@ def test_train_cli_runs_a_jsonl_dataset_end_to_end(wise_policy, tmp_path):
     rows = [{"image": "a.png", "instruction": "the red square", "box": [38, 57, 152, 143]}] * 4
     rows.append({"image": "missing.png", "instruction": "x", "box": [0, 0, 1, 1]})
     (tmp_path / "train.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\nnot json\n")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-
-    def train(*extra: str) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "wise_training.train",
-                "--config",
-                "tiny_cpu",
-                f"model.path={wise_policy}",
-                f"data.train={tmp_path / 'train.jsonl'}",
-                f"trainer.output_dir={tmp_path / 'out'}",
-                *extra,
-            ],
-            capture_output=True,
-            text=True,
-            timeout=600,
-            env=env,
-            cwd=REPO,
-        )
-
-    proc = train("trainer.max_steps=1", "trainer.save_steps=1", "trainer.report_to=tensorboard")
+    proc = run_train_cli(
+        wise_policy,
+        tmp_path,
+        "trainer.max_steps=1",
+        "trainer.save_steps=1",
+        "trainer.report_to=tensorboard",
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert (
         "skipping sample train.jsonl:5" in proc.stderr
@@ -180,7 +186,7 @@ def test_train_cli_runs_a_jsonl_dataset_end_to_end(wise_policy, tmp_path):
     assert (tmp_path / "out" / "checkpoint-1").is_dir()
 
     # Resume from the newest checkpoint and train one more step.
-    resumed = train("trainer.max_steps=2", "--resume", "latest")
+    resumed = run_train_cli(wise_policy, tmp_path, "trainer.max_steps=2", "--resume", "latest")
     assert resumed.returncode == 0, resumed.stderr[-4000:]
     steps = [
         json.loads(x)["step"] for x in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()
@@ -216,30 +222,18 @@ def test_deepspeed_zero2_single_process_on_cpu(wise_policy, tmp_path):
     Image.fromarray(image).save(tmp_path / "a.png")
     rows = [{"image": "a.png", "instruction": "the red square", "box": [38, 57, 152, 143]}] * 8
     (tmp_path / "train.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    env.setdefault("TORCH_EXTENSIONS_DIR", str(REPO / ".build" / "torch_extensions"))
-    proc = subprocess.run(
-        [
-            sys.executable,
+    proc = run_train_cli(
+        wise_policy,
+        tmp_path,
+        "trainer.max_steps=2",
+        "trainer.max_completion_length=32",
+        launcher=(
             "-m",
             "accelerate.commands.launch",
             "--config_file",
             "wise_training/wise_training/accelerate/cpu_zero2.yaml",
-            "-m",
-            "wise_training.train",
-            "--config",
-            "tiny_cpu",
-            f"model.path={wise_policy}",
-            f"data.train={tmp_path / 'train.jsonl'}",
-            f"trainer.output_dir={tmp_path / 'out'}",
-            "trainer.max_steps=2",
-            "trainer.max_completion_length=32",
-        ],
-        capture_output=True,
-        text=True,
+        ),
         timeout=900,
-        env=env,
-        cwd=REPO,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "distributed: DEEPSPEED ZeRO-2" in proc.stderr

@@ -186,18 +186,24 @@ def _parse_size(text: str) -> tuple[int, int]:
 # ---------------------------------------------------------------------- model building
 
 
-def tiny_pipeline_parts(cache_dir: Path, device: str | None, dtype: Any) -> tuple[Any, Any, str]:
+def tiny_pipeline_parts(
+    cache_dir: Path, device: str | None, dtype: Any, compile: bool = False
+) -> tuple[Any, Any, str]:
     from .policy.transformers_backend import TransformersPolicy
     from .segmenter.sam2_transformers import Sam2TransformersSegmenter
     from .testing.tiny_models import build_tiny_checkpoints
 
     ckpts = build_tiny_checkpoints(cache_dir)
-    policy = TransformersPolicy.from_pretrained(ckpts.policy, device=device, dtype=dtype)
+    policy = TransformersPolicy.from_pretrained(
+        ckpts.policy, device=device, dtype=dtype, compile=compile
+    )
     segmenter = Sam2TransformersSegmenter.from_pretrained(ckpts.sam2, device=device, dtype=dtype)
     return policy, segmenter, "tiny"
 
 
-def full_size_parts(cache_dir: Path, device: str | None, dtype: Any) -> tuple[Any, Any, str]:
+def full_size_parts(
+    cache_dir: Path, device: str | None, dtype: Any, compile: bool = False
+) -> tuple[Any, Any, str]:
     """Random-weight Qwen2.5-VL-7B + SAM2-Large, built directly on the device (no download)."""
     import torch
     from transformers import (
@@ -250,7 +256,9 @@ def full_size_parts(cache_dir: Path, device: str | None, dtype: Any) -> tuple[An
         model = Qwen2_5_VLForConditionalGeneration._from_config(config, dtype=torch_dtype).eval()
     model.generation_config.eos_token_id = tok.eos_token_id
     model.generation_config.pad_token_id = tok.pad_token_id
-    policy = TransformersPolicy(model, processor, device=device, name="qwen2.5-vl-7b (random)")
+    policy = TransformersPolicy(
+        model, processor, device=device, name="qwen2.5-vl-7b (random)", compile=compile
+    )
     with torch.device(device):
         sam = Sam2Model._from_config(Sam2Config(**SAM2_LARGE), dtype=torch_dtype).eval()
     sam_processor = Sam2Processor(
@@ -391,15 +399,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     build = full_size_parts if args.full_size else tiny_pipeline_parts
     try:
-        policy, segmenter, name = build(cache, args.device, args.dtype)
+        policy, segmenter, name = build(cache, args.device, args.dtype, args.compile)
     except Exception as exc:
         print(
             f"wise-bench: could not build the models: {type(exc).__name__}: {exc}", file=sys.stderr
         )
         return 3
-    if args.compile:
-        policy.compile = str(policy.device).startswith("cuda")
-        name += "+compile" if policy.compile else ""
+    if policy.compile:  # off on CPU: the policy logs why
+        name += "+compile"
     print(
         f"built {name} on {policy.device} in {time.perf_counter() - started:.1f} s", file=sys.stderr
     )
