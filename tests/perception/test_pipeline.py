@@ -52,9 +52,10 @@ def test_ok_path_maps_the_answer_back_to_original_pixels(taught_pipeline) -> Non
     assert result.rationale == THINK.strip()
     tokenizer = taught_pipeline.policy.tokenizer
     assert result.reasoning_tokens == len(tokenizer.encode(THINK, add_special_tokens=False)) > 0
-    assert (
-        result.generated_tokens
-        == len(tokenizer.encode(result.completion, add_special_tokens=False)) + 1
+    # wise_s stops right after </answer> (the stop string), before the end-of-turn token.
+    assert result.completion.endswith("</answer>")
+    assert result.generated_tokens == len(
+        tokenizer.encode(result.completion, add_special_tokens=False)
     )
     assert result.mode == "wise_s"
     t = result.timings
@@ -102,9 +103,9 @@ def test_warmup_serves_one_request_and_leaves_the_cache_alone(taught_pipeline, m
     generate = taught_pipeline.policy.generate
     calls: list[int] = []
 
-    def counting_generate(images, instructions):  # a spy on the real policy
+    def counting_generate(images, instructions, **kwargs):  # a spy on the real policy
         calls.append(len(images))
-        return generate(images, instructions)
+        return generate(images, instructions, **kwargs)
 
     monkeypatch.setattr(taught_pipeline.policy, "generate", counting_generate)
     before = taught_pipeline.cache_info()["size"]
@@ -126,9 +127,9 @@ def test_image_encoding_overlaps_policy_generation(taught_pipeline, monkeypatch)
         threads["encode"] = threading.current_thread().name
         return real_encode(image)
 
-    def timed_generate(images, instructions):
+    def timed_generate(images, instructions, **kwargs):
         events["generate_start"] = time.perf_counter()
-        out = real_generate(images, instructions)
+        out = real_generate(images, instructions, **kwargs)
         events["generate_end"] = time.perf_counter()
         return out
 
@@ -183,7 +184,7 @@ class ScriptedPolicy(PolicyBackend):
     def __init__(self, texts: list[str], tokenizer) -> None:
         self.texts, self.tokenizer = texts, tokenizer
 
-    def generate(self, images, instructions):
+    def generate(self, images, instructions, *, stop=()):
         return [PolicyOutput(self.texts.pop(0), 7, 0.001, 0.002) for _ in images]
 
 
@@ -216,7 +217,7 @@ def test_unparsable_answer_keeps_rationale_and_tok(taught_pipeline, completion, 
 
 
 def test_policy_crash_is_an_internal_error(taught_pipeline, monkeypatch) -> None:
-    def broken(images, instructions):
+    def broken(images, instructions, **kwargs):
         raise RuntimeError("CUDA out of memory (simulated)")
 
     monkeypatch.setattr(taught_pipeline.policy, "generate", broken)

@@ -136,7 +136,10 @@ class ForcedLengthPolicy(PolicyBackend):
         answer = len(self.tokenizer.encode(BENCH_ANSWER, add_special_tokens=False))
         self.total_tokens = self.think_tokens + answer + 2  # + the two think tags
 
-    def generate(self, images: list[np.ndarray], instructions: list[str]) -> list[PolicyOutput]:
+    def generate(
+        self, images: list[np.ndarray], instructions: list[str], *, stop: Sequence[str] = ()
+    ) -> list[PolicyOutput]:
+        del stop  # the length is forced: random weights must not stop early
         self.inner.max_new_tokens = self.inner.min_new_tokens = self.total_tokens
         outputs = self.inner.generate(images, instructions)
         return [

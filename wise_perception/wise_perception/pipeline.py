@@ -40,6 +40,7 @@ import numpy as np
 
 from .core.answer import ParsedAnswer, parse_completion
 from .core.geometry import POLICY_FRAME, ResizeProtocol
+from .core.limits import DEFAULT_MAX_IMAGE_PIXELS, MAX_COMMAND_CHARS, image_size_problem
 from .core.manifest import DEFAULT_SEGMENTER, MANIFEST_NAME, Manifest, read_manifest
 from .core.prompts import (
     DEFAULT_BREVITY,
@@ -59,9 +60,6 @@ LOG = logging.getLogger(__name__)
 
 __all__ = ["DEFAULT_MAX_IMAGE_PIXELS", "PipelineConfig", "WisePipeline", "frame_key_of"]
 
-# 4096 x 4096: every camera a robot carries (4K UHD is 8.3 MP) and far below memory trouble.
-DEFAULT_MAX_IMAGE_PIXELS = 4096 * 4096
-
 
 @dataclass(frozen=True)
 class PipelineConfig:
@@ -72,7 +70,8 @@ class PipelineConfig:
     schema: str = AnswerSchema.SINGLE.value
     policy_frame: int = POLICY_FRAME
     max_new_tokens: int = 1024
-    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS  # 0: no limit (core.limits)
+    max_command_chars: int = MAX_COMMAND_CHARS
     cache_size: int = 4  # image encodings kept (LRU); 0 disables the cache
     batch_size: int = 8  # segment_batch: images per policy.generate call
     concurrent_encode: bool = True  # SAM2 encode on a worker thread while the policy generates
@@ -81,14 +80,20 @@ class PipelineConfig:
         PromptMode(self.mode)
         AnswerSchema(self.schema)
         ResizeProtocol(self.policy_frame)
-        if self.max_new_tokens <= 0 or self.max_image_pixels <= 0 or self.batch_size <= 0:
-            raise ValueError("max_new_tokens, max_image_pixels and batch_size must be positive")
-        if self.cache_size < 0:
-            raise ValueError("cache_size must be >= 0")
+        if self.max_new_tokens <= 0 or self.batch_size <= 0 or self.max_command_chars <= 0:
+            raise ValueError("max_new_tokens, max_command_chars and batch_size must be positive")
+        if self.cache_size < 0 or self.max_image_pixels < 0:
+            raise ValueError("cache_size and max_image_pixels must be >= 0")
         self.spec()  # wise_s without a brevity instruction fails here, at load time
 
     def spec(self) -> PromptSpec:
         return spec_for(self.mode, brevity=self.brevity, schema=self.schema)
+
+    def stop(self) -> tuple[str, ...]:
+        """Where generation ends: after the mode's last span (``</answer>`` in every mode but
+        wise_f), so a checkpoint trained to write ``<d_think>`` after its answer does not
+        spend tokens on it when served in wise / wise_s (paper §3.3: d_think is omitted)."""
+        return (f"</{self.spec().order[-1]}>",)
 
 
 def frame_key_of(image: np.ndarray) -> str:
@@ -167,6 +172,7 @@ class WisePipeline:
         cache_size: int = 4,
         batch_size: int = 8,
         max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+        max_command_chars: int = MAX_COMMAND_CHARS,
         concurrent_encode: bool = True,
         policy_options: dict[str, Any] | None = None,
         segmenter_options: dict[str, Any] | None = None,
@@ -197,6 +203,7 @@ class WisePipeline:
             policy_frame=int(pick(policy_frame, base.policy_frame)),
             max_new_tokens=int(pick(max_new_tokens, base.max_new_tokens)),
             max_image_pixels=max_image_pixels,
+            max_command_chars=max_command_chars,
             cache_size=cache_size,
             batch_size=batch_size,
             concurrent_encode=concurrent_encode,
@@ -245,7 +252,9 @@ class WisePipeline:
             if isinstance(prepared, Result):
                 return prepared
             try:
-                output = self.policy.generate([prepared.frame], [prepared.instruction])[0]
+                output = self.policy.generate(
+                    [prepared.frame], [prepared.instruction], stop=self.config.stop()
+                )[0]
             except Exception as exc:
                 LOG.exception("policy generation failed")
                 return self._fail(
@@ -304,7 +313,9 @@ class WisePipeline:
             gen_start = time.perf_counter()
             try:
                 outputs = self.policy.generate(
-                    [r.frame for _, r in chunk], [r.instruction for _, r in chunk]
+                    [r.frame for _, r in chunk],
+                    [r.instruction for _, r in chunk],
+                    stop=self.config.stop(),
                 )
                 if len(outputs) != len(chunk):
                     raise RuntimeError(
@@ -380,6 +391,28 @@ class WisePipeline:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def describe(self) -> dict[str, Any]:
+        """What was loaded, resolved (for the node's and the CLI's logs)."""
+
+        def part(obj: Any) -> dict[str, str]:
+            model = getattr(obj, "model", None)
+            dtype = getattr(model, "dtype", None)
+            return {
+                "name": str(getattr(obj, "name", "") or getattr(obj, "url", "")),
+                "backend": type(obj).__name__,
+                "device": str(getattr(obj, "device", "")),
+                "dtype": str(dtype).replace("torch.", "") if dtype is not None else "",
+            }
+
+        return {
+            "policy": part(self.policy),
+            "segmenter": part(self.segmenter),
+            "mode": self.config.mode,
+            "brevity": self.spec.brevity or "",
+            "max_new_tokens": self.config.max_new_tokens,
+            "manifest": self.manifest is not None,
+        }
+
     def cache_info(self) -> dict[str, int]:
         with self._cache_lock:
             return {"size": len(self._cache), "capacity": self.config.cache_size}
@@ -399,13 +432,16 @@ class WisePipeline:
         text = _safe_command(command)
         if self._closed:
             return Result.failure(text, Status.NOT_READY, "the pipeline is closed", mode=mode)
+        size = _size_of(image)
         try:
-            normalize_question(command)
+            normalize_question(command, self.config.max_command_chars)
         except ValueError as exc:
-            return Result.failure(text, Status.INVALID_COMMAND, str(exc), mode=mode)
+            return Result.failure(
+                text, Status.INVALID_COMMAND, str(exc), mode=mode, image_size=size
+            )
         problem = self._image_problem(image)
         if problem:
-            return Result.failure(text, Status.INVALID_IMAGE, problem, mode=mode)
+            return Result.failure(text, Status.INVALID_IMAGE, problem, mode=mode, image_size=size)
         height, width = image.shape[:2]
         image = np.ascontiguousarray(image)
         instruction = build_instruction(command, self.spec)
@@ -424,11 +460,7 @@ class WisePipeline:
         if image.ndim != 3 or image.shape[2] != 3:
             return f"image must be HxWx3 RGB, got shape {image.shape}"
         height, width = image.shape[:2]
-        if height == 0 or width == 0:
-            return f"image has zero size ({width}x{height})"
-        if height * width > self.config.max_image_pixels:
-            return f"image has {width}x{height} pixels, more than the {self.config.max_image_pixels} allowed"
-        return ""
+        return image_size_problem(width, height, self.config.max_image_pixels)
 
     def _encoding(
         self, key: Hashable, image: np.ndarray, *, cache: bool = True
@@ -548,6 +580,12 @@ def _segmenter_source(explicit: Any, manifest: Manifest | None, policy_source: s
     if not path.exists() and _looks_local(source):
         raise FileNotFoundError(f"segmenter {path} does not exist")
     return str(path) if path.exists() else source
+
+
+def _size_of(image: Any) -> tuple[int, int]:
+    """(width, height) of anything image-like, (0, 0) otherwise: failures still report it."""
+    shape = getattr(image, "shape", ())
+    return (int(shape[1]), int(shape[0])) if len(shape) >= 2 else (0, 0)
 
 
 def _safe_command(command: Any) -> str:

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from .core.answer import Box, Point
+from .core.limits import COMPLETION_ECHO_CHARS, ECHO_CHARS, bounded
 
 RESULT_SCHEMA_VERSION = 1
 
@@ -81,12 +82,15 @@ class Result:
     def to_dict(self) -> dict[str, Any]:
         return {
             "schema_version": RESULT_SCHEMA_VERSION,
-            "command": self.command,
+            # Echoes are bounded: a rejected 1 MB command must not come back as a 1 MB result.
+            "command": bounded(self.command, ECHO_CHARS),
             "status": self.status.value,
             "error": self.error,
             "mode": self.mode,
             "rationale": self.rationale,
             "detailed_rationale": self.detailed_rationale,
+            # What the model said, so an unparsable answer can be read (bounded).
+            "completion": bounded(self.completion, COMPLETION_ECHO_CHARS),
             "reasoning_tokens": self.reasoning_tokens,
             "generated_tokens": self.generated_tokens,
             "image_size": list(self.image_size),

@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
+from .limits import MAX_COMMAND_CHARS
+
 # Spans of a completion (paper §3.2): concise rationale c, answer a, detailed explanation d.
 THINK = "think"
 ANSWER = "answer"
@@ -26,8 +28,8 @@ DEFAULT_BREVITY = "one sentence"
 # Table 7's over-compressing ablation prompt, verbatim from the released evaluation.py ("shorter").
 SHORTER_BREVITY = "within 10 words, the shorter the better, one word is best"
 
-# Commands are bounded: a robot's instruction is a sentence, not a document.
-MAX_QUESTION_CHARS = 1000
+# Kept under its old name for callers; the bound itself lives in core.limits.
+MAX_QUESTION_CHARS = MAX_COMMAND_CHARS
 
 
 class PromptMode(str, Enum):

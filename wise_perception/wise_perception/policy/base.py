@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,8 +21,14 @@ class PolicyBackend(ABC):
     """Generates the policy's completion for a policy-frame RGB image and a user instruction."""
 
     @abstractmethod
-    def generate(self, images: list[np.ndarray], instructions: list[str]) -> list[PolicyOutput]:
-        """Batched greedy generation; ``images[i]`` is HxWx3 uint8 RGB in the policy frame."""
+    def generate(
+        self, images: list[np.ndarray], instructions: list[str], *, stop: Sequence[str] = ()
+    ) -> list[PolicyOutput]:
+        """Batched greedy generation; ``images[i]`` is HxWx3 uint8 RGB in the policy frame.
+
+        A completion ends at the end-of-turn token, or right after the first of the ``stop``
+        strings it writes (kept in the text, nothing after it), or at the token budget.
+        """
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Free the model (and GPU memory)."""

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -220,7 +221,9 @@ class TransformersPolicy(PolicyBackend):
         ids.add(self.tokenizer.eos_token_id)
         return {int(i) for i in ids if i is not None}
 
-    def generate(self, images: list[np.ndarray], instructions: list[str]) -> list[PolicyOutput]:
+    def generate(
+        self, images: list[np.ndarray], instructions: list[str], *, stop: Sequence[str] = ()
+    ) -> list[PolicyOutput]:
         import torch
 
         if len(images) != len(instructions):
@@ -229,6 +232,9 @@ class TransformersPolicy(PolicyBackend):
             return []
         texts = [self.prompt_text(instruction) for instruction in instructions]
         config = self._generation_config()
+        stop = tuple(s for s in stop if s)
+        if stop:
+            config.stop_strings = list(stop)
         clock = _FirstTokenClock()
         with self._lock:
             start = time.perf_counter()
@@ -240,7 +246,10 @@ class TransformersPolicy(PolicyBackend):
                 inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
             with torch.inference_mode():
                 out = self.model.generate(
-                    **inputs, generation_config=config, logits_processor=[clock]
+                    **inputs,
+                    generation_config=config,
+                    logits_processor=[clock],
+                    tokenizer=self.tokenizer,  # stop strings are matched on decoded text
                 )
             if self.device.startswith("cuda"):
                 torch.cuda.synchronize()
@@ -250,11 +259,7 @@ class TransformersPolicy(PolicyBackend):
         eos_ids = self._eos_ids(config)
         outputs = []
         for row in new:
-            # Up to and including the first end-of-turn token; rows that finished early are
-            # padded after it by generate. Rows without one ran into max_new_tokens.
-            ends = [i for i, token in enumerate(row) if token in eos_ids]
-            length = ends[0] + 1 if ends else len(row)
-            text = self.tokenizer.decode(row[:length], skip_special_tokens=True)
+            text, length = self._completion(row, eos_ids, stop)
             outputs.append(
                 PolicyOutput(
                     text=text,
@@ -264,6 +269,30 @@ class TransformersPolicy(PolicyBackend):
                 )
             )
         return outputs
+
+    def _completion(
+        self, row: list[int], eos_ids: set[int], stop: Sequence[str]
+    ) -> tuple[str, int]:
+        """Text and token count of one generated row.
+
+        Up to and including the first end-of-turn token (rows that finished early are padded
+        after it by generate; rows without one ran into the budget), or up to the token that
+        completed a stop string, whichever comes first; text after the stop string (a merged
+        token's tail) is cut.
+        """
+        ends = [i for i, token in enumerate(row) if token in eos_ids]
+        length = ends[0] + 1 if ends else len(row)
+        text = self.tokenizer.decode(row[:length], skip_special_tokens=True)
+        hits = [(text.find(s), s) for s in stop if s in text]
+        if not hits:
+            return text, length
+        at, hit = min(hits)
+        # The fewest tokens whose text holds the stop string: generate stopped there.
+        while length > 1 and hit in self.tokenizer.decode(
+            row[: length - 1], skip_special_tokens=True
+        ):
+            length -= 1
+        return text[: at + len(hit)], length
 
     def close(self) -> None:
         import torch

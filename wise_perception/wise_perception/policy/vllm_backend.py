@@ -19,6 +19,7 @@ import json
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -120,7 +121,9 @@ class VllmPolicy(PolicyBackend):
             system_prompt=system_prompt,
         )
 
-    def generate(self, images: list[np.ndarray], instructions: list[str]) -> list[PolicyOutput]:
+    def generate(
+        self, images: list[np.ndarray], instructions: list[str], *, stop: Sequence[str] = ()
+    ) -> list[PolicyOutput]:
         vllm = _import_vllm()
         from PIL import Image
 
@@ -135,7 +138,11 @@ class VllmPolicy(PolicyBackend):
             )
             prompts.append({"prompt": text, "multi_modal_data": {"image": Image.fromarray(image)}})
         params = vllm.SamplingParams(
-            temperature=0.0, max_tokens=self.max_new_tokens, min_tokens=self.min_new_tokens
+            temperature=0.0,
+            max_tokens=self.max_new_tokens,
+            min_tokens=self.min_new_tokens,
+            stop=list(stop) or None,
+            include_stop_str_in_output=True,
         )
         start = time.perf_counter()
         outputs = self.llm.generate(prompts, params, use_tqdm=False)
@@ -305,7 +312,9 @@ class VllmServerPolicy(PolicyBackend):
             raise ValueError("could not encode the image as PNG")
         return "data:image/png;base64," + base64.b64encode(png.tobytes()).decode("ascii")
 
-    def _body(self, image: np.ndarray, instruction: str) -> dict[str, Any]:
+    def _body(
+        self, image: np.ndarray, instruction: str, stop: Sequence[str] = ()
+    ) -> dict[str, Any]:
         image_part = {"type": "image_url", "image_url": {"url": self.image_data_url(image)}}
         body: dict[str, Any] = {
             "model": self.model,
@@ -316,12 +325,15 @@ class VllmServerPolicy(PolicyBackend):
         }
         if self.min_new_tokens:
             body["min_tokens"] = self.min_new_tokens  # vLLM's extra sampling parameter
+        if stop:
+            body["stop"] = list(stop)
+            body["include_stop_str_in_output"] = True  # vLLM's extra sampling parameter
         if self.stream:
             body["stream_options"] = {"include_usage": True}
         return body
 
-    def _one(self, image: np.ndarray, instruction: str) -> PolicyOutput:
-        request = self._request("/v1/chat/completions", self._body(image, instruction))
+    def _one(self, image: np.ndarray, instruction: str, stop: Sequence[str] = ()) -> PolicyOutput:
+        request = self._request("/v1/chat/completions", self._body(image, instruction, stop))
         start = time.perf_counter()
         if not self.stream:
             with self._open(request) as response:
@@ -390,12 +402,15 @@ class VllmServerPolicy(PolicyBackend):
                     tokens = int(usage.get("completion_tokens", tokens))
         return tokens, chunks, first
 
-    def generate(self, images: list[np.ndarray], instructions: list[str]) -> list[PolicyOutput]:
+    def generate(
+        self, images: list[np.ndarray], instructions: list[str], *, stop: Sequence[str] = ()
+    ) -> list[PolicyOutput]:
         if len(images) != len(instructions):
             raise ValueError(f"{len(images)} images for {len(instructions)} instructions")
         if len(images) <= 1:
             return [
-                self._one(image, text) for image, text in zip(images, instructions, strict=True)
+                self._one(image, text, stop)
+                for image, text in zip(images, instructions, strict=True)
             ]
         with ThreadPoolExecutor(max_workers=min(self.max_concurrency, len(images))) as pool:
-            return list(pool.map(self._one, images, instructions))
+            return list(pool.map(lambda i, t: self._one(i, t, stop), images, instructions))

@@ -49,7 +49,11 @@ class Sam2TransformersSegmenter(Segmenter):
         import torch
 
         height, width = image.shape[:2]
-        inputs = self.processor(images=image, return_tensors="pt")
+        # channels_last said outright: left to guess, the processor reads a 3-pixel-high image
+        # as channels-first and fails (1x1, 3x100 ... images are served like any other).
+        inputs = self.processor(
+            images=image, input_data_format="channels_last", return_tensors="pt"
+        )
         pixels = inputs["pixel_values"].to(self.device, dtype=self._dtype)
         with torch.inference_mode():
             embeddings = self.model.get_image_embeddings(pixels)
