@@ -125,3 +125,36 @@ def test_multi_object_failures():
         parse_completion('<answer>"text"</answer>', schema="multi").reason
         is FailureReason.BAD_SCHEMA
     )
+
+
+@pytest.mark.parametrize(
+    ("number", "reason"),
+    [
+        ("1" + "0" * 400, FailureReason.BAD_BOX),  # 10**400: float() would overflow
+        ("-" + "9" * 1000, FailureReason.BAD_BOX),
+        ("1" * 5000, FailureReason.BAD_JSON),  # over Python's 4,300-digit int parsing limit
+        ("1e400", FailureReason.BAD_BOX),  # a float literal that json reads as inf
+    ],
+)
+def test_huge_numbers_are_typed_failures_not_exceptions(number, reason):
+    text = (
+        f'<think> x </think><answer>{{"bbox": [{number},1,2,3], '
+        '"points_1": [1,1], "points_2": [2,2]}</answer>'
+    )
+    result = parse_completion(text)
+    assert isinstance(result, ParseFailure) and result.reason is reason
+    assert len(result.message()) < 400  # the message names the problem, not the number
+    points = text.replace(f"[{number},1,2,3]", "[0,1,2,3]").replace("[1,1]", f"[{number},1]")
+    assert isinstance(parse_completion(points), ParseFailure)
+
+
+def test_huge_numbers_do_not_break_a_reward_step():
+    from wise_perception.core.rewards import RewardConfig, WiseRewards
+
+    rewards = WiseRewards(RewardConfig(distill=False))
+    bomb = (
+        '<think> x </think><answer>{"bbox": [' + "1" * 5000 + ',1,2,3], "points_1": [1,1], '
+        '"points_2": [2,2]}</answer>'
+    )
+    scores = [f(completions=[bomb], gt_box=[[0, 0, 9, 9]]) for f in rewards.reward_functions()]
+    assert all(s == [0.0] for s in scores[1:])  # json/iou/l1/points: nothing earned

@@ -1,5 +1,6 @@
 """Resize protocol and box/point geometry (released evaluation.py and seg_restrict.py)."""
 
+import cv2
 import numpy as np
 import pytest
 
@@ -41,6 +42,19 @@ def test_policy_frame_round_trip():
     assert box == pytest.approx((84, 84, 420, 420))
     assert proto.box_to_image(box, 640, 480) == (64, 48, 320, 240)
     assert proto.point_to_policy([320, 240], 640, 480) == pytest.approx((420, 420))
+
+
+def test_resize_is_pils_bilinear_as_the_release():
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (1280, 1920, 3), dtype=np.uint8)  # textured, shrunk 2.3x
+    ours = ResizeProtocol().resize(image)
+    pil = np.asarray(Image.fromarray(image).resize((840, 840), Image.BILINEAR))
+    assert np.array_equal(ours, pil)
+    # OpenCV's INTER_LINEAR does not antialias when shrinking: a different picture.
+    cv = cv2.resize(image, (840, 840), interpolation=cv2.INTER_LINEAR)
+    assert np.abs(cv.astype(int) - pil.astype(int)).mean() > 5
 
 
 def test_resize_to_the_policy_frame():

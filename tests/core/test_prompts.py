@@ -37,7 +37,8 @@ SEG_ZERO = (
     "Output the thinking process in <think> </think> and final answer in <answer> </answer> tags."
     "Output the one bbox and points of two largest inscribed circles inside the interested object in JSON format."
     "i.e., <think> thinking process here </think>"
-    '<answer>{"bbox": [10,100,200,210], "points_1": [30,110], "points_2": [35,180]}</answer>'
+    # Seg-Zero quotes its example answer with ' (its evaluation.py: Answer="{'bbox': ...}").
+    "<answer>{'bbox': [10,100,200,210], 'points_1': [30,110], 'points_2': [35,180]}</answer>"
 )
 
 
@@ -93,8 +94,17 @@ def test_multi_object_schema_uses_visionreasoner_wording():
 
 
 def test_question_is_normalised_like_the_release():
-    assert normalize_question("  The  Red MUG. ") == "the red mug"
-    assert normalize_question("...odd...") == "odd"
+    # The release sends question.lower().strip("."): nothing else is changed.
+    for raw in ("The Red MUG.", "  The  Red MUG. ", "...odd...", "two\nlines\tand a tab."):
+        assert normalize_question(raw) == raw.lower().strip(".")
+    assert normalize_question("  The  Red MUG. ") == "  the  red mug. "
+
+
+def test_control_characters_are_dropped():
+    # Safety only: a terminal escape or NUL byte must not reach prompts and logs.
+    assert normalize_question("the\x00 red\x1b[31m cup\x7f.") == "the red[31m cup"
+    with pytest.raises(ValueError, match="empty"):
+        normalize_question("\x00\x01")
 
 
 @pytest.mark.parametrize("bad", ["", "   ", "\n\t"])

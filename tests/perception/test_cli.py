@@ -68,6 +68,53 @@ def test_cli_input_errors_exit_2_and_load_errors_exit_3(tiny_checkpoints, tmp_pa
     assert not list(tmp_path.glob("*_result.json"))
 
 
+def test_cli_refuses_a_too_large_image_before_loading(tiny_checkpoints, tmp_path, capsys) -> None:
+    # The model path does not exist: exit 2 (not 3) proves the image is checked first.
+    code = segment.main(
+        [
+            str(tiny_checkpoints.demo_image),
+            "the cup",
+            "--model",
+            str(tmp_path / "nope"),
+            "--max-image-pixels",
+            "1000",
+        ]
+    )
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "320x240 = 76800 pixels exceeds max_image_pixels=1000" in err and "--downscale" in err
+
+
+def test_cli_downscale_maps_the_result_back(taught_policy_dir, tiny_checkpoints, tmp_path) -> None:
+    out = tmp_path / "out"
+    args = [str(tiny_checkpoints.demo_image), "the red square", "--model", str(taught_policy_dir)]
+    args += ["--segmenter", str(tiny_checkpoints.sam2), "--device", "cpu", "--out", str(out)]
+    assert segment.main([*args, "--max-image-pixels", str(160 * 120), "--downscale"]) == 0
+    data = json.loads((out / "demo_result.json").read_text())
+    assert data["image_size"] == [320, 240]
+    mask = cv2.imread(str(out / "demo_mask.png"), cv2.IMREAD_UNCHANGED)
+    assert mask.shape == (240, 320)
+    # The box of the 160x120 copy, scaled back: within a pixel or two of the full-size answer.
+    assert np.allclose(data["objects"][0]["box"], [38, 57, 152, 143], atol=2)
+
+
+def test_cli_failure_writes_full_size_mask_and_the_completion(
+    tiny_policy_dir, tiny_checkpoints, tmp_path, capsys
+) -> None:
+    """The random policy writes junk: unparsable_answer (exit 1), but the outputs still say
+    what the model wrote and have the image's size."""
+    out = tmp_path / "out"
+    args = [str(tiny_checkpoints.demo_image), "the red square", "--model", str(tiny_policy_dir)]
+    args += ["--segmenter", str(tiny_checkpoints.sam2), "--device", "cpu", "--out", str(out)]
+    assert segment.main([*args, "--max-new-tokens", "12"]) == 1
+    data = json.loads((out / "demo_result.json").read_text())
+    assert data["status"] == "unparsable_answer"
+    assert data["image_size"] == [320, 240]
+    assert data["completion"] and data["completion"] in capsys.readouterr().err
+    mask = cv2.imread(str(out / "demo_mask.png"), cv2.IMREAD_UNCHANGED)
+    assert mask.shape == (240, 320) and not mask.any()
+
+
 def test_cli_module_entry_point_help() -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "wise_perception.segment", "--help"],

@@ -320,3 +320,29 @@ def test_closed_pipeline_answers_not_ready(tiny_policy_dir, tiny_sam2_dir) -> No
     pipeline.close()
     pipeline.close()  # idempotent
     assert pipeline.segment(_image(64, 48, 13), "the red square").status is Status.NOT_READY
+
+
+@pytest.mark.parametrize(("width", "height"), [(1, 1), (4, 4), (100, 1), (100, 3), (3, 100)])
+def test_tiny_images_are_served(taught_pipeline, width, height) -> None:
+    result = taught_pipeline.segment(_image(width, height, 9), "the red square")
+    assert result.status is Status.OK, result.error
+    assert result.mask.shape == (height, width)
+    x1, y1, x2, y2 = result.objects[0].box
+    assert 0 <= x1 <= x2 < width and 0 <= y1 <= y2 < height
+
+
+def test_limits_are_the_configured_ones_and_echoes_are_bounded(taught_pipeline) -> None:
+    config = PipelineConfig(max_command_chars=2000, max_image_pixels=0)  # 0: no pixel limit
+    pipeline = WisePipeline(taught_pipeline.policy, taught_pipeline.segmenter, config)
+    try:
+        # One limit along the path: 1,200 characters pass a 2,000-character limit.
+        assert pipeline.segment(_image(32, 32, 1), "the cup " * 150).ok
+        huge = pipeline.segment(_image(32, 32, 1), "x" * 1_000_000)
+        assert huge.status is Status.INVALID_COMMAND and "the limit is 2000" in huge.error
+        assert huge.image_size == (32, 32)
+        assert len(huge.to_json()) < 2_000  # the 1 MB command is not echoed back
+        big = np.zeros((4100, 4100, 3), np.uint8)
+        assert pipeline._image_problem(big) == ""  # 0 means no limit, not the default 4096^2
+    finally:
+        pipeline._executor.shutdown(wait=True)  # the models are shared: do not close them
+    assert "exceeds max_image_pixels" in taught_pipeline._image_problem(big)

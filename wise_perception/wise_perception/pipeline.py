@@ -444,7 +444,7 @@ class WisePipeline:
             return Result.failure(text, Status.INVALID_IMAGE, problem, mode=mode, image_size=size)
         height, width = image.shape[:2]
         image = np.ascontiguousarray(image)
-        instruction = build_instruction(command, self.spec)
+        instruction = build_instruction(command, self.spec, max_chars=self.config.max_command_chars)
         frame = self.resize.resize(image)
         key = frame_key if frame_key is not None else frame_key_of(image)
         encoding, hit = self._encoding(key, image, cache=cache)

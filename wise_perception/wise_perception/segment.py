@@ -4,19 +4,25 @@ Writes ``<stem>_mask.png`` (0/255), ``<stem>_overlay.png`` (tinted mask, boxes, 
 rationale) and ``<stem>_result.json`` into ``--out`` and prints a one-line summary.
 
 Exit codes: 0 ok; 1 the pipeline answered with a non-ok status (files still written);
-2 bad input (missing/unreadable image, invalid command); 3 the models could not be loaded.
+2 bad input (missing/unreadable image, an image over ``--max-image-pixels``, invalid command),
+found before any model is loaded; 3 the models could not be loaded.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+
+from .core.limits import DEFAULT_MAX_IMAGE_PIXELS, MAX_COMMAND_CHARS, image_size_problem
 from .core.manifest import DEFAULT_POLICY
 from .core.prompts import DEFAULT_BREVITY, PromptMode, normalize_question
+from .result import Result
 
 EXIT_OK, EXIT_NOT_OK, EXIT_BAD_INPUT, EXIT_LOAD_FAILED = 0, 1, 2, 3
 
@@ -66,6 +72,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--dtype", default=None, help="bfloat16, float16, float32 (default: bf16 on CUDA)"
     )
+    parser.add_argument(
+        "--max-image-pixels",
+        type=int,
+        default=DEFAULT_MAX_IMAGE_PIXELS,
+        help="larger images are refused (exit 2) unless --downscale; 0: no limit "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--downscale",
+        action="store_true",
+        help="shrink an image over --max-image-pixels to fit, instead of refusing it; the mask "
+        "and boxes are mapped back to the original size",
+    )
     parser.add_argument("--out", type=Path, default=Path("."), help="output folder (default: .)")
     parser.add_argument(
         "-v", "--verbose", action="store_true", help="log loading and timing details"
@@ -84,14 +103,50 @@ def _read_rgb(path: Path) -> object:
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
+def _fit(image: np.ndarray, max_pixels: int) -> np.ndarray:
+    """``image`` shrunk (area filter, aspect kept) to at most ``max_pixels`` pixels."""
+    import cv2
+
+    height, width = image.shape[:2]
+    scale = math.sqrt(max_pixels / (width * height))
+    size = (max(1, math.floor(width * scale)), max(1, math.floor(height * scale)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+
+
+def _to_original(result: Result, width: int, height: int) -> None:
+    """Map a result computed on a downscaled copy back to the original image size."""
+    import cv2
+
+    small_w, small_h = result.image_size
+    sx, sy = width / small_w, height / small_h
+
+    def scale(x: float, y: float) -> tuple[float, float]:
+        return (min(round(x * sx), width - 1), min(round(y * sy), height - 1))
+
+    def upsample(mask: np.ndarray) -> np.ndarray:
+        return (
+            cv2.resize(mask.astype(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST) > 0
+        )
+
+    for obj in result.objects:
+        x1, y1 = scale(obj.box[0], obj.box[1])
+        x2, y2 = scale(obj.box[2], obj.box[3])
+        obj.box = (x1, y1, x2, y2)
+        obj.points = tuple(scale(x, y) for x, y in obj.points)
+        obj.mask = upsample(obj.mask) if obj.mask is not None else None
+    result.mask = upsample(result.mask) if result.mask is not None else None
+    result.image_size = (width, height)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    # Every input check comes before the models load (a 7B load takes minutes).
     try:
-        normalize_question(args.command)
+        normalize_question(args.command, MAX_COMMAND_CHARS)
     except ValueError as exc:
         print(f"wise-segment: invalid command: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -100,6 +155,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         what = "does not exist" if not args.image.exists() else "is not a readable image"
         print(f"wise-segment: {args.image} {what}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    height, width = image.shape[:2]
+    original = image
+    problem = image_size_problem(width, height, args.max_image_pixels)
+    if problem and not args.downscale:
+        print(
+            f"wise-segment: {args.image}: {problem}; pass --downscale to shrink it to fit, or "
+            "raise --max-image-pixels",
+            file=sys.stderr,
+        )
+        return EXIT_BAD_INPUT
+    if problem:
+        image = _fit(image, args.max_image_pixels)
+        logging.getLogger("wise-segment").warning(
+            "downscaled %dx%d to %dx%d", width, height, image.shape[1], image.shape[0]
+        )
 
     import cv2
 
@@ -117,16 +187,27 @@ def main(argv: Sequence[str] | None = None) -> int:
             schema=args.schema,
             max_new_tokens=args.max_new_tokens,
             policy_backend=args.backend,
+            max_image_pixels=args.max_image_pixels,
         )
     except Exception as exc:
         print(
             f"wise-segment: could not load the models: {type(exc).__name__}: {exc}", file=sys.stderr
         )
         return EXIT_LOAD_FAILED
+    logging.getLogger("wise-segment").info("loaded: %s", pipeline.describe())
     try:
         result = pipeline.segment(image, args.command)
     finally:
         pipeline.close()
+    if result.image_size != (width, height):
+        if result.ok:
+            _to_original(result, width, height)
+        result.image_size = (width, height)
+    if args.verbose or not result.ok:
+        # What the model said, so a failure can be understood (bounded like the JSON's).
+        completion = result.to_dict()["completion"]
+        if completion:
+            print(f"wise-segment: completion: {completion}", file=sys.stderr)
 
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.image.stem
@@ -135,8 +216,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "overlay": args.out / f"{stem}_overlay.png",
         "result": args.out / f"{stem}_result.json",
     }
-    cv2.imwrite(str(paths["mask"]), mask_png(result))
-    cv2.imwrite(str(paths["overlay"]), cv2.cvtColor(overlay(image, result), cv2.COLOR_RGB2BGR))
+    cv2.imwrite(str(paths["mask"]), mask_png(result, (height, width)))
+    cv2.imwrite(str(paths["overlay"]), cv2.cvtColor(overlay(original, result), cv2.COLOR_RGB2BGR))
     paths["result"].write_text(result.to_json(image=str(args.image)) + "\n", encoding="utf-8")
 
     t = result.timings

@@ -14,11 +14,11 @@ POINT_COLOR = (255, 0, 255)
 TEXT_COLOR = (255, 255, 255)
 
 
-def mask_png(result: Result) -> np.ndarray:
-    """The union mask as a uint8 0/255 image (all zero when there is none)."""
-    width, height = result.image_size
-    if result.mask is None:
-        return np.zeros((max(height, 1), max(width, 1)), dtype=np.uint8)
+def mask_png(result: Result, shape: tuple[int, int]) -> np.ndarray:
+    """The union mask as a uint8 0/255 image of ``shape`` (height, width): all zero when the
+    result has none (a failure), so every status writes a mask at the image's size."""
+    if result.mask is None or result.mask.shape != tuple(shape):
+        return np.zeros(shape, dtype=np.uint8)
     return result.mask.astype(np.uint8) * 255
 
 

@@ -100,13 +100,13 @@ def _load_json(answer_text: str) -> object:
     text = _strip_fences(answer_text)
     try:
         return json.loads(text)
-    except json.JSONDecodeError as first_error:
+    except ValueError as first_error:  # JSONDecodeError, or an integer over 4,300 digits
         decoder = json.JSONDecoder()
         starts = [m.start() for m in re.finditer(r"[{\[]", text)][:_MAX_JSON_STARTS]
         for start in starts:
             try:
                 value = decoder.raw_decode(text, start)[0]
-            except json.JSONDecodeError:
+            except ValueError:
                 continue
             # A coordinate list inside a truncated object is not the answer.
             if isinstance(value, dict) or (
@@ -118,7 +118,10 @@ def _load_json(answer_text: str) -> object:
 
 def _number(value: object, what: str, limit: float) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"{what} is not a number: {value!r}")
+        raise ValueError(f"{what} is not a number: {_short(value)}")
+    # Compared before float(): a model can write 10**400, which float() cannot hold.
+    if isinstance(value, int) and abs(value) > limit:
+        raise ValueError(f"{what} has {len(str(abs(value)))} digits: far outside the frame")
     number = float(value)
     if not math.isfinite(number):
         raise ValueError(f"{what} is not finite: {value!r}")
@@ -127,18 +130,24 @@ def _number(value: object, what: str, limit: float) -> float:
     return number
 
 
+def _short(value: object, limit: int = 80) -> str:
+    """repr for error messages, bounded: model output can be huge."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def _box(value: object, limit: float) -> Box:
     if not isinstance(value, list | tuple) or len(value) != 4:
-        raise ValueError(f"box must be 4 numbers, got {value!r}")
+        raise ValueError(f"box must be 4 numbers, got {_short(value)}")
     x1, y1, x2, y2 = (_number(v, "box coordinate", limit) for v in value)
     if x2 < x1 or y2 < y1:
-        raise ValueError(f"box corners are not ordered (x1<=x2, y1<=y2): {list(value)}")
+        raise ValueError(f"box corners are not ordered (x1<=x2, y1<=y2): {_short(list(value))}")
     return (x1, y1, x2, y2)
 
 
 def _point(value: object, limit: float) -> Point:
     if not isinstance(value, list | tuple) or len(value) != 2:
-        raise ValueError(f"point must be 2 numbers, got {value!r}")
+        raise ValueError(f"point must be 2 numbers, got {_short(value)}")
     x, y = (_number(v, "point coordinate", limit) for v in value)
     return (x, y)
 
@@ -202,8 +211,10 @@ def parse_completion(
     limit = COORD_LIMIT_FACTOR * max(frame)
     try:
         data = _load_json(answer_text)
-    except (json.JSONDecodeError, RecursionError) as exc:
-        return ParseFailure(FailureReason.BAD_JSON, f"answer is not JSON ({exc})", think, d_think)
+    except (ValueError, RecursionError) as exc:  # ValueError includes JSONDecodeError
+        return ParseFailure(
+            FailureReason.BAD_JSON, f"answer is not JSON ({_short(str(exc), 200)})", think, d_think
+        )
     schema = AnswerSchema(schema)
     try:
         if schema is AnswerSchema.SINGLE or (isinstance(data, dict) and "bbox" in data):

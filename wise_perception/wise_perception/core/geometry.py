@@ -31,14 +31,19 @@ class ResizeProtocol:
             raise ValueError(f"policy frame must be a positive multiple of 28, got {self.size}")
 
     def resize(self, image: np.ndarray) -> np.ndarray:
-        """HxWx3 uint8 RGB -> size x size x 3, bilinear (as the released code's PIL resize)."""
-        import cv2
+        """HxWx3 uint8 RGB -> size x size x 3 with PIL's bilinear filter, as the release does
+        (``image.resize((840, 840), BILINEAR)``). PIL's filter antialiases when shrinking
+        (OpenCV's INTER_LINEAR does not): released checkpoints saw PIL's pixels."""
+        from PIL import Image
 
         if image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(f"expected an HxWx3 RGB image, got shape {image.shape}")
         if image.shape[0] == self.size and image.shape[1] == self.size:
             return image
-        return cv2.resize(image, (self.size, self.size), interpolation=cv2.INTER_LINEAR)
+        resized = Image.fromarray(np.ascontiguousarray(image)).resize(
+            (self.size, self.size), Image.Resampling.BILINEAR
+        )
+        return np.array(resized)  # writable: the processors turn it into a tensor
 
     def _scale(self, width: int, height: int) -> tuple[float, float]:
         if width <= 0 or height <= 0:

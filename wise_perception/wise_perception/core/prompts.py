@@ -10,6 +10,7 @@ spaces ("...points.Compare..."): released checkpoints were trained on exactly th
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
@@ -66,6 +67,8 @@ class PromptSpec:
     # Seg-Zero calls the rationale "the thinking process"; WISE calls it "streamlined".
     think_word: str = "streamlined "
     schema: AnswerSchema = AnswerSchema.SINGLE
+    # The example answer shown in the instruction; empty: the schema's (EXAMPLE_ANSWERS).
+    example_answer: str = ""
     extra: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -83,6 +86,9 @@ EXAMPLE_ANSWERS = {
     AnswerSchema.MULTI: '[{"bbox_2d": [10,100,200,210], "point_2d": [30,110]}, '
     '{"bbox_2d": [225,296,706,786], "point_2d": [302,410]}]',
 }
+# Seg-Zero's own prompt quotes its example with ' (its evaluation.py and rl_dataset.py pass
+# Answer="{'bbox': ...}"): Seg-Zero checkpoints were trained on exactly this text.
+SEG_ZERO_EXAMPLE_ANSWER = "{'bbox': [10,100,200,210], 'points_1': [30,110], 'points_2': [35,180]}"
 
 
 def spec_for(
@@ -107,26 +113,30 @@ def spec_for(
     }
     if mode is PromptMode.WISE_S and not (brevity and brevity.strip()):
         raise ValueError("wise_s needs a non-empty brevity instruction")
+    seg_zero_single = mode is PromptMode.SEG_ZERO and schema is AnswerSchema.SINGLE
     return PromptSpec(
         order=orders[mode],
         brevity=brevity.strip() if mode is PromptMode.WISE_S and brevity else None,
         think_word="" if mode is PromptMode.SEG_ZERO else "streamlined ",
         schema=schema,
+        example_answer=SEG_ZERO_EXAMPLE_ANSWER if seg_zero_single else "",
     )
 
 
 def normalize_question(question: str, max_chars: int = MAX_QUESTION_CHARS) -> str:
-    """Lower-case and strip trailing periods, as the released code does (``.lower().strip(".")``).
+    """The question as the released code sends it: ``question.lower().strip(".")``.
 
-    Raises ValueError for empty or oversized commands so callers can report them.
+    Only what safety needs is added: control characters (other than tab and newline) are
+    dropped, and empty or oversized commands raise ValueError so callers can report them.
+    Whitespace is kept as given, as in the release.
     """
     if not isinstance(question, str):
         raise ValueError(f"command must be text, got {type(question).__name__}")
-    text = " ".join(question.split())
-    if not text:
+    if len(question) > max_chars:
+        raise ValueError(f"command has {len(question)} characters; the limit is {max_chars}")
+    text = "".join(c for c in question if c in "\t\n" or unicodedata.category(c) != "Cc")
+    if not text.strip():
         raise ValueError("command is empty")
-    if len(text) > max_chars:
-        raise ValueError(f"command has {len(text)} characters; the limit is {max_chars}")
     return text.lower().strip(".")
 
 
@@ -136,9 +146,11 @@ def _join(clauses: Sequence[str]) -> str:
     return ", ".join(clauses[:-1]) + " and " + clauses[-1]
 
 
-def build_instruction(question: str, spec: PromptSpec) -> str:
+def build_instruction(
+    question: str, spec: PromptSpec, *, max_chars: int = MAX_COMMAND_CHARS
+) -> str:
     """Render the user instruction for one question (the text part of the user turn)."""
-    q = normalize_question(question)
+    q = normalize_question(question, max_chars)
     multi = spec.schema is AnswerSchema.MULTI
     descriptions = {
         D_THINK: "the detailed thinking process in <d_think> </d_think>",
@@ -155,7 +167,7 @@ def build_instruction(question: str, spec: PromptSpec) -> str:
         think_example += f" ({spec.brevity})"
     examples = {
         THINK: f"<think> {think_example} </think>",
-        ANSWER: f"<answer>{EXAMPLE_ANSWERS[spec.schema]}</answer>",
+        ANSWER: f"<answer>{spec.example_answer or EXAMPLE_ANSWERS[spec.schema]}</answer>",
         D_THINK: "<d_think> detailed thinking process here </d_think>",
     }
     if multi:
