@@ -336,7 +336,10 @@ def test_limits_are_the_configured_ones_and_echoes_are_bounded(taught_pipeline) 
     pipeline = WisePipeline(taught_pipeline.policy, taught_pipeline.segmenter, config)
     try:
         # One limit along the path: 1,200 characters pass a 2,000-character limit.
-        assert pipeline.segment(_image(32, 32, 1), "the cup " * 150).ok
+        # (The taught policy never saw such a prompt; what matters is that it was served.)
+        served = pipeline.segment(_image(32, 32, 1), "the cup " * 150)
+        assert served.status is not Status.INVALID_COMMAND, served.error
+        assert served.generated_tokens > 0
         huge = pipeline.segment(_image(32, 32, 1), "x" * 1_000_000)
         assert huge.status is Status.INVALID_COMMAND and "the limit is 2000" in huge.error
         assert huge.image_size == (32, 32)
