@@ -42,14 +42,21 @@ def tiny_sam2_dir(tiny_checkpoints: TinyCheckpoints) -> Path:
     return tiny_checkpoints.sam2
 
 
+# Taught tiny policies kept in the repository: teaching is float arithmetic whose result
+# differs between CPUs, so the tests load weights taught once, to a verified wide margin.
+FIXTURE_POLICIES = Path(__file__).parent / "fixtures" / "policies"
+
+
 @pytest.fixture(scope="session")
 def teach_tiny(
     tiny_checkpoints: TinyCheckpoints, tmp_path_factory: pytest.TempPathFactory
 ) -> Callable[[str], Path]:
     """``teach_tiny(completion)`` -> a tiny policy that greedily emits ``completion`` to anything.
 
-    Built once per completion and session; with ``WISE_TINY_CACHE`` set, reused across sessions
-    (keyed by the teacher's source, the base weights and the completion).
+    The committed fixture ``tests/fixtures/policies/taught_<hash>`` when there is one (make one
+    with ``python -m wise_perception.testing.teach --base <tiny policy> --fixture-dir
+    tests/fixtures/policies --completion ...``); otherwise taught here once per session (or
+    once per ``WISE_TINY_CACHE``), verified to the same margin.
     """
     from wise_perception.testing import teach
 
@@ -58,14 +65,15 @@ def teach_tiny(
     root = Path(cache) if cache else tmp_path_factory.mktemp("taught")
 
     def build(completion: str) -> Path:
+        fixture = FIXTURE_POLICIES / teach.fixture_name(completion)
+        if teach.taught_completion(fixture) == completion:
+            return fixture
         key = Path(teach.__file__).read_bytes() + (base / "model.safetensors").read_bytes()
         out = root / f"taught_{hashlib.sha256(key + completion.encode()).hexdigest()[:16]}"
-        done = out / ".taught"
-        if not done.is_file():
+        if teach.taught_completion(out) != completion:
             if out.exists():
                 shutil.rmtree(out)
             teach.teach_policy(base, out, completion)
-            done.write_text(completion)
         return out
 
     return build

@@ -14,8 +14,10 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from support.greedy import assert_same_greedy, greedy_rows
 
 from wise_perception.core.answer import ObjectPrompt
+from wise_perception.core.geometry import ResizeProtocol
 from wise_perception.core.prompts import build_instruction, build_messages, spec_for
 from wise_perception.pipeline import PipelineConfig, WisePipeline
 from wise_perception.policy import load_policy
@@ -29,6 +31,10 @@ from wise_perception.policy.vllm_backend import (
 from wise_perception.result import Status
 from wise_perception.segmenter import load_segmenter
 from wise_perception.testing.teach import TAUGHT_COMPLETION
+
+
+def policy_frame(image: np.ndarray) -> np.ndarray:
+    return ResizeProtocol().resize(image)
 
 
 def _image(width: int, height: int, seed: int) -> np.ndarray:
@@ -46,6 +52,43 @@ def test_transformers_prompt_is_the_contract(taught_pipeline) -> None:
     )
     assert policy.prompt_text(build_instruction("the cup", spec)) == expected
     assert policy.tokenizer.padding_side == "left"
+
+
+@pytest.mark.parametrize("mode", ["wise_s", "seg_zero"])
+def test_batched_greedy_equals_one_at_a_time(random_pipeline, mode) -> None:
+    """Left padding and batching are right when the batched greedy tokens equal the tokens of
+    each prompt generated alone (float32, the random tiny policy: nothing memorised)."""
+    policy = random_pipeline.policy
+    spec = spec_for(mode)
+    questions = ["a", "the red cup on the left of the robot, next to the bottle", "the mug"]
+    frames = [
+        policy_frame(_image(w, h, i)) for i, (w, h) in enumerate([(64, 48), (320, 240), (96, 128)])
+    ]
+    texts = [policy.prompt_text(build_instruction(q, spec)) for q in questions]
+    eos = {policy.tokenizer.eos_token_id}
+
+    def run(indices: list[int]):
+        inputs = policy.processor(
+            text=[texts[i] for i in indices],
+            images=[frames[i] for i in indices],
+            padding=True,
+            return_tensors="pt",
+        )
+        with torch.inference_mode():
+            out = policy.model.generate(
+                **inputs,
+                max_new_tokens=24,
+                do_sample=False,
+                output_scores=True,
+                return_dict_in_generate=True,
+            )
+        return greedy_rows(out, inputs["input_ids"].shape[1], eos), out.scores
+
+    batched, _ = run([0, 1, 2])
+    assert len({len(policy.tokenizer(t)["input_ids"]) for t in texts}) > 1  # padding happens
+    for i in range(3):
+        (alone,), scores = run([i])
+        assert_same_greedy(alone, [s[0] for s in scores], batched[i], what=f"prompt {i}")
 
 
 def test_transformers_generation_and_timings(taught_pipeline) -> None:

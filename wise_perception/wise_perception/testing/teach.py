@@ -9,7 +9,13 @@ followed by the end-of-turn token, alone or in a left-padded batch (as the backe
 Training sees fresh random images (several sizes, as the pipeline's resize makes them all
 policy-frame squares anyway) and instructions of every inference mode and both answer schemas,
 so the model learns to ignore its input. The result is verified by greedy generation on
-held-out images and questions, in left-padded pairs; it raises if that fails.
+held-out images and questions, alone and in left-padded pairs with a much longer prompt, and
+teaching goes on until every greedy step wins by at least ``MIN_MARGIN`` logits: a policy that
+only just memorised its answer flips a token on another CPU or thread count, one taught to a
+wide margin does not. It raises if that cannot be reached.
+
+Tests use taught policies kept as small fixtures in the repository (``tests/fixtures/policies``,
+made with ``--fixture-dir``), so no test depends on teaching converging on its machine.
 
 Usage (also what the ``taught_policy_dir`` test fixture does)::
 
@@ -19,6 +25,7 @@ Usage (also what the ``taught_policy_dir`` test fixture does)::
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import sys
 import time
@@ -79,6 +86,17 @@ _MODES: tuple[PromptMode, ...] = (
     PromptMode.WISE_F,
 )
 _IMAGE_SIZES: tuple[tuple[int, int], ...] = ((64, 48), (320, 240), (96, 128), (200, 200))
+
+
+# Smallest top-1 minus top-2 logit gap accepted at any greedy step of the verification: float32
+# results differ across CPUs and thread counts by ~1e-5, so 2.0 is a margin of five decades.
+MIN_MARGIN = 2.0
+# A prompt far longer than the taught ones, so verification also pads a prompt on its left by a lot.
+_LONG_QUESTION = (
+    "the small red cup on the left of the laptop next to the robot gripper, behind the blue "
+    "bottle and in front of the green plant on the wooden kitchen table near the window"
+)
+FIXTURE_MARKER = ".taught"
 
 
 class TeachError(RuntimeError):
@@ -158,34 +176,50 @@ def _examples(
 
 def verify_policy(
     model: Any, processor: Any, completion: str, *, seed: int = 1, n: int = 6
-) -> list[str]:
-    """Greedy outputs of ``model`` on ``n`` held-out images and questions (for comparison).
+) -> tuple[list[str], float]:
+    """Greedy outputs of ``model`` on ``n`` held-out images and questions, and the smallest
+    top-1 minus top-2 logit gap over every step up to the end of the completion.
 
-    Generated in pairs with left padding, as the pipeline batches them, so a prompt is checked
-    both unpadded and padded next to a longer one.
+    Each held-out example is generated alone, and in a left-padded pair with a much longer
+    prompt (as the pipeline batches them), so padding is checked both ways.
     """
     import torch
 
     rng, pyrng = np.random.default_rng(seed + 1000), random.Random(seed + 1000)
     tokenizer = processor.tokenizer
     side, tokenizer.padding_side = tokenizer.padding_side, "left"
-    max_new = len(tokenizer.encode(completion, add_special_tokens=False)) + 4
+    target = len(tokenizer.encode(completion, add_special_tokens=False)) + 1  # + end of turn
     examples = _examples(rng, pyrng, n, _VERIFY_QUESTIONS)
-    outputs = []
+    long_image = ResizeProtocol().resize(_random_image(rng, (96, 128)))
+    outputs: list[str] = []
+    margin = float("inf")
     try:
-        for start in range(0, len(examples), 2):
-            pair = examples[start : start + 2]
-            texts = [_prompt_text(processor, q, m, s) for _, q, m, s in pair]
-            inputs = processor(
-                text=texts, images=[e[0] for e in pair], padding=True, return_tensors="pt"
+        for image, question, mode, schema in examples:
+            groups = (
+                [(image, question)],
+                [(image, question), (long_image, _LONG_QUESTION)],
             )
-            with torch.no_grad():
-                ids = model.generate(**inputs, max_new_tokens=max_new, do_sample=False)
-            for row in ids[:, inputs["input_ids"].shape[1] :]:
+            for group in groups:
+                texts = [_prompt_text(processor, q, mode, schema) for _, q in group]
+                inputs = processor(
+                    text=texts, images=[e[0] for e in group], padding=True, return_tensors="pt"
+                )
+                with torch.no_grad():
+                    out = model.generate(
+                        **inputs,
+                        max_new_tokens=target + 2,
+                        do_sample=False,
+                        output_scores=True,
+                        return_dict_in_generate=True,
+                    )
+                row = out.sequences[0, inputs["input_ids"].shape[1] :]
                 outputs.append(tokenizer.decode(row, skip_special_tokens=True))
+                for scores in out.scores[:target]:
+                    top2 = torch.topk(scores[0].float(), 2).values
+                    margin = min(margin, float(top2[0] - top2[1]))
     finally:
         tokenizer.padding_side = side
-    return outputs
+    return outputs, margin
 
 
 def teach_policy(
@@ -235,6 +269,7 @@ def teach_policy(
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     budget = steps
     done = 0
+    margin = 0.0
     while True:
         # Linear decay to 10 % within each round: large steps first, then settle exactly.
         for i in range(budget):
@@ -246,12 +281,14 @@ def teach_policy(
             optimizer.step()
             done += 1
         model.eval()
-        outputs = verify_policy(model, processor, completion, seed=seed)
-        if all(o == completion for o in outputs):
+        outputs, margin = verify_policy(model, processor, completion, seed=seed)
+        if all(o == completion for o in outputs) and margin >= MIN_MARGIN:
             break
-        if done >= 3 * steps:
+        if done >= 6 * steps:
+            wrong = [o for o in outputs if o != completion]
             raise TeachError(
-                f"after {done} steps the policy emits {outputs[0]!r}, not {completion!r}"
+                f"after {done} steps the policy emits {(wrong or outputs)[0]!r} "
+                f"(smallest greedy margin {margin:.3f} < {MIN_MARGIN}), not {completion!r}"
             )
         model.train()
         budget = steps // 2
@@ -259,29 +296,56 @@ def teach_policy(
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir)
     processor.save_pretrained(out_dir)
+    # Written last: the folder is complete, and says what it answers and how surely.
+    (out_dir / FIXTURE_MARKER).write_text(
+        json.dumps({"completion": completion, "steps": done, "min_margin": round(margin, 3)}) + "\n"
+    )
     return out_dir
+
+
+def fixture_name(completion: str) -> str:
+    """Folder name of the fixture taught to answer ``completion`` (stable across machines)."""
+    import hashlib
+
+    return "taught_" + hashlib.sha256(completion.encode()).hexdigest()[:12]
+
+
+def taught_completion(folder: Path) -> str | None:
+    """What a complete taught folder answers; None when it is not one."""
+    try:
+        return json.loads((Path(folder) / FIXTURE_MARKER).read_text())["completion"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m wise_perception.testing.teach",
-        description="Teach a tiny random policy (testing.tiny_models) to answer one completion (offline, CPU).",
+        description="Teach a tiny random policy (testing.tiny_models) to answer one completion "
+        "(offline, CPU), to a verified greedy margin.",
     )
     parser.add_argument("--base", type=Path, required=True, help="tiny policy folder to start from")
-    parser.add_argument("--out", type=Path, required=True, help="output folder")
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--out", type=Path, help="output folder")
+    where.add_argument(
+        "--fixture-dir",
+        type=Path,
+        help="write into FIXTURE_DIR/taught_<hash of the completion> (the tests' fixtures)",
+    )
     parser.add_argument(
         "--completion",
         default=DEMO_COMPLETION,
         help="what to answer (default: the demo image's red square)",
     )
     args = parser.parse_args(argv)
+    out = args.out or args.fixture_dir / fixture_name(args.completion)
     start = time.perf_counter()
     try:
-        teach_policy(args.base, args.out, args.completion)
+        teach_policy(args.base, out, args.completion)
     except (OSError, TeachError) as exc:
         print(f"teach: {exc}", file=sys.stderr)
         return 1
-    print(f"taught policy: {args.out} ({time.perf_counter() - start:.1f} s)")
+    print(f"taught policy: {out} ({time.perf_counter() - start:.1f} s)")
     return 0
 
 
