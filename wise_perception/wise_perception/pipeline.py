@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import re
 import threading
 import time
 from collections import OrderedDict
@@ -38,10 +36,11 @@ from typing import Any
 
 import numpy as np
 
+from .checkpoints import check_reachable, manifest_for, segmenter_source
 from .core.answer import ParsedAnswer, parse_completion
 from .core.geometry import POLICY_FRAME, ResizeProtocol
 from .core.limits import DEFAULT_MAX_IMAGE_PIXELS, MAX_COMMAND_CHARS, image_size_problem
-from .core.manifest import DEFAULT_SEGMENTER, MANIFEST_NAME, Manifest, read_manifest
+from .core.manifest import Manifest
 from .core.prompts import (
     DEFAULT_BREVITY,
     AnswerSchema,
@@ -190,7 +189,7 @@ class WisePipeline:
         from .segmenter import load_segmenter
 
         source = str(policy)
-        manifest = _manifest_for(source)
+        manifest = manifest_for(source)
         base = manifest or Manifest()
 
         def pick(explicit: Any, default: Any) -> Any:
@@ -208,10 +207,10 @@ class WisePipeline:
             batch_size=batch_size,
             concurrent_encode=concurrent_encode,
         )
-        segmenter_source = _segmenter_source(pick(segmenter, None), manifest, source)
-        LOG.info(
-            "loading policy %s (mode %s) and segmenter %s", source, config.mode, segmenter_source
-        )
+        seg_source = segmenter_source(pick(segmenter, None), manifest, source)
+        check_reachable(source, "policy", "policy_model")
+        check_reachable(seg_source, "segmenter", "segmenter_model")
+        LOG.info("loading policy %s (mode %s) and segmenter %s", source, config.mode, seg_source)
         policy_backend_obj = load_policy(
             source,
             backend=policy_backend,
@@ -222,7 +221,7 @@ class WisePipeline:
         )
         try:
             segmenter_obj = load_segmenter(
-                segmenter_source,
+                seg_source,
                 backend=segmenter_backend,
                 device=device,
                 dtype=dtype,
@@ -541,45 +540,6 @@ class WisePipeline:
 
 
 # ---------------------------------------------------------------------- helpers
-
-_LOCAL_PATH_RE = re.compile(r"^(\.{1,2}[/\\]|[/\\~]|[A-Za-z]:[/\\])")
-_HUB_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
-
-
-def _looks_local(source: str) -> bool:
-    return bool(_LOCAL_PATH_RE.match(source)) or not _HUB_ID_RE.match(source)
-
-
-def _manifest_for(source: str) -> Manifest | None:
-    """The folder's manifest; None for hub ids, URLs and plain HF folders."""
-    if source.startswith(("http://", "https://")):
-        return None
-    path = Path(os.path.expanduser(source))
-    if path.exists():
-        if not path.is_dir():
-            raise FileNotFoundError(f"policy {path} is a file; expected a checkpoint folder")
-        if (path / MANIFEST_NAME).exists():
-            return read_manifest(path)  # raises ManifestError with the reason
-        return None
-    if _looks_local(source):
-        raise FileNotFoundError(f"policy folder {path} does not exist")
-    return None  # a hub id (offline machines fail in the loader, with its message)
-
-
-def _segmenter_source(explicit: Any, manifest: Manifest | None, policy_source: str) -> str:
-    if explicit is not None:
-        source = str(explicit)
-    elif manifest is not None:
-        source = manifest.segmenter
-        relative = Path(policy_source) / source
-        if not Path(source).is_absolute() and relative.exists():
-            source = str(relative)  # a segmenter shipped inside the checkpoint folder
-    else:
-        source = DEFAULT_SEGMENTER
-    path = Path(os.path.expanduser(source))
-    if not path.exists() and _looks_local(source):
-        raise FileNotFoundError(f"segmenter {path} does not exist")
-    return str(path) if path.exists() else source
 
 
 def _size_of(image: Any) -> tuple[int, int]:

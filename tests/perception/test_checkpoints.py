@@ -1,0 +1,29 @@
+"""Checkpoint resolution: what is missing is said at once, with what to do."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from wise_perception.checkpoints import CheckpointUnavailable, check_reachable, is_hub_id
+from wise_perception.pipeline import WisePipeline
+
+
+def test_an_uncached_hub_id_offline_says_what_to_do(tiny_sam2_dir: Path) -> None:
+    # The tests run with HF_HUB_OFFLINE=1 (tests/conftest.py), as a robot without network.
+    with pytest.raises(CheckpointUnavailable) as info:
+        WisePipeline.from_pretrained("wise-org/not-a-cached-model", tiny_sam2_dir, device="cpu")
+    message = str(info.value)
+    assert "'policy_model'" in message and "make run MODEL=" in message
+    assert "make demo" in message
+    with pytest.raises(CheckpointUnavailable, match="'segmenter_model'"):
+        check_reachable("facebook/not-a-cached-sam2", "segmenter", "segmenter_model")
+
+
+def test_local_folders_and_urls_are_not_hub_ids(tmp_path: Path) -> None:
+    assert is_hub_id("Qwen/Qwen2.5-VL-7B-Instruct")
+    assert not is_hub_id(str(tmp_path))
+    assert not is_hub_id("./models/wise")
+    assert not is_hub_id("http://gpu-server:8000/v1")
+    check_reachable(str(tmp_path), "policy", "policy_model")  # local: its loader decides
