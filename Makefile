@@ -7,10 +7,12 @@
 # which would otherwise pair the local CPU torch with the registry's CUDA torchvision (they do
 # not import together).
 #
-# Interpreter: PYTHON (default python3 on PATH), any CPython >= 3.10. With a sourced ROS 2
-# (ROS_DISTRO set and `ros2` on PATH) the venv uses the interpreter ROS uses, the python3 on
-# PATH, and sees the distribution's packages (--system-site-packages): rclpy is a C extension
-# of that exact Python (3.12 on Jazzy and Kilted), so a venv of another Python cannot import it.
+# Interpreters: PYTHON (default python3 on PATH, >= 3.10) only bootstraps uv. The project venv
+# is Python 3.11 (uv finds it, or fetches a managed one): the ROS 2 wheels on PyPI that the
+# tests use are cp311. With a sourced ROS 2 (ROS_DISTRO set and `ros2` on PATH) the venv uses
+# the interpreter ROS uses, the python3 on PATH, and sees the distribution's packages
+# (--system-site-packages): rclpy is a C extension of that exact Python (3.12 on Jazzy and
+# Kilted), so a venv of another Python cannot import it.
 VENV    ?= .venv
 PY      := $(VENV)/bin/python
 PYTHON  ?= python3
@@ -22,6 +24,7 @@ PARAMS  ?= wise_perception/config/segment.yaml
 MODEL       ?=
 IMAGE_TOPIC ?=
 ROS     := $(if $(and $(ROS_DISTRO),$(shell command -v ros2 2>/dev/null)),1,)
+VENV_PYTHON ?= $(if $(ROS),$(shell command -v python3),3.11)
 VENV_FLAGS := $(if $(ROS),--system-site-packages,)
 export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.build/torch_extensions
 # Tiny random-weight test models are built once here and shared by every test process, the
@@ -40,7 +43,7 @@ $(UV):
 
 # The venv remembers which interpreter and flags made it; another choice rebuilds it.
 venv: $(UV)
-	@want="$$($(PYTHON) -c 'import sys; print(sys.executable)') $(VENV_FLAGS)"; \
+	@want="$(strip $(VENV_PYTHON) $(VENV_FLAGS))"; \
 	if [ ! -f $(VENV)/.made-with ] || [ "$$(cat $(VENV)/.made-with)" != "$$want" ]; then \
 		echo "creating $(VENV) with $$want"; rm -rf $(VENV); \
 		$(UV) venv --quiet $(VENV_FLAGS) --python "$${want%% *}" $(VENV) && \

@@ -11,7 +11,6 @@ import os
 import shutil
 import stat
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -80,7 +79,7 @@ def _venv_with(tmp_path: Path, env: dict[str, str]) -> Path:
     if not (uv_home / "bin" / "uv").exists():
         pytest.skip("make's bootstrapped uv is not built (run through `make test`)")
     # The repository's bootstrapped uv is reused (UV_HOME) so this test needs no download.
-    result = _make(work, "venv", f"UV_HOME={uv_home}", f"PYTHON={sys.executable}", env=env)
+    result = _make(work, "venv", f"UV_HOME={uv_home}", env=env)
     assert result.returncode == 0, result.stdout + result.stderr
     return work / ".venv"
 
@@ -90,8 +89,10 @@ def test_ros_machine_venv_uses_ros_python_and_its_packages(tmp_path: Path) -> No
     venv = _venv_with(tmp_path, env)
     cfg = (venv / "pyvenv.cfg").read_text()
     assert "include-system-site-packages = true" in cfg
-    made = (venv / ".made-with").read_text().split()
-    assert made == [sys.executable, "--system-site-packages"]
+    # The python3 that ROS's PATH gives (here the distribution's), not a uv-chosen 3.11.
+    ros_python = shutil.which("python3", path=env["PATH"])
+    assert (venv / ".made-with").read_text().split() == [ros_python, "--system-site-packages"]
+    assert f"home = {Path(ros_python).parent}" in cfg
     # The node's run recipe then uses ROS's rclpy: no ROS wheels are installed.
     dry = _make(venv.parent, "-n", "run", env=env)
     assert "ROS 2 jazzy found" in dry.stdout and "[ros-wheels]" not in dry.stdout
@@ -99,8 +100,11 @@ def test_ros_machine_venv_uses_ros_python_and_its_packages(tmp_path: Path) -> No
 
 def test_plain_machine_venv_is_isolated_and_gets_the_ros_wheels(tmp_path: Path) -> None:
     venv = _venv_with(tmp_path, _stock_env())
-    assert "include-system-site-packages = false" in (venv / "pyvenv.cfg").read_text()
-    assert (venv / ".made-with").read_text().split() == [sys.executable]
+    cfg = (venv / "pyvenv.cfg").read_text()
+    assert "include-system-site-packages = false" in cfg
+    # Python 3.11 whatever python3 is: the ROS 2 wheels on PyPI are cp311.
+    assert (venv / ".made-with").read_text().split() == ["3.11"]
+    assert "version_info = 3.11." in cfg
     dry = _make(venv.parent, "-n", "run", env=_stock_env())
     assert "[ros-wheels]" in dry.stdout and "found" not in dry.stdout
 
