@@ -109,10 +109,12 @@ def test_warmup_serves_one_request_and_leaves_the_cache_alone(taught_pipeline, m
 
     monkeypatch.setattr(taught_pipeline.policy, "generate", counting_generate)
     before = taught_pipeline.cache_info()["size"]
-    keys = list(taught_pipeline._cache)
+    keys = taught_pipeline.encodings.keys()
     seconds = taught_pipeline.warmup()
     assert seconds > 0 and calls == [1]
-    assert taught_pipeline.cache_info()["size"] == before and list(taught_pipeline._cache) == keys
+    assert (
+        taught_pipeline.cache_info()["size"] == before and taught_pipeline.encodings.keys() == keys
+    )
     assert taught_pipeline.segment(_image(64, 48, 3), "the red square").ok
 
 
@@ -202,12 +204,15 @@ class ScriptedPolicy(PolicyBackend):
 def test_unparsable_answer_keeps_rationale_and_tok(taught_pipeline, completion, reason) -> None:
     tokenizer = taught_pipeline.policy.tokenizer
     pipeline = WisePipeline(
-        ScriptedPolicy([completion], tokenizer), taught_pipeline.segmenter, PipelineConfig()
+        ScriptedPolicy([completion], tokenizer),
+        taught_pipeline.segmenter,
+        PipelineConfig(),
+        owns_models=False,  # the models are shared with the session's pipeline
     )
     try:
         result = pipeline.segment(_image(64, 48, 7), "the cup")
     finally:
-        pipeline._executor.shutdown(wait=True)  # the models are shared: do not close them
+        pipeline.close()
     assert result.status is Status.UNPARSABLE_ANSWER
     assert result.error.startswith(reason.value)
     assert result.rationale == "the cup is red"
@@ -333,7 +338,9 @@ def test_tiny_images_are_served(taught_pipeline, width, height) -> None:
 
 def test_limits_are_the_configured_ones_and_echoes_are_bounded(taught_pipeline) -> None:
     config = PipelineConfig(max_command_chars=2000, max_image_pixels=0)  # 0: no pixel limit
-    pipeline = WisePipeline(taught_pipeline.policy, taught_pipeline.segmenter, config)
+    pipeline = WisePipeline(
+        taught_pipeline.policy, taught_pipeline.segmenter, config, owns_models=False
+    )
     try:
         # One limit along the path: 1,200 characters pass a 2,000-character limit.
         # (The taught policy never saw such a prompt; what matters is that it was served.)
@@ -347,5 +354,5 @@ def test_limits_are_the_configured_ones_and_echoes_are_bounded(taught_pipeline) 
         big = np.zeros((4100, 4100, 3), np.uint8)
         assert pipeline._image_problem(big) == ""  # 0 means no limit, not the default 4096^2
     finally:
-        pipeline._executor.shutdown(wait=True)  # the models are shared: do not close them
+        pipeline.close()
     assert "exceeds max_image_pixels" in taught_pipeline._image_problem(big)

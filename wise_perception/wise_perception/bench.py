@@ -294,7 +294,10 @@ def run_bench(
     rng = np.random.default_rng(0)
     for length in think_tokens:
         forced = ForcedLengthPolicy(policy, length)
-        pipeline = WisePipeline(forced, segmenter, PipelineConfig(mode=mode, cache_size=2))
+        # The models are shared by every row: the pipeline must not close them.
+        pipeline = WisePipeline(
+            forced, segmenter, PipelineConfig(mode=mode, cache_size=2), owns_models=False
+        )
         for width, height in sizes:
             image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
             timings, generated = [], 0
@@ -312,9 +315,7 @@ def run_bench(
             rows.append(Row(model_name, f"{width}x{height}", length, generated, summarize(timings)))
             if log:
                 log(f"  done: think {length}, {width}x{height}")
-        # The pipeline would close the shared models; only its worker thread is stopped here.
-        if pipeline._executor is not None:
-            pipeline._executor.shutdown(wait=True)
+        pipeline.close()
     return rows
 
 

@@ -12,9 +12,9 @@ Flow of one request (``segment``)::
                                                                                     object -> union
 
 * SAM2's image encoder needs only the image, so it starts on a worker thread while the
-  policy generates; its embeddings are kept in a small LRU keyed by a frame key (the node
-  passes header stamp + frame id; default: a hash of the pixels), so several commands on one
-  frame encode it once.
+  policy generates, and encodings are reused per frame (:mod:`.encode_cache`).
+* Where the checkpoints come from is resolved first (:mod:`.checkpoints`), so a missing or
+  unreachable one fails before anything loads, with what to do.
 * Per-request problems never raise: an invalid command or image, an unparsable completion or
   any internal failure comes back as a :class:`~wise_perception.result.Result` with a named
   :class:`~wise_perception.result.Status`. Loading (``from_pretrained``) does raise, with the
@@ -23,13 +23,10 @@ Flow of one request (``segment``)::
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Hashable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,9 +48,11 @@ from .core.prompts import (
     spec_for,
 )
 from .core.tokens import reasoning_tokens
+from .device import release_cuda_memory
+from .encode_cache import EncodeCache, Encoded, frame_key_of
 from .policy.base import PolicyBackend, PolicyOutput
 from .result import ObjectResult, Result, Status, Timings
-from .segmenter.base import ImageEncoding, Segmenter
+from .segmenter.base import Segmenter
 
 LOG = logging.getLogger(__name__)
 
@@ -95,21 +94,6 @@ class PipelineConfig:
         return (f"</{self.spec().order[-1]}>",)
 
 
-def frame_key_of(image: np.ndarray) -> str:
-    """Default frame key: a hash of the pixels and shape (a few ms for a 720p frame)."""
-    digest = hashlib.blake2b(digest_size=16)
-    digest.update(repr((image.shape, image.dtype.str)).encode())
-    digest.update(np.ascontiguousarray(image).data)
-    return digest.hexdigest()
-
-
-@dataclass
-class _Encoded:
-    encoding: ImageEncoding
-    started: float
-    seconds: float
-
-
 @dataclass
 class _Request:
     """A validated request between preparation and completion."""
@@ -118,7 +102,7 @@ class _Request:
     image: np.ndarray
     frame: np.ndarray  # the policy-frame image
     instruction: str
-    encoding: Future[_Encoded]
+    encoding: Future[Encoded]
     cache_hit: bool
     result: Result
     started: float
@@ -135,7 +119,10 @@ class WisePipeline:
         config: PipelineConfig | None = None,
         *,
         tokenizer: Any = None,
+        owns_models: bool = True,
     ) -> None:
+        """``owns_models=False``: :meth:`close` leaves the policy and segmenter open (for
+        pipelines sharing models with another, e.g. in the benchmark and tests)."""
         self.policy = policy
         self.segmenter = segmenter
         self.config = config or PipelineConfig()
@@ -143,11 +130,10 @@ class WisePipeline:
         self.resize = ResizeProtocol(self.config.policy_frame)
         # #Tok is counted with the policy's own tokenizer (core.tokens).
         self.tokenizer = tokenizer if tokenizer is not None else getattr(policy, "tokenizer", None)
-        self._executor: ThreadPoolExecutor | None = ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix="wise-sam2-encode"
+        self.encodings = EncodeCache(
+            segmenter, self.config.cache_size, concurrent=self.config.concurrent_encode
         )
-        self._cache: OrderedDict[Hashable, Future[_Encoded]] = OrderedDict()
-        self._cache_lock = threading.Lock()
+        self.owns_models = owns_models
         self._closed = False
         self.manifest: Manifest | None = None
 
@@ -344,33 +330,20 @@ class WisePipeline:
         ]
 
     def close(self) -> None:
-        """Free the models (and CUDA cache); later requests get ``not_ready``. Idempotent."""
+        """Free the models and their GPU memory (unless ``owns_models`` is False); later
+        requests get ``not_ready``. Idempotent."""
         if self._closed:
             return
         self._closed = True
-        executor, self._executor = self._executor, None
-        if executor is not None:
-            executor.shutdown(wait=True, cancel_futures=True)
-        with self._cache_lock:
-            self._cache.clear()
+        self.encodings.close()
+        if not self.owns_models:
+            return
         for part in (self.policy, self.segmenter):
             try:
                 part.close()
             except Exception:
                 LOG.exception("closing %s failed", type(part).__name__)
-        try:
-            import torch
-
-            if torch.cuda.is_available():
-                # cuBLAS keeps a workspace per thread and stream (about 32 MiB each on Hopper:
-                # measured 66 MiB left after closing the tiny models on an H100); release them
-                # too, so that deactivating really returns the GPU memory.
-                clear_workspaces = getattr(torch._C, "_cuda_clearCublasWorkspaces", None)
-                if clear_workspaces is not None:
-                    clear_workspaces()
-                torch.cuda.empty_cache()
-        except ImportError:  # pragma: no cover - torch is a dependency
-            pass
+        release_cuda_memory()
 
     def warmup(self, command: str = "the object in the middle") -> float:
         """Serve one request on a synthetic gray frame and return its seconds.
@@ -413,8 +386,7 @@ class WisePipeline:
         }
 
     def cache_info(self) -> dict[str, int]:
-        with self._cache_lock:
-            return {"size": len(self._cache), "capacity": self.config.cache_size}
+        return self.encodings.info()
 
     # ------------------------------------------------------------------ steps
 
@@ -446,7 +418,7 @@ class WisePipeline:
         instruction = build_instruction(command, self.spec, max_chars=self.config.max_command_chars)
         frame = self.resize.resize(image)
         key = frame_key if frame_key is not None else frame_key_of(image)
-        encoding, hit = self._encoding(key, image, cache=cache)
+        encoding, hit = self.encodings.get(key, image, cache=cache)
         timings = Timings(preprocess=time.perf_counter() - started)
         result = Result(command=text, status=Status.OK, image_size=(width, height), mode=mode)
         return _Request(text, image, frame, instruction, encoding, hit, result, started, timings)
@@ -460,36 +432,6 @@ class WisePipeline:
             return f"image must be HxWx3 RGB, got shape {image.shape}"
         height, width = image.shape[:2]
         return image_size_problem(width, height, self.config.max_image_pixels)
-
-    def _encoding(
-        self, key: Hashable, image: np.ndarray, *, cache: bool = True
-    ) -> tuple[Future[_Encoded], bool]:
-        """The frame's encoding: cached, in flight, or started now (on the worker thread)."""
-        with self._cache_lock:
-            cached = self._cache.get(key) if cache else None
-            if cached is not None and not (cached.done() and cached.exception() is not None):
-                self._cache.move_to_end(key)
-                return cached, True
-            # The caller may reuse its buffer once segment returns, the worker may not be done.
-            pixels = image.copy()
-            if self.config.concurrent_encode and self._executor is not None:
-                future = self._executor.submit(self._encode, pixels)
-            else:
-                future = Future()
-                try:
-                    future.set_result(self._encode(pixels))
-                except Exception as exc:
-                    future.set_exception(exc)
-            if cache and self.config.cache_size > 0:
-                self._cache[key] = future
-                while len(self._cache) > self.config.cache_size:
-                    self._cache.popitem(last=False)
-            return future, False
-
-    def _encode(self, image: np.ndarray) -> _Encoded:
-        started = time.perf_counter()
-        encoding = self.segmenter.encode(image)
-        return _Encoded(encoding, started, time.perf_counter() - started)
 
     def _finish(self, request: _Request, output: PolicyOutput) -> Result:
         result, timings = request.result, request.timings

@@ -31,7 +31,7 @@ class Sam2TransformersSegmenter(Segmenter):
     ) -> Sam2TransformersSegmenter:
         from transformers import Sam2Model, Sam2Processor
 
-        from ..policy.transformers_backend import resolve_device, resolve_dtype
+        from ..device import resolve_device, resolve_dtype
 
         device = resolve_device(device)
         torch_dtype = resolve_dtype(dtype, device)
@@ -123,8 +123,4 @@ class Sam2TransformersSegmenter(Segmenter):
         ]
 
     def close(self) -> None:
-        import torch
-
-        self.model = None
-        if self.device.startswith("cuda") and torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        self.model = None  # the pipeline gives the memory back (device.release_cuda_memory)
