@@ -207,7 +207,13 @@ class Sam2MetaSegmenter(Segmenter):
         with _HYDRA_LOCK, _hydra_search(config_name) as name:
             # ckpt_path=None: random init here, weights loaded below with our own checks.
             model = build_sam2(name, ckpt_path=None, device="cpu", mode="eval")
-        missing, unexpected = model.load_state_dict(state, strict=False)
+        try:
+            missing, unexpected = model.load_state_dict(state, strict=False)
+        except RuntimeError as exc:  # same keys, other shapes: another model size
+            raise Sam2CheckpointError(
+                f"{path} does not fit config {config_name} (tensor shapes differ: is it another "
+                f"model size? pass the matching config): {str(exc)[:300]}"
+            ) from exc
         if missing or unexpected:
             raise Sam2CheckpointError(
                 f"{path} does not fit config {config_name}: {len(missing)} missing keys "
