@@ -15,7 +15,8 @@ Install (not a plain dependency: PyPI's ``sam2`` 1.1.0 is a source tarball whose
 ``torch>=2.5.1``; with build isolation pip/uv would download a second torch and several GB of
 CUDA packages just to build it)::
 
-    uv pip install --no-build-isolation sam2==1.1.0   # into an environment that has torch
+    uv pip install --no-build-isolation-package sam2 sam2==1.1.0   # where torch is installed
+    pip install --no-build-isolation sam2==1.1.0                   # the same with pip
 
 It also installs a top-level package named ``training``; nothing of ours may use that name.
 """
@@ -35,7 +36,7 @@ import numpy as np
 from ..core.answer import ObjectPrompt
 from .base import ImageEncoding, SegmentedObject, Segmenter
 
-SAM2_INSTALL = 'uv pip install --no-build-isolation "wise-perception[sam2]"'
+SAM2_INSTALL = "uv pip install --no-build-isolation-package sam2 sam2==1.1.0"
 SAM2_MISSING = (
     "Meta's sam2 package is not installed. Install it into this environment (torch must already "
     f"be there) without build isolation: `{SAM2_INSTALL}` (or `pip install --no-build-isolation "
