@@ -31,6 +31,13 @@ export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.build/torch_extensions
 # node subprocesses included.
 export WISE_TINY_CACHE ?= $(CURDIR)/.build/tiny_cache
 
+# Meta's sam2 (the `sam2` segmenter backend) is a source tarball built against the torch
+# installed first: with build isolation its build would download another torch and several GB
+# of CUDA packages. SAM2_BUILD_CUDA=0 skips its optional CUDA extension (only the video
+# predictor's hole filling uses it). It also installs a top-level package named `training`.
+SAM2_INSTALL = SAM2_BUILD_CUDA=0 VIRTUAL_ENV=$(VENV) $(UV) pip install --quiet -c constraints.txt \
+	--no-build-isolation-package sam2 -e "./wise_perception[sam2]"
+
 .PHONY: run test lint demo bench env env-test venv clean uv
 
 uv: $(UV)
@@ -58,6 +65,7 @@ env-test: venv
 	VIRTUAL_ENV=$(VENV) $(UV) pip install --quiet -c constraints.txt \
 		-e "./wise_perception[ros-wheels]" -e "./wise_training[deepspeed]" \
 		-r requirements-test.txt
+	$(SAM2_INSTALL)
 
 # The main job: the perception node with the parameters of $(PARAMS), activating itself.
 # On a ROS 2 machine prefer `ros2 launch wise_perception segment.launch.py` (see README).

@@ -7,6 +7,9 @@ from typing import Any
 
 from .base import ImageEncoding, SegmentedObject, Segmenter
 
+# Files that select the Meta sam2 backend under backend="auto" (Meta ships .pt files).
+CHECKPOINT_SUFFIXES = (".pt", ".pth")
+
 __all__ = ["ImageEncoding", "SegmentedObject", "Segmenter", "load_segmenter"]
 
 
@@ -18,11 +21,12 @@ def load_segmenter(
     dtype: Any = None,
     **options: Any,
 ) -> Segmenter:
-    """Load SAM2. ``backend="auto"``: a transformers folder or hub id (``Sam2Model`` +
-    ``Sam2Processor``); a ``.pt`` file (Meta's ``sam2`` format) is refused with a clear error."""
+    """Load SAM2. ``backend="auto"``: a ``.pt`` file is a Meta ``sam2`` checkpoint
+    (``Sam2MetaSegmenter``; ``config=`` in ``options`` when its name does not say the size),
+    anything else a transformers folder or hub id (``Sam2Model`` + ``Sam2Processor``)."""
     source = str(segmenter)
     if backend == "auto":
-        backend = "sam2" if source.endswith(".pt") else "transformers"
+        backend = "sam2" if source.lower().endswith(CHECKPOINT_SUFFIXES) else "transformers"
     if backend == "transformers":
         from .sam2_transformers import Sam2TransformersSegmenter
 
@@ -30,10 +34,7 @@ def load_segmenter(
             source, device=device, dtype=dtype, **options
         )
     if backend == "sam2":
-        # Meta's ``sam2`` package (.pt checkpoints) is not supported yet: convert the checkpoint
-        # to a transformers folder, or use the transformers-format SAM2 release.
-        raise NotImplementedError(
-            f"{source}: Meta sam2 .pt checkpoints are not supported yet; use a transformers SAM2 "
-            "folder or id (Sam2Model + Sam2Processor, e.g. facebook/sam2.1-hiera-large)"
-        )
+        from .sam2_meta import Sam2MetaSegmenter
+
+        return Sam2MetaSegmenter.from_checkpoint(source, device=device, dtype=dtype, **options)
     raise ValueError(f"unknown segmenter backend {backend!r}; choose transformers, sam2 or auto")
