@@ -360,10 +360,15 @@ def test_bench_node_runs_once():
             "1",
             "--domain-id",
             str(DOMAIN_ID + 50),
+            "--stream-seconds",
+            "1",
         ],
         capture_output=True,
         text=True,
-        timeout=90,
+        timeout=180,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "640x480" in proc.stdout and "1280x720" in proc.stdout
+    # the image QoS stream measurement, one row per reliability
+    rows = [line.split() for line in proc.stdout.splitlines()]
+    assert {r[0] for r in rows if r} >= {"best_effort", "reliable"}
