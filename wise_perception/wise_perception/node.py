@@ -136,8 +136,8 @@ PARAMETERS: tuple[Param, ...] = (
         "warmup", True, "serve one synthetic request on activate, so the first command is not slow"
     ),
     # Reliable by default: measured with bench_node --stream-seconds (30 Hz 640x480, loaded
-    # 2-core host), a best-effort subscription received 22% of the frames and paired commands
-    # with frames up to 1.7 s old; a reliable one 79% and at most 0.18 s old.
+    # 2-core host, two runs), a best-effort subscription received 10-22% of the frames and
+    # paired commands with frames up to 1.7-3.7 s old; a reliable one 76-79%, at most 0.18 s old.
     Param(
         "image_reliability",
         "reliable",
