@@ -2,14 +2,21 @@
 
 `launch`/`launch_ros` are not on any registry these machines use, so the launch description
 itself is only loaded where they are installed (a ROS 2 machine); here the file is checked
-statically with `ast`: its arguments, the executable it starts, the params file and the remap.
+statically with `ast` (its arguments, the executable it starts, the params file and the remap),
+its `parameter_overrides` (what the launch arguments pass to the node) is imported and run,
+and a real node process gets a params file plus exactly those overrides, as launch_ros passes
+them, to show which value wins.
 """
 
 from __future__ import annotations
 
 import ast
 import configparser
+import importlib.util
+import os
+import time
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import yaml
@@ -58,12 +65,19 @@ def tree() -> ast.Module:
     return ast.parse(LAUNCH.read_text(), filename=str(LAUNCH))
 
 
+@pytest.fixture(scope="module")
+def launch_module() -> ModuleType:
+    """The launch file as a module: it imports the launch packages only when launching."""
+    spec = importlib.util.spec_from_file_location("segment_launch", LAUNCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_launch_description_loads_where_launch_ros_is_installed():
     pytest.importorskip(
         "launch_ros", reason="launch/launch_ros are not installable here (no registry has them)"
     )
-    import importlib.util
-
     spec = importlib.util.spec_from_file_location("segment_launch", LAUNCH)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -81,8 +95,9 @@ def test_declares_exactly_these_arguments_with_defaults(tree):
     assert set(declared) == ARGUMENTS
     assert declared["namespace"].value == "wise"
     assert declared["image_topic"].value == "/camera/image_raw"
-    assert declared["mode"].value == ""
-    assert declared["use_overlay"].value == "false"
+    # empty: not given, so the params file's value stands
+    assert declared["mode"].value == declared["device"].value == ""
+    assert declared["use_overlay"].value == ""
     # the default params file is the installed share/wise_perception/config/segment.yaml
     src = ast.unparse(declared["params_file"])
     assert src == "default_params"
@@ -114,11 +129,59 @@ def test_starts_the_installed_node_executable_with_params_and_remap(tree):
     params = kw["parameters"]
     assert isinstance(params, ast.List)
     assert _launch_config_name(params.elts[0]) == "params_file"
-    overrides = params.elts[1]
-    assert isinstance(overrides, ast.Dict)
-    assert {k.value for k in overrides.keys} == {"mode", "device", "use_overlay"}
+    # then only the overrides the user gave (parameter_overrides), after the file so they win
+    assert ast.unparse(params.elts[1]) == "*([overrides] if overrides else [])"
+    assert len(params.elts) == 2
     remaps = ast.literal_eval(ast.unparse(kw["remappings"]).replace("LaunchConfiguration", ""))
     assert remaps == [("image", "image_topic")]
+
+
+def test_only_given_arguments_override_the_params_file(launch_module):
+    overrides = launch_module.parameter_overrides
+    nothing = {"mode": "", "device": "", "use_overlay": ""}
+    assert overrides(nothing) == {}
+    assert overrides({**nothing, "mode": "wise", "use_overlay": "True"}) == {
+        "mode": "wise",
+        "use_overlay": True,
+    }
+    assert overrides({**nothing, "device": " cuda:1 ", "use_overlay": "false"}) == {
+        "device": "cuda:1",
+        "use_overlay": False,
+    }
+    with pytest.raises(ValueError, match="use_overlay:='yes'; expected true or false"):
+        overrides({**nothing, "use_overlay": "yes"})
+
+
+@pytest.mark.ros
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [({}, "mode=wise device=cpu"), ({"mode": "seg_zero"}, "mode=seg_zero device=cpu")],
+    ids=["not_given", "given"],
+)
+def test_a_node_keeps_the_params_file_value_unless_the_argument_is_given(
+    launch_module, tmp_path, given, expected
+):
+    """A real node process: params file first, then the launch overrides, as launch_ros does."""
+    pytest.importorskip("rclpy", reason="the node needs rclpy")
+    from wise_perception.bench_node import node_command, start_node, stop_node
+
+    params = tmp_path / "params.yaml"
+    params.write_text("/**:\n  ros__parameters:\n    mode: wise\n    device: cpu\n")
+    values = {"mode": "", "device": "", "use_overlay": "", **given}
+    cmd = node_command(launch_module.parameter_overrides(values), "/wise_launch", stub=True)
+    at = cmd.index("--ros-args") + 1
+    cmd[at:at] = ["--params-file", str(params)]
+    log = tmp_path / "node.log"
+    proc = start_node(cmd, 150 + os.getpid() % 50, log)
+    try:
+        deadline = time.monotonic() + 30
+        while "configured:" not in log.read_text() and time.monotonic() < deadline:
+            assert proc.poll() is None, log.read_text()
+            time.sleep(0.1)
+    finally:
+        stop_node(proc)
+    line = next(x for x in log.read_text().splitlines() if "configured:" in x)
+    assert expected in line, line
 
 
 def test_launch_file_is_installed_by_setup_py():
@@ -138,8 +201,9 @@ def test_config_sets_exactly_the_declared_parameters():
     for p in PARAMETERS:  # same types as the declared defaults (ROS rejects a type change)
         assert type(params[p.name]) is type(p.default), p.name
     assert params["mode"] == "" and params["autostart"] is True
+    # reliable: see the stream measurement of bench_node (README, "Image QoS")
     assert (params["image_reliability"], params["image_history"], params["image_depth"]) == (
-        "best_effort",
+        "reliable",
         "keep_last",
         1,
     )

@@ -24,9 +24,11 @@ import rclpy
 from builtin_interfaces.msg import Time
 from lifecycle_msgs.msg import Transition
 from sensor_msgs.msg import Image
+from std_msgs.msg import String
 
 from wise_perception import ros_messages as rm
 from wise_perception.bench_node import NodeClient, node_command, start_node, stop_node
+from wise_perception.core.limits import ECHO_CHARS, bounded
 from wise_perception.result import Status
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
@@ -42,7 +44,7 @@ RGB = RNG.integers(0, 256, (48, 64, 3), dtype=np.uint8)
 RESULT_KEYS = {
     "schema_version", "command", "status", "error", "mode", "rationale", "reasoning_tokens",
     "generated_tokens", "image_size", "objects", "mask_pixels", "timings", "stamp", "frame_id",
-    "node",
+    "node", "id",
 }  # fmt: skip
 
 
@@ -108,12 +110,12 @@ def result_for(client: NodeClient, command: str, timeout: float = 30.0) -> dict:
     deadline = time.monotonic() + timeout
     while True:
         _, result = client.next_result(timeout=max(deadline - time.monotonic(), 0.01))
-        if result["command"] == command:
+        if result["command"] == bounded(command, ECHO_CHARS):  # results echo a bounded command
             return result
 
 
-def ask(client: NodeClient, command: str) -> dict:
-    client.command(command)
+def ask(client: NodeClient, command: str, command_id: str | int | None = None) -> dict:
+    client.command(command, command_id)
     return result_for(client, command)
 
 
@@ -194,7 +196,8 @@ def test_other_encodings_and_row_padding(wise, encoding, pad):
     [
         ("encoding", {"encoding": "16UC1"}, "unsupported image encoding '16UC1'"),
         ("yuv", {"encoding": "yuv422"}, "unsupported image encoding 'yuv422'"),
-        ("zero", {"width": 0, "height": 0, "step": 0, "data": b""}, "zero-size image"),
+        ("zero", {"width": 0, "height": 0, "step": 0, "data": b""}, "image has zero size"),
+        ("depth", {"encoding": "32FC1", "step": 256, "data": bytes(48 * 256)}, "'32FC1'"),
         ("short_data", {"data": bytes(48 * 64 * 3 - 5)}, "but step*height"),
         ("short_step", {"step": 10}, "shorter than a row"),
         (
@@ -225,6 +228,33 @@ def test_bad_command_gets_invalid_command(wise, tag, command):
     assert_still_serving(wise, f"{tag}_command")
 
 
+def test_a_json_command_carries_the_callers_id_to_its_result(wise):
+    send_image(wise, "cam_id")
+    result = ask(wise, "the red square with an id", command_id="pick-7")
+    assert result["status"] == "ok", result["error"]
+    assert result["id"] == "pick-7" and result["command"] == "the red square with an id"
+    plain = ask(wise, "the red square without an id")
+    assert plain["status"] == "ok" and plain["id"] is None
+    assert plain["node"]["request_id"] > result["node"]["request_id"]  # the node's own, too
+
+
+def test_a_malformed_json_command_keeps_the_id_it_could_read(wise):
+    wise.command_pub.publish(String(data='{"id": 41, "command": ["the cup"]}'))
+    _, result = wise.next_result(timeout=10)
+    assert (result["status"], result["id"]) == ("invalid_command", 41)
+    assert '"command" must be a string' in result["error"]
+    assert_still_serving(wise, "malformed_json")
+
+
+def test_a_huge_command_is_rejected_and_not_echoed_in_full(wise):
+    wise.command_pub.publish(String(data="x" * 1_000_000))
+    _, result = wise.next_result(timeout=10)
+    assert result["status"] == "invalid_command"
+    assert "1000000 characters; the limit is 1000" in result["error"]
+    assert len(json.dumps(result)) < 4000  # not a megabyte
+    assert_still_serving(wise, "huge_command")
+
+
 def test_stale_image_gets_no_image(wise):
     old = wise.stamp_now()
     old.sec -= 3600
@@ -237,16 +267,17 @@ def test_stale_image_gets_no_image(wise):
 
 def test_flood_every_command_gets_exactly_one_result(wise):
     send_image(wise, "cam_flood")
-    commands = [f"flood {i}" for i in range(100)]
-    for text in commands:
-        wise.command(text)
+    # identical commands: only the caller's id tells their results apart
+    ids = [f"flood-{i}" for i in range(100)]
+    for ident in ids:
+        wise.command("the red square", command_id=ident)
     results = []
     deadline = time.monotonic() + 60
     while len(results) < 100 and time.monotonic() < deadline:
         results.append(wise.next_result(timeout=max(deadline - time.monotonic(), 0.01))[1])
     time.sleep(0.5)  # nothing more may come
     assert wise.results.empty()
-    assert sorted(r["command"] for r in results) == sorted(commands)
+    assert sorted(r["id"] for r in results) == sorted(ids)
     statuses = [r["status"] for r in results]
     # each one is answered (ok, or an error such as unparsable_answer on an unseen question)
     # or explicitly rejected; inference is slower than publishing 100 commands, so the
@@ -295,8 +326,8 @@ def test_deactivate_frees_models_then_not_ready_then_reactivate(wise):
     assert wise.change_state.srv_name == "/wise/wise_perception/change_state"
     assert wise.transition(Transition.TRANSITION_DEACTIVATE)
     assert wise.state() == "inactive"
-    result = ask(wise, "the cup while inactive")
-    assert result["status"] == "not_ready"
+    result = ask(wise, "the cup while inactive", command_id=5)
+    assert result["status"] == "not_ready" and result["id"] == 5
     assert "inactive" in result["error"] and result["frame_id"] == ""
     assert wise.transition(Transition.TRANSITION_ACTIVATE)
     wise.wait_for_state("active", timeout=60)
@@ -311,6 +342,13 @@ def test_activation_warms_the_models_up(nodes):
     assert log.index("warm-up request served in") < log.index("active: models loaded")
 
 
+def test_activation_logs_what_was_loaded(nodes, taught_policy_dir, tiny_sam2_dir):
+    *_, logs = nodes
+    loaded = next(x for x in (logs / "wise.log").read_text().splitlines() if "loaded: " in x)
+    assert f"policy={taught_policy_dir}" in loaded and f"segmenter={tiny_sam2_dir}" in loaded
+    assert "device=cpu" in loaded and "dtype=float32" in loaded and "mode=wise_s" in loaded
+
+
 def test_bench_node_runs_once():
     """The overhead benchmark (stub pipeline, its own node process and DDS domain) runs."""
     proc = subprocess.run(
@@ -322,10 +360,15 @@ def test_bench_node_runs_once():
             "1",
             "--domain-id",
             str(DOMAIN_ID + 50),
+            "--stream-seconds",
+            "1",
         ],
         capture_output=True,
         text=True,
-        timeout=90,
+        timeout=180,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "640x480" in proc.stdout and "1280x720" in proc.stdout
+    # the image QoS stream measurement, one row per reliability
+    rows = [line.split() for line in proc.stdout.splitlines()]
+    assert {r[0] for r in rows if r} >= {"best_effort", "reliable"}

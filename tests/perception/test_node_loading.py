@@ -1,7 +1,9 @@
-"""The node's model factory: empty parameters defer to an exported checkpoint's manifest."""
+"""The node's model factory: empty parameters defer to an exported checkpoint's manifest, and
+the node's input limits are the pipeline's."""
 
 import shutil
 
+import numpy as np
 import rclpy
 from rclpy.lifecycle import TransitionCallbackReturn
 
@@ -34,6 +36,31 @@ def test_empty_mode_and_brevity_take_the_manifest(taught_policy_dir, tiny_sam2_d
         assert explicit.config.mode == "seg_zero"  # an explicit parameter wins
     finally:
         explicit.close()
+
+
+def test_the_nodes_limits_are_the_pipelines(taught_policy_dir, tiny_sam2_dir):
+    """A command or image the node accepts is not rejected by the pipeline's own defaults."""
+    pipeline = load_pipeline(
+        settings(
+            policy_model=str(taught_policy_dir),
+            segmenter_model=str(tiny_sam2_dir),
+            device="cpu",
+            dtype="float32",
+            max_new_tokens=8,
+            max_command_chars=2000,
+            max_image_pixels=0,  # no limit
+        )
+    )
+    try:
+        assert (pipeline.config.max_command_chars, pipeline.config.max_image_pixels) == (2000, 0)
+        small = np.zeros((32, 32, 3), np.uint8)
+        result = pipeline.segment(small, "the cup " * 150)  # 1,199 characters
+        assert result.status.value != "invalid_command", result.error
+        big = np.zeros((4100, 4100, 3), np.uint8)  # over the pipeline's default 4096^2
+        result = pipeline.segment(big, "the cup")
+        assert result.status.value != "invalid_image", result.error
+    finally:
+        pipeline.close()
 
 
 def test_compile_parameter_reaches_the_policy(tiny_policy_dir, tiny_sam2_dir, caplog):

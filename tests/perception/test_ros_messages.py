@@ -82,9 +82,9 @@ def test_output_does_not_alias_the_message():
         (lambda m: setattr(m, "encoding", "yuv422"), "unsupported image encoding 'yuv422'"),
         (
             lambda m: (setattr(m, "width", 0), setattr(m, "step", 0), setattr(m, "data", b"")),
-            "zero-size",
+            "image has zero size (0x5)",
         ),
-        (lambda m: setattr(m, "height", 0), "zero-size"),
+        (lambda m: setattr(m, "height", 0), "image has zero size (7x0)"),
         (lambda m: setattr(m, "data", bytes(m.data)[:-1]), "data has 104 bytes but step*height"),
         (lambda m: setattr(m, "step", 20), "step 20 is shorter than a row"),
     ],
@@ -101,6 +101,66 @@ def test_too_many_pixels():
     with pytest.raises(rm.ImageError, match="exceeds max_image_pixels=30"):
         rm.check_image(raw(RGB, "rgb8"), max_pixels=30)
     rm.check_image(raw(RGB, "rgb8"), max_pixels=35)  # exactly at the limit is fine
+
+
+def test_no_pixel_limit_means_none_not_the_pipelines_default():
+    """max_image_pixels 0: a 4100x4100 image (over the pipeline's default 4096^2) passes."""
+    big = Image(height=4100, width=4100, encoding="mono8", step=4100)
+    big.data = bytes(4100 * 4100)
+    rm.check_image(big, max_pixels=0)
+    with pytest.raises(rm.ImageError, match="exceeds max_image_pixels=16777216"):
+        rm.check_image(big, max_pixels=4096 * 4096)
+
+
+@pytest.mark.parametrize(
+    ("data", "text", "ident"),
+    [
+        ("the red cup", "the red cup", None),
+        ("  {not json but plain", None, None),
+        ('{"id": "pick-7", "command": "the red cup"}', "the red cup", "pick-7"),
+        ('{"id": 12, "command": "the red cup"}', "the red cup", 12),
+        ('{"command": "the red cup"}', "the red cup", None),
+    ],
+)
+def test_commands_plain_or_json_with_an_id(data, text, ident):
+    command = rm.parse_command(data, 1000)
+    if text is None:  # starts with "{": read as JSON, and it is not
+        assert "does not parse" in command.error and command.id is None
+        return
+    assert (command.text, command.id, command.error) == (text, ident, "")
+
+
+@pytest.mark.parametrize(
+    ("data", "ident", "needle"),
+    [
+        ('{"id": 3, "command": 5}', 3, '"command" must be a string'),
+        ('{"id": 3}', 3, 'needs a "command" key'),
+        ('{"id": 3, "command": "x", "extra": 1}', 3, "unknown key(s) ['extra']"),
+        ('{"id": [1], "command": "x"}', None, '"id" must be a string or a number'),
+        ('{"id": true, "command": "x"}', None, '"id" must be a string or a number'),
+        ('{"id": NaN, "command": "x"}', None, "finite"),
+        ('{"id": "' + "i" * 129 + '", "command": "x"}', None, "the limit is 128"),
+        ('{"id": 1, "command": "x"} and more', None, "does not parse (Extra data"),
+        ('{"id": 4, "command": "   "}', 4, "command is empty"),
+        ('{"id": 4, "command": "' + "x" * 1001 + '"}', 4, "1001 characters; the limit is 1000"),
+        ("{" + "[" * 5000, None, "does not parse"),
+    ],
+)
+def test_bad_commands_say_why_and_keep_the_id_they_could_read(data, ident, needle):
+    command = rm.parse_command(data, 1000)
+    assert needle in command.error and command.id == ident
+
+
+def test_a_huge_command_is_refused_unread():
+    command = rm.parse_command("x" * 1_000_000, 1000)
+    assert command.error == "command has 1000000 characters; the limit is 1000"
+    # the echo is bounded by the result, whatever the message held
+    payload = json.loads(
+        rm.result_to_string(
+            Result.failure(command.text, Status.INVALID_COMMAND, command.error), HEADER, {}
+        ).data
+    )
+    assert len(payload["command"]) < 300 and payload["id"] is None
 
 
 def test_numpy_to_image_round_trip_and_header():
@@ -144,7 +204,9 @@ def ok_result() -> Result:
 def test_result_json_has_the_source_header_and_node_fields():
     payload = json.loads(rm.result_to_string(ok_result(), HEADER, {"queue_wait_ms": 1.0}).data)
     assert payload["stamp"] == {"sec": 12, "nanosec": 345} and payload["frame_id"] == "cam_optical"
-    assert payload["node"] == {"queue_wait_ms": 1.0}
+    assert payload["node"] == {"queue_wait_ms": 1.0} and payload["id"] is None
+    with_id = rm.result_to_string(ok_result(), HEADER, {}, "pick-7")
+    assert json.loads(with_id.data)["id"] == "pick-7"
     assert payload["status"] == "ok" and payload["reasoning_tokens"] == 9
     assert payload["objects"][0]["box"] == [1.0, 1.0, 3.0, 3.0]
     assert payload["timings"]["total_ms"] == 500.0 and payload["mask_pixels"] == 9

@@ -2,6 +2,7 @@
 
     python -m wise_perception.bench_node                      # stub pipeline (no models)
     python -m wise_perception.bench_node --policy P --segmenter S   # real (e.g. tiny) models
+    python -m wise_perception.bench_node --stream-seconds 20  # + image QoS under a 30 Hz stream
 
 The node runs in its own process (``python -m wise_perception.node``, or this module's
 ``--serve`` mode with a stub pipeline whose compute is ~0), the benchmark process publishes
@@ -13,6 +14,17 @@ images and commands over DDS and waits for each result. Printed per image size:
   result (adds DDS transport of the command and result, executor dispatch).
 * ``img+cmd->result``: image and command published back to back -> result received, minus
   the pipeline time (adds the image's transport). Target: <= 5 ms at 1280x720 for ``node``.
+
+With ``--stream-seconds N``, for each image subscription reliability (``best_effort``,
+``reliable``) a fresh stub node receives a 30 Hz 640x480 rgb8 stream from a reliable
+publisher (REP 2003: drivers publish with the system default QoS) for N seconds, with a
+command every 0.25 s, each sent right after a frame. Printed: the share of published frames
+the node received, the age of the frame a command was paired with (median, p95, max), and
+the share of commands paired with the frame published just before them (a lost frame makes
+a command use an older one).
+
+``--serve [--load-delay-s S]`` runs the node process with the stub pipeline; the delay makes
+the stub's "loading" sleep S seconds, standing in for a multi-minute 7B load (tests use it).
 
 :class:`NodeClient` is also what the node tests use to drive a node process.
 """
@@ -48,6 +60,13 @@ from .core.answer import ObjectPrompt
 from .result import ObjectResult, Result, Status, Timings
 
 SIZES = ((640, 480), (1280, 720))
+STREAM_SIZE = (640, 480)
+STREAM_HZ = 30.0
+STREAM_COMMAND_PERIOD_S = 0.25
+# A command goes out this long after its frame: half a frame period, as a command would on
+# average, so "paired with the newest frame" measures loss and delay, not a race by design.
+STREAM_COMMAND_OFFSET_S = 0.5 / STREAM_HZ
+RELIABILITIES = ("best_effort", "reliable")
 # Statuses whose request went through the model (an unparsable answer still did).
 MEASURABLE = {Status.OK.value, Status.UNPARSABLE_ANSWER.value}
 COMMAND = "the red square"
@@ -78,21 +97,33 @@ class StubPipeline:
     def warmup(self) -> float:
         return 0.0
 
+    def describe(self) -> dict[str, Any]:
+        stub = {"name": "stub", "backend": "StubPipeline", "device": "cpu", "dtype": ""}
+        return {"policy": stub, "segmenter": stub, "mode": "stub"}
+
     def close(self) -> None:
         pass
 
 
-def stub_factory(settings: object) -> StubPipeline:
+def stub_factory(settings: object, load_delay_s: float = 0.0) -> StubPipeline:
+    """The stub pipeline; ``load_delay_s`` stands in for the load time of real models."""
+    time.sleep(load_delay_s)
     return StubPipeline()
 
 
 def node_command(
-    params: dict[str, Any], namespace: str = "/wise", *, stub: bool = False
+    params: dict[str, Any],
+    namespace: str = "/wise",
+    *,
+    stub: bool = False,
+    load_delay_s: float = 0.0,
 ) -> list[str]:
     """Command line of a node process (the real node, or the stub-pipeline node)."""
-    module = (
-        ["-m", "wise_perception.bench_node", "--serve"] if stub else ["-m", "wise_perception.node"]
-    )
+    module = ["-m", "wise_perception.node"]
+    if stub:
+        module = ["-m", "wise_perception.bench_node", "--serve"]
+        if load_delay_s:
+            module += ["--load-delay-s", str(load_delay_s)]
     args = [sys.executable, *module, "--ros-args", "-r", f"__ns:={namespace}"]
     for key, value in params.items():
         text = json.dumps(value) if isinstance(value, bool | int | float) else str(value)
@@ -182,9 +213,11 @@ class NodeClient:
     def publish_raw(self, msg: Image) -> None:
         self.image_pub.publish(msg)
 
-    def command(self, text: str) -> float:
+    def command(self, text: str, command_id: str | int | None = None) -> float:
+        """Publish ``text``, as ``{"id": ..., "command": ...}`` JSON when an id is given."""
+        data = text if command_id is None else json.dumps({"id": command_id, "command": text})
         sent = time.perf_counter()
-        self.command_pub.publish(String(data=text))
+        self.command_pub.publish(String(data=data))
         return sent
 
     def next_result(self, timeout: float = 30.0) -> tuple[float, dict[str, Any]]:
@@ -255,6 +288,98 @@ def measure(client: NodeClient, width: int, height: int, repeats: int) -> dict[s
     }
 
 
+def measure_stream(client: NodeClient, proc: subprocess.Popen, seconds: float) -> dict[str, float]:
+    """A 30 Hz 640x480 stream for ``seconds`` with a command every 0.25 s (see module doc)."""
+    from diagnostic_msgs.msg import DiagnosticArray
+
+    diagnostics: list[DiagnosticArray] = []
+    client.node.create_subscription(DiagnosticArray, "/diagnostics", diagnostics.append, 10)
+    # The system default QoS (reliable, keep last 10): what REP 2003 asks drivers to publish.
+    camera = client.node.create_publisher(
+        Image, f"{client.ns}/image", QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+    )
+    deadline = time.monotonic() + 10.0
+    while camera.get_subscription_count() == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    width, height = STREAM_SIZE
+    rgb = np.random.default_rng(0).integers(0, 255, (height, width, 3), dtype=np.uint8)
+    msg = rm.numpy_to_image(rgb, "rgb8", rm.header_of(client.stamp_now(), "f0"))
+    client.drain()
+    frames = int(seconds * STREAM_HZ)
+    every = max(round(STREAM_COMMAND_PERIOD_S * STREAM_HZ), 1)
+    start = time.monotonic()
+    sent_commands: set[int] = set()  # a command's id is the index of the frame before it
+    for i in range(frames):
+        tick = start + i / STREAM_HZ
+        time.sleep(max(tick - time.monotonic(), 0.0))
+        msg.header = rm.header_of(client.stamp_now(), f"f{i}")
+        camera.publish(msg)
+        if i % every == every - 1:
+            time.sleep(STREAM_COMMAND_OFFSET_S)
+            client.command(COMMAND, command_id=i)
+            sent_commands.add(i)
+    ages, lags = [], []
+    deadline = time.monotonic() + 10.0
+    while len(ages) < len(sent_commands) and time.monotonic() < deadline:
+        try:
+            _, result = client.next_result(timeout=max(deadline - time.monotonic(), 0.01))
+        except queue.Empty:
+            break
+        if result.get("id") not in sent_commands or result["status"] not in MEASURABLE:
+            continue
+        ages.append(result["node"]["image_age_ms"])
+        lags.append(result["id"] - int(result["frame_id"].lstrip("f")))
+    time.sleep(1.0)  # a diagnostics message published after the last frame arrived
+    if proc.poll() is not None:
+        raise RuntimeError(f"node process exited with {proc.returncode}")
+    mine = [s for a in diagnostics for s in a.status if s.hardware_id.startswith(client.ns + "/")]
+    received = int({kv.key: kv.value for kv in mine[-1].values}["images"]) if mine else 0
+    client.node.destroy_publisher(camera)
+    if not ages:
+        raise RuntimeError("no command of the stream was answered")
+    ordered = sorted(ages)
+    return {
+        "frames": frames,
+        "received_pct": 100.0 * received / frames,
+        "commands": len(sent_commands),
+        "answered": len(ages),
+        "age_median_ms": statistics.median(ages),
+        "age_p95_ms": ordered[min(int(0.95 * len(ordered)), len(ordered) - 1)],
+        "age_max_ms": ordered[-1],
+        "newest_pct": 100.0 * sum(lag == 0 for lag in lags) / len(lags),
+        "max_lag_frames": max(lags),
+    }
+
+
+def run_stream(
+    seconds: float, domain_id: int, reliabilities: Sequence[str] = RELIABILITIES
+) -> dict[str, dict[str, float]]:
+    """:func:`measure_stream` against a fresh stub node per image reliability."""
+    os.environ["ROS_DOMAIN_ID"] = str(domain_id)
+    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    figures: dict[str, dict[str, float]] = {}
+    for reliability in reliabilities:
+        ns = f"/wise_stream_{reliability}"
+        params = {
+            "image_reliability": reliability,
+            "max_image_age_s": 5.0,
+            "command_wait_s": 1.0,
+            "queue_size": 16,
+            "diagnostics_period_s": 0.5,
+        }
+        proc = start_node(node_command(params, ns, stub=True), domain_id)
+        rclpy.init()
+        client = NodeClient(ns)
+        try:
+            client.wait_for_state("active", timeout=60.0, proc=proc)
+            figures[reliability] = measure_stream(client, proc, seconds)
+        finally:
+            client.close()
+            rclpy.try_shutdown()
+            stop_node(proc)
+    return figures
+
+
 def run(
     repeats: int = 20,
     sizes: Sequence[tuple[int, int]] = SIZES,
@@ -299,13 +424,40 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv and argv[0] == "--serve":  # the node process with the stub pipeline
         from .node import main as node_main
 
-        return node_main(args=[sys.argv[0], *argv[1:]], pipeline_factory=stub_factory)
+        delay = 0.0
+        if argv[1:2] == ["--load-delay-s"]:
+            delay, argv = float(argv[2]), [argv[0], *argv[3:]]
+        return node_main(
+            args=[sys.argv[0], *argv[1:]],
+            pipeline_factory=lambda settings: stub_factory(settings, delay),
+        )
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--policy", help="policy folder (default: stub pipeline, no models)")
     parser.add_argument("--segmenter", help="SAM2 folder (with --policy)")
     parser.add_argument("--domain-id", type=int, default=77)
+    parser.add_argument(
+        "--stream-seconds",
+        type=float,
+        default=0.0,
+        help="also measure image QoS under a 30 Hz 640x480 stream for this long (0: skip)",
+    )
+    parser.add_argument("--only-stream", action="store_true", help="skip the overhead measurement")
     opts = parser.parse_args(argv)
+    if opts.stream_seconds > 0:
+        stream = run_stream(opts.stream_seconds, opts.domain_id)
+        print(
+            f"{'reliability':>12} {'received':>9} {'answered':>9} {'age med':>8} {'p95':>7} "
+            f"{'max':>7} {'newest':>7} {'max lag':>8}   (30 Hz 640x480, ages in ms)"
+        )
+        for name, f in stream.items():
+            print(
+                f"{name:>12} {f['received_pct']:>8.1f}% {f['answered']:>4}/{f['commands']:<4} "
+                f"{f['age_median_ms']:>8.1f} {f['age_p95_ms']:>7.1f} {f['age_max_ms']:>7.1f} "
+                f"{f['newest_pct']:>6.1f}% {f['max_lag_frames']:>8}"
+            )
+        if opts.only_stream:
+            return 0
     figures = run(
         opts.repeats, policy=opts.policy, segmenter=opts.segmenter, domain_id=opts.domain_id
     )

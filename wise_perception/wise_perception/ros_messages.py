@@ -5,6 +5,12 @@ with numpy, honouring row padding (``step`` > ``width * channels``). ``is_bigend
 irrelevant for 8-bit data. Anything else is rejected with an :class:`ImageError` whose message
 names the problem; the node turns it into an ``invalid_image`` result.
 
+Commands (:func:`parse_command`) are plain text, or a JSON object
+``{"id": "pick-7", "command": "the red cup"}`` whose ``id`` (a string of at most
+:data:`MAX_ID_CHARS` characters, or a number) is echoed in the command's result so a caller
+can match results to commands. Sizes are checked with the same ``core`` functions and limits
+the pipeline uses.
+
 ``vision_msgs`` is optional: :data:`HAVE_VISION_MSGS` says whether Detection2DArray can be
 built (a ROS 2 install usually has it; the PyPI wheels used in tests do not).
 """
@@ -13,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -21,6 +28,8 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header, String
 
+from .core.limits import image_size_problem
+from .core.prompts import normalize_question
 from .result import Result
 
 try:  # optional: only where vision_msgs is installed
@@ -46,6 +55,13 @@ ENCODINGS: dict[str, tuple[int, tuple[int, int, int]]] = {
 OVERLAY_COLOR = np.array([255, 0, 255], dtype=np.float32)  # magenta: visible on most scenes
 OVERLAY_ALPHA = 0.5
 
+# A caller's id is a handle, not a payload: long enough for a UUID with a prefix.
+MAX_ID_CHARS = 128
+# A command message may carry JSON escapes (``\\uXXXX`` is 6 characters for 1), an id and
+# some blanks; one longer than this is refused unread, so its size costs only its length.
+_JSON_OVERHEAD = 8
+_COMMAND_KEYS = frozenset({"id", "command"})
+
 
 class ImageError(ValueError):
     """An image the node cannot use; the message says why (reported as ``invalid_image``)."""
@@ -64,12 +80,10 @@ def check_image(msg: Image, max_pixels: int = 0) -> None:
             f"unsupported image encoding {msg.encoding!r}; supported: {', '.join(ENCODINGS)}"
         )
     width, height, step = int(msg.width), int(msg.height), int(msg.step)
-    if width == 0 or height == 0:
-        raise ImageError(f"zero-size image ({width}x{height})")
-    if max_pixels > 0 and width * height > max_pixels:
-        raise ImageError(
-            f"image of {width}x{height} = {width * height} pixels exceeds max_image_pixels={max_pixels}"
-        )
+    # The pipeline's own size rule and limit, so an image accepted here is accepted there.
+    problem = image_size_problem(width, height, max_pixels)
+    if problem:
+        raise ImageError(problem)
     channels = ENCODINGS[encoding][0]
     if step < width * channels:
         raise ImageError(
@@ -81,9 +95,13 @@ def check_image(msg: Image, max_pixels: int = 0) -> None:
         )
 
 
-def image_to_rgb(msg: Image, max_pixels: int = 0) -> np.ndarray:
-    """HxWx3 uint8 RGB (C-contiguous, owning its memory) from an 8-bit sensor_msgs/Image."""
-    check_image(msg, max_pixels)
+def image_to_rgb(msg: Image, max_pixels: int = 0, *, validate: bool = True) -> np.ndarray:
+    """HxWx3 uint8 RGB (C-contiguous, owning its memory) from an 8-bit sensor_msgs/Image.
+
+    ``validate=False`` skips :func:`check_image` for a message that already passed it.
+    """
+    if validate:
+        check_image(msg, max_pixels)
     encoding = msg.encoding.strip().lower()
     channels, (r, g, b) = ENCODINGS[encoding]
     width, height, step = int(msg.width), int(msg.height), int(msg.step)
@@ -163,12 +181,93 @@ def stamp_to_dict(stamp: Time) -> dict[str, int]:
     return {"sec": int(stamp.sec), "nanosec": int(stamp.nanosec)}
 
 
-def result_to_string(result: Result, header: Header, node_info: dict[str, Any]) -> String:
-    """The ``result`` topic: ``Result.to_json`` plus the source ``stamp``/``frame_id`` and the
-    node-side fields (``node``: request id, queue wait, image age, node overhead)."""
+@dataclass(frozen=True)
+class Command:
+    """A command message, read: its text, the caller's id, and why it is invalid ("" if not)."""
+
+    text: str
+    id: str | int | float | None = None
+    error: str = ""
+
+
+def parse_command(data: str, max_chars: int) -> Command:
+    """Read a ``command`` message: plain text, or ``{"id": ..., "command": "..."}``.
+
+    A message whose first non-blank character is ``{`` is read as JSON. Never raises: a bad
+    message comes back with ``error`` set, the id it carried when that id could be read, and
+    the command text (or the raw message) for the echo, which results bound.
+    """
+    if len(data) > _JSON_OVERHEAD * max_chars + MAX_ID_CHARS:
+        return Command(data, None, f"command has {len(data)} characters; the limit is {max_chars}")
+    text: Any = data
+    ident: str | int | float | None = None
+    if data.lstrip().startswith("{"):
+        try:
+            obj = json.loads(data)
+        except (ValueError, RecursionError) as exc:
+            where = (
+                f" ({exc.msg} at character {exc.pos})"
+                if isinstance(exc, json.JSONDecodeError)
+                else ""
+            )
+            return Command(
+                data, None, f"command looks like JSON but does not parse{where}; {_FORMS}"
+            )
+        if not isinstance(obj, dict):
+            return Command(data, None, f"a JSON command must be an object; {_FORMS}")
+        ident, id_error = _read_id(obj.get("id"))
+        if id_error:
+            return Command(_text_or(obj, data), None, id_error)
+        unknown = sorted(str(k) for k in obj if k not in _COMMAND_KEYS)
+        if unknown:
+            return Command(_text_or(obj, data), ident, f"unknown key(s) {unknown}; {_FORMS}")
+        if "command" not in obj:
+            return Command(data, ident, f'a JSON command needs a "command" key; {_FORMS}')
+        text = obj["command"]
+        if not isinstance(text, str):
+            return Command(data, ident, f'"command" must be a string, got {type(text).__name__}')
+    try:
+        normalize_question(text, max_chars)
+    except ValueError as exc:
+        return Command(text, ident, str(exc))
+    return Command(text, ident)
+
+
+_FORMS = 'send plain text or {"id": "<string or number>", "command": "<text>"}'
+
+
+def _text_or(obj: dict[str, Any], raw: str) -> str:
+    text = obj.get("command")
+    return text if isinstance(text, str) else raw
+
+
+def _read_id(value: Any) -> tuple[str | int | float | None, str]:
+    """The caller's id and "" , or None and why it cannot be echoed."""
+    if value is None:
+        return None, ""
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        return None, f'"id" must be a string or a number, got {type(value).__name__}'
+    if isinstance(value, float) and not math.isfinite(value):
+        return None, f'"id" must be a finite number, got {value}'
+    if isinstance(value, str) and len(value) > MAX_ID_CHARS:
+        return None, f'"id" has {len(value)} characters; the limit is {MAX_ID_CHARS}'
+    if isinstance(value, int) and abs(value) >= 2**63:
+        return None, '"id" must fit in 64 bits'
+    return value, ""
+
+
+def result_to_string(
+    result: Result, header: Header, node_info: dict[str, Any], command_id: Any = None
+) -> String:
+    """The ``result`` topic: ``Result.to_json`` plus the caller's ``id`` (null without one),
+    the source ``stamp``/``frame_id`` and the node-side fields (``node``: request id, queue
+    wait, image age, node overhead)."""
     return String(
         data=result.to_json(
-            stamp=stamp_to_dict(header.stamp), frame_id=header.frame_id, node=node_info
+            id=command_id,
+            stamp=stamp_to_dict(header.stamp),
+            frame_id=header.frame_id,
+            node=node_info,
         )
     )
 
