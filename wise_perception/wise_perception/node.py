@@ -55,7 +55,6 @@ finds the queue full is answered at once with ``queue_full``.
 from __future__ import annotations
 
 import contextlib
-import gc
 import os
 import queue
 import sys
@@ -475,14 +474,9 @@ class WisePerceptionNode(LifecycleNodeMixin, Node):
             pipeline, self._pipeline = self._pipeline, None
         if pipeline is not None:
             try:
-                pipeline.close()
+                pipeline.close()  # frees the models and gives their GPU memory back
             except Exception as exc:
                 self.get_logger().error(f"pipeline.close() failed: {exc}")
-            del pipeline
-            gc.collect()
-            torch = sys.modules.get("torch")
-            if torch is not None and torch.cuda.is_available():
-                torch.cuda.empty_cache()
 
     def _teardown(self) -> None:
         if self._worker is not None and self._queue is not None:
