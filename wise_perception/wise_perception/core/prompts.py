@@ -26,8 +26,6 @@ SPANS = (THINK, ANSWER, D_THINK)
 # Default brevity instruction of WISE-S (paper §3.3 and §4 "Inference Strategies": "one sentence";
 # released evaluation.py puts it inside the think example as "(one sentence)").
 DEFAULT_BREVITY = "one sentence"
-# Table 7's over-compressing ablation prompt, verbatim from the released evaluation.py ("shorter").
-SHORTER_BREVITY = "within 10 words, the shorter the better, one word is best"
 
 # Kept under its old name for callers; the bound itself lives in core.limits.
 MAX_QUESTION_CHARS = MAX_COMMAND_CHARS
@@ -207,15 +205,3 @@ def build_messages(
         }
     )
     return messages
-
-
-def placeholder_texts(spec: PromptSpec) -> tuple[str, ...]:
-    """Template placeholder spans a lazy policy may echo back (the released reward gives 0)."""
-    think_example = f"{spec.think_word}thinking process here"
-    if spec.brevity:
-        think_example += f" ({spec.brevity})"
-    return (
-        f"<think> {think_example} </think>",
-        "<think> streamlined thinking process here </think>",
-        "<d_think> detailed thinking process here </d_think>",
-    )
