@@ -14,7 +14,8 @@ from typing import Any
 import yaml
 
 from wise_perception.core.prompts import DEFAULT_BREVITY, PromptMode
-from wise_perception.core.rewards import DEFAULT_SENTENCE_MODEL, RewardConfig
+
+from .rewards import DEFAULT_SENTENCE_MODEL, RewardConfig
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 MAX_BASE_DEPTH = 8

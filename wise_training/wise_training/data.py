@@ -2,7 +2,7 @@
 
 Every sample becomes ``{"prompt": <conversation from the prompt contract>, "image": <PIL image
 in the 840x840 policy frame>, "gt_box": [x1, y1, x2, y2], "gt_points": [[x, y], [x, y]]}``
-with the ground truth in the policy frame, which is what the core's reward functions read.
+with the ground truth in the policy frame, which is what the reward functions (``wise_training.rewards``) read.
 Samples that cannot be used are reported with the reason and skipped; a run never crashes on one.
 """
 

@@ -5,7 +5,7 @@
     accelerate launch --config_file wise_training/wise_training/accelerate/zero3.yaml \\
         -m wise_training.train --config wise trainer.deepspeed=wise_training/wise_training/deepspeed/zero3.json
 
-The reward functions are the core's (``wise_perception.core.rewards``), one per term, so TRL
+The reward functions (``wise_training.rewards``) are, one per term, so TRL
 logs each under ``rewards/<term>_reward``; zero-weight monitors add ``think_tokens``,
 ``d_think_tokens`` and ``distill_earned`` (share of completions that earned R_distill).
 The frozen SAM2 is not part of training (§3.1): rewards are computed on the box and points.
@@ -24,11 +24,11 @@ from typing import Any
 import yaml
 
 from wise_perception.core.prompts import spec_for
-from wise_perception.core.rewards import RewardConfig, SentenceSimilarity, WiseRewards
 
 from .callbacks import JsonlLogCallback
 from .config import ConfigError, TrainConfig, load_config, named_configs
 from .data import DataReport, load_training_samples
+from .rewards import RewardConfig, SentenceSimilarity, WiseRewards
 
 LOG = logging.getLogger("wise_training.train")
 TRAINING_CONFIG_NAME = "wise_training_config.json"  # read by wise_training.export

@@ -21,10 +21,10 @@ from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Any, Literal, Protocol
 
-from .answer import ParsedAnswer, extract_span, parse_completion
-from .geometry import box_iou, box_l1, mean_point_distance, point_in_box
-from .prompts import ANSWER, D_THINK, THINK, AnswerSchema
-from .tokens import TextTokenizer, count_tokens
+from wise_perception.core.answer import ParsedAnswer, extract_span, parse_completion
+from wise_perception.core.geometry import box_iou, box_l1, mean_point_distance, point_in_box
+from wise_perception.core.prompts import ANSWER, D_THINK, THINK, AnswerSchema
+from wise_perception.core.tokens import TextTokenizer, count_tokens
 
 DEFAULT_SENTENCE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"  # §3.2 Eq. 6, release
 
