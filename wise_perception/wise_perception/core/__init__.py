@@ -1,13 +1,15 @@
 """The WISE contract shared by the node, the CLI, the pipeline and training.
 
-Pure Python + numpy: importing it needs no ROS, no GPU and no model library (sentence
-models and tokenizers are passed in or imported lazily).
+Prompts, answer parsing, geometry, #Tok, limits and the manifest. Training's rewards and
+evaluation metrics live in ``wise_training`` (``wise_training.rewards``, ``.metrics``).
+
+Pure Python + numpy: importing it needs no ROS, no GPU and no model library (tokenizers
+are passed in).
 """
 
 from .answer import FailureReason, ObjectPrompt, ParsedAnswer, ParseFailure, parse_completion
 from .geometry import POLICY_FRAME, ResizeProtocol, box_iou
 from .manifest import Manifest, ManifestError, read_manifest, write_manifest
-from .metrics import SegmentationScores, score_masks, token_stats
 from .prompts import (
     DEFAULT_BREVITY,
     AnswerSchema,
@@ -33,7 +35,6 @@ __all__ = [
     "PromptMode",
     "PromptSpec",
     "ResizeProtocol",
-    "SegmentationScores",
     "box_iou",
     "build_instruction",
     "build_messages",
@@ -42,8 +43,6 @@ __all__ = [
     "parse_completion",
     "read_manifest",
     "reasoning_tokens",
-    "score_masks",
     "spec_for",
-    "token_stats",
     "write_manifest",
 ]
