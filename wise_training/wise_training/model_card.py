@@ -60,7 +60,7 @@ def model_card_text(
     base_text = (
         f"the local model folder `{base}`" if local else f"[{base}](https://huggingface.co/{base})"
     )
-    order = " -> ".join(f"<{name}>" for name in spec.order)
+    order = " -> ".join(f"`<{name}>`" for name in spec.order)
     lines = [
         *front,
         "",

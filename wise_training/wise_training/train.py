@@ -5,9 +5,11 @@
     accelerate launch --config_file wise_training/wise_training/accelerate/zero3.yaml \\
         -m wise_training.train --config wise trainer.deepspeed=wise_training/wise_training/deepspeed/zero3.json
 
-The reward functions (``wise_training.rewards``) are, one per term, so TRL
-logs each under ``rewards/<term>_reward``; zero-weight monitors add ``think_tokens``,
-``d_think_tokens`` and ``distill_earned`` (share of completions that earned R_distill).
+The reward functions (``wise_training.rewards``) are one per term; TRL logs each as
+``rewards/<term>_reward/mean`` and ``/std`` (TensorBoard tags ``train/rewards/<term>_reward/mean``),
+and zero-weight monitors add ``think_tokens``, ``d_think_tokens`` and ``distill_earned`` (share of
+completions that earned R_distill). The sentence model of Eq. 6 is loaded before anything else,
+so a run that cannot have it stops at start-up. The run folder gets a WISE model card.
 The frozen SAM2 is not part of training (§3.1): rewards are computed on the box and points.
 """
 
