@@ -149,7 +149,7 @@ def test_huge_numbers_are_typed_failures_not_exceptions(number, reason):
 
 
 def test_huge_numbers_do_not_break_a_reward_step():
-    from wise_perception.core.rewards import RewardConfig, WiseRewards
+    from wise_training.rewards import RewardConfig, WiseRewards
 
     rewards = WiseRewards(RewardConfig(distill=False))
     bomb = (

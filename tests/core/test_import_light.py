@@ -6,7 +6,7 @@ import sys
 
 def test_core_imports_without_heavy_modules():
     code = (
-        "import sys, wise_perception.core, wise_perception.core.rewards, wise_perception.result;"
+        "import sys, wise_perception.core, wise_perception.result;"
         "heavy = [m for m in ('torch', 'rclpy', 'transformers', 'sentence_transformers', 'cv2') if m in sys.modules];"
         "print(heavy); sys.exit(1 if heavy else 0)"
     )

@@ -126,3 +126,21 @@ def test_base_chain_and_missing_files(tmp_path):
     (tmp_path / "bad.yaml").write_text("trainer: [1, 2]\n")
     with pytest.raises(ConfigError, match="mapping"):
         load_config(tmp_path / "bad.yaml")
+
+
+def test_an_unknown_config_name_lists_the_valid_names():
+    with pytest.raises(ConfigError) as info:
+        load_config("wise_typo")
+    message = str(info.value)
+    assert "unknown config 'wise_typo'" in message
+    assert all(name in message for name in PAPER_ROWS)
+    with pytest.raises(ConfigError, match=r"named configs: .*seg_zero"):
+        load_config("/nowhere/mine.yaml")
+
+
+def test_train_cli_lists_the_configs_for_an_unknown_name(capsys):
+    from wise_training.train import main
+
+    assert main(["--config", "wsie"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown config 'wsie'" in err and "wise_no_indicator" in err and "tiny_cpu" in err

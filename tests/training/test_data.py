@@ -129,3 +129,44 @@ def test_point_helpers():
     assert mask[int(y1), int(x1)] and mask[int(y2), int(x2)] and (x1, y1) != (x2, y2)
     with pytest.raises(SampleError):
         points_from_mask(np.zeros((5, 5)))
+
+
+def test_synth_dataset_boxes_are_source_pixels_and_paths_relative(tmp_path):
+    from pathlib import Path
+
+    from wise_training.data import SYNTH_BOX_840, synth_dataset
+
+    path = synth_dataset(tmp_path / "d", 8)
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert len(rows) == 8
+    sizes = set()
+    for row in rows:
+        assert not Path(row["image"]).is_absolute()
+        image = np.asarray(Image.open(path.parent / row["image"]).convert("RGB"))
+        sizes.add(image.shape[:2])
+        red = (image[..., 0] > 200) & (image[..., 1] < 50)
+        ys, xs = np.nonzero(red)
+        # the box is the red object, in the image's own pixels
+        assert [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1] == row["box"]
+        x1, y1, x2, y2 = row["box"]
+        assert all(x1 <= x <= x2 and y1 <= y <= y2 for x, y in row["points"])
+    assert len(sizes) > 1
+    samples, report = load_training_samples(path, SPEC)
+    assert report.loaded == 8 and not report.skipped
+    for sample in samples:  # where the smoke run's policy answers, in the 840 frame
+        assert sample["gt_box"] == pytest.approx(list(SYNTH_BOX_840), abs=3)
+
+
+def test_data_cli_writes_and_checks_a_dataset(tmp_path, capsys):
+    from wise_training.data import main
+
+    assert main(["synth", "--out", str(tmp_path / "d"), "--n", "3"]) == 0
+    first = capsys.readouterr().out.splitlines()[1]
+    assert json.loads(first)["image"] == "images/00000.png"
+    (tmp_path / "d" / "train.jsonl").open("a").write('{"image": "gone.png"}\n')
+    assert main(["check", str(tmp_path / "d" / "train.jsonl")]) == 0
+    out = capsys.readouterr().out
+    assert "3 samples loaded, 1 skipped" in out and "train.jsonl:4" in out
+    assert main(["synth", "--out", str(tmp_path / "e"), "--n", "0"]) == 2
+    assert main(["check", str(tmp_path / "missing.jsonl")]) == 2
+    assert "does not exist" in capsys.readouterr().err

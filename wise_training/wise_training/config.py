@@ -14,7 +14,8 @@ from typing import Any
 import yaml
 
 from wise_perception.core.prompts import DEFAULT_BREVITY, PromptMode
-from wise_perception.core.rewards import DEFAULT_SENTENCE_MODEL, RewardConfig
+
+from .rewards import DEFAULT_SENTENCE_MODEL, RewardConfig
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 MAX_BASE_DEPTH = 8
@@ -194,8 +195,14 @@ def build_config(data: dict[str, Any]) -> TrainConfig:
 def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
     """Load ``path`` (a file, or a name in ``configs/``), apply ``section.key=value`` overrides."""
     candidate = Path(path)
-    if not candidate.exists() and (CONFIG_DIR / f"{path}.yaml").is_file():
-        candidate = CONFIG_DIR / f"{path}.yaml"
+    if not candidate.exists():
+        if (CONFIG_DIR / f"{path}.yaml").is_file():
+            candidate = CONFIG_DIR / f"{path}.yaml"
+        else:
+            names = ", ".join(named_configs())
+            if candidate.suffix in (".yaml", ".yml") or len(candidate.parts) > 1:
+                raise ConfigError(f"config file {path} does not exist; named configs: {names}")
+            raise ConfigError(f"unknown config {str(path)!r}; named configs: {names}")
     data = _read_yaml(candidate.resolve())
     for text in overrides:
         keys, value = parse_override(text)

@@ -2,16 +2,30 @@
 
 Every sample becomes ``{"prompt": <conversation from the prompt contract>, "image": <PIL image
 in the 840x840 policy frame>, "gt_box": [x1, y1, x2, y2], "gt_points": [[x, y], [x, y]]}``
-with the ground truth in the policy frame, which is what the core's reward functions read.
-Samples that cannot be used are reported with the reason and skipped; a run never crashes on one.
+with the ground truth in the policy frame, which is what the reward functions
+(``wise_training.rewards``) read. Samples that cannot be used are reported with the reason and
+skipped; a run never crashes on one.
+
+JSONL format, one object per line (``image`` relative to the JSONL file, or absolute; ``box``
+and ``points`` in the image's own pixels, x right, y down; ``points`` optional, else taken from
+``mask`` or, failing that, from the box)::
+
+    {"image": "images/00000.png", "instruction": "the red square", "box": [38, 57, 152, 143], "points": [[76, 86], [114, 114]]}
+
+``python -m wise_training.data synth --out data/synth --n 16`` writes such a dataset (PNG images
+of several sizes, each with one red square, and ``train.jsonl``);
+``python -m wise_training.data check data/synth/train.jsonl`` reads a dataset as training does
+and prints what it would use and skip.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import re
-from collections.abc import Iterator
+import sys
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +34,7 @@ import numpy as np
 from PIL import Image
 
 from wise_perception.core.geometry import ResizeProtocol
-from wise_perception.core.prompts import PromptSpec, build_messages
+from wise_perception.core.prompts import PromptSpec, build_messages, spec_for
 
 LOG = logging.getLogger(__name__)
 
@@ -254,3 +268,107 @@ def load_training_samples(
         report.loaded += 1
     LOG.info("training data %s: %s", path, report.summary())
     return samples, report
+
+
+# --------------------------------------------------------------------------- synthetic data
+
+# Where the synthetic object sits in the 840x840 policy frame, and its two points: what the smoke
+# run's tiny policy is taught to answer (wise_training.smoke), so it earns rewards on this data.
+SYNTH_BOX_840: tuple[int, int, int, int] = (100, 200, 400, 500)
+SYNTH_POINTS_840: tuple[tuple[int, int], tuple[int, int]] = ((200, 300), (300, 400))
+SYNTH_SIZES: tuple[tuple[int, int], ...] = ((320, 240), (640, 480), (480, 640), (400, 400))
+SYNTH_INSTRUCTIONS: tuple[str, ...] = (
+    "the red square",
+    "the red box on the gray background",
+    "the only red object",
+    "What should the robot pick up if it wants the red thing?",
+)
+MAX_SYNTH_SAMPLES = 100_000
+
+
+def _to_source(value: float, size: int, frame: int) -> int:
+    return round(value * size / frame)
+
+
+def synth_dataset(
+    out: str | Path,
+    n: int = 16,
+    *,
+    seed: int = 0,
+    box_840: Sequence[float] = SYNTH_BOX_840,
+    points_840: Sequence[Sequence[float]] = SYNTH_POINTS_840,
+    policy_frame: int = 840,
+) -> Path:
+    """Write ``n`` images (sizes cycling through ``SYNTH_SIZES``; a red rectangle on gray noise)
+    and ``out/train.jsonl``; boxes and points in source pixels, image paths relative to the
+    JSONL. The object is placed so that, in the policy frame, it is ``box_840``. Returns the
+    JSONL path."""
+    if not 1 <= n <= MAX_SYNTH_SAMPLES:
+        raise ValueError(f"n must be between 1 and {MAX_SYNTH_SAMPLES}, got {n}")
+    out = Path(out)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    lines = []
+    for i in range(n):
+        width, height = SYNTH_SIZES[i % len(SYNTH_SIZES)]
+        x1, x2 = (_to_source(v, width, policy_frame) for v in (box_840[0], box_840[2]))
+        y1, y2 = (_to_source(v, height, policy_frame) for v in (box_840[1], box_840[3]))
+        image = rng.integers(100, 156, (height, width, 3), dtype=np.uint8)
+        image[y1:y2, x1:x2] = (220, 20, 20)
+        name = f"images/{i:05d}.png"
+        Image.fromarray(image).save(out / name)
+        points = [
+            [_to_source(x, width, policy_frame), _to_source(y, height, policy_frame)]
+            for x, y in points_840
+        ]
+        row = {
+            "image": name,
+            "instruction": SYNTH_INSTRUCTIONS[i % len(SYNTH_INSTRUCTIONS)],
+            "box": [x1, y1, x2, y2],
+            "points": points,
+        }
+        lines.append(json.dumps(row))
+    path = out / "train.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m wise_training.data",
+        description="Training data tools: write a synthetic JSONL dataset, or check a dataset.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    synth = sub.add_parser("synth", help="write a small synthetic JSONL dataset with images")
+    synth.add_argument("--out", type=Path, required=True, help="folder for images/ and train.jsonl")
+    synth.add_argument("--n", type=int, default=16, help="number of samples (default 16)")
+    synth.add_argument("--seed", type=int, default=0)
+    check = sub.add_parser("check", help="read a dataset as training does; report usable/skipped")
+    check.add_argument("path", type=Path, help="JSONL file, parquet file or saved dataset folder")
+    check.add_argument("--format", default="auto", choices=("auto", "jsonl", "segzero"))
+    check.add_argument("--limit", type=int, default=None)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    try:
+        if args.command == "synth":
+            path = synth_dataset(args.out, args.n, seed=args.seed)
+            print(f"wrote {args.n} samples: {path}")
+            print(path.read_text(encoding="utf-8").splitlines()[0])
+            return 0
+        samples, report = load_training_samples(
+            args.path, spec_for("wise_train"), fmt=args.format, limit=args.limit
+        )
+    except (OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(report.summary())
+    for sample_id, reason in report.skipped:
+        print(f"skipped {sample_id}: {reason}")
+    if samples:
+        first = samples[0]
+        print(f"first sample (policy frame): box {first['gt_box']}, points {first['gt_points']}")
+    return 0 if samples else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

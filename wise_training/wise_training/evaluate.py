@@ -10,7 +10,7 @@ writes to ``--out``:
 - ``table.md``: the paper's Table 3 layout; ``tokens.png``: Figure 4's token-length densities;
 - ``masks/<model>/<mode>/<dataset>/<sample_id>.png`` (0/255) with ``--save-masks``.
 
-Scoring is ``wise_perception.core.metrics.score_masks``. The IoU convention (``--convention``)
+Scoring is ``wise_training.metrics.score_masks``. The IoU convention (``--convention``)
 defaults to ``lisa`` (ignore regions excluded, an empty union scores 1); ``seg_zero`` is
 Seg-Zero's (ignore counts as target, empty union scores 0). An answer that does not parse, or
 any other failed result, is an empty prediction: intersection 0, union = ground-truth area, as
@@ -40,7 +40,6 @@ from typing import Any, Protocol
 import numpy as np
 
 from wise_perception.core.manifest import ManifestError, has_manifest, read_manifest
-from wise_perception.core.metrics import score_masks
 from wise_perception.core.prompts import PromptMode
 
 from .datasets_eval import (
@@ -51,6 +50,7 @@ from .datasets_eval import (
     detect_format,
     read_dataset,
 )
+from .metrics import score_masks
 from .report import (
     PER_SAMPLE_NAME,
     REPORT_SCHEMA_VERSION,
@@ -479,7 +479,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--convention",
         choices=["lisa", "seg_zero"],
         default="lisa",
-        help="IoU edge-case convention (default: lisa; see core.metrics)",
+        help="IoU edge-case convention (default: lisa; see wise_training.metrics)",
     )
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--limit", type=int, default=None, help="at most N samples per dataset")

@@ -1,6 +1,6 @@
 """Evaluation outputs: ``report.json``, ``table.md`` (paper Table 3) and ``tokens.png`` (Figure 4).
 
-Scores come from :mod:`wise_perception.core.metrics` only (``score_masks`` per sample,
+Scores come from :mod:`wise_training.metrics` only (``score_masks`` per sample,
 :class:`SegmentationScores` for gIoU/cIoU, ``token_stats`` for #Tok); this module aggregates
 per-sample records (the lines of ``per_sample.jsonl``) and renders them.
 
@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from wise_perception.core.metrics import SampleScore, SegmentationScores, token_stats
+from .metrics import SampleScore, SegmentationScores, token_stats
 
 REPORT_SCHEMA_VERSION = 1
 REPORT_NAME = "report.json"

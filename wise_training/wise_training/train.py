@@ -5,9 +5,11 @@
     accelerate launch --config_file wise_training/wise_training/accelerate/zero3.yaml \\
         -m wise_training.train --config wise trainer.deepspeed=wise_training/wise_training/deepspeed/zero3.json
 
-The reward functions are the core's (``wise_perception.core.rewards``), one per term, so TRL
-logs each under ``rewards/<term>_reward``; zero-weight monitors add ``think_tokens``,
-``d_think_tokens`` and ``distill_earned`` (share of completions that earned R_distill).
+The reward functions (``wise_training.rewards``) are one per term; TRL logs each as
+``rewards/<term>_reward/mean`` and ``/std`` (TensorBoard tags ``train/rewards/<term>_reward/mean``),
+and zero-weight monitors add ``think_tokens``, ``d_think_tokens`` and ``distill_earned`` (share of
+completions that earned R_distill). The sentence model of Eq. 6 is loaded before anything else,
+so a run that cannot have it stops at start-up. The run folder gets a WISE model card.
 The frozen SAM2 is not part of training (§3.1): rewards are computed on the box and points.
 """
 
@@ -24,11 +26,12 @@ from typing import Any
 import yaml
 
 from wise_perception.core.prompts import spec_for
-from wise_perception.core.rewards import RewardConfig, SentenceSimilarity, WiseRewards
 
 from .callbacks import JsonlLogCallback
 from .config import ConfigError, TrainConfig, load_config, named_configs
 from .data import DataReport, load_training_samples
+from .model_card import model_card_text, reward_names_of, write_model_card
+from .rewards import RewardConfig, SentenceModelError, SentenceSimilarity, WiseRewards
 
 LOG = logging.getLogger("wise_training.train")
 TRAINING_CONFIG_NAME = "wise_training_config.json"  # read by wise_training.export
@@ -83,6 +86,46 @@ def load_policy(config: TrainConfig) -> tuple[Any, Any]:
     return model, processor
 
 
+def load_sentence_model(config: TrainConfig, reward_cfg: RewardConfig) -> SentenceSimilarity | None:
+    """Eq. 6's sentence model, loaded now (before data, policy and step 1), or None when the
+    configuration has no similarity term. Raises ``ConfigError`` with what to install or set."""
+    if not (reward_cfg.distill and reward_cfg.use_similarity):
+        return None
+    try:
+        return SentenceSimilarity(config.model.sentence_model).load()
+    except SentenceModelError as exc:
+        raise ConfigError(f"model.sentence_model: {exc}") from exc
+
+
+def _trainer_class() -> type:
+    """TRL's GRPOTrainer with the WISE model card (TRL's names no local base model)."""
+    from trl import GRPOTrainer
+
+    class WiseGRPOTrainer(GRPOTrainer):
+        wise_config: TrainConfig
+        wise_reward_config: RewardConfig
+
+        def wise_model_card(self) -> str:
+            return model_card_text(
+                self.wise_config,
+                self.wise_reward_config,
+                reward_names_of(self),
+                list(self.args.reward_weights),
+                global_step=self.state.global_step,
+            )
+
+        def create_model_card(
+            self,
+            model_name: str | None = None,
+            dataset_name: str | None = None,
+            tags: str | list[str] | None = None,
+        ) -> None:
+            if self.is_world_process_zero():
+                write_model_card(self.args.output_dir, self.wise_model_card())
+
+    return WiseGRPOTrainer
+
+
 def build_trainer(
     config: TrainConfig,
     *,
@@ -90,11 +133,16 @@ def build_trainer(
     similarity: Any = None,
     callbacks: list[Any] | None = None,
 ) -> tuple[Any, DataReport]:
-    """A ready ``GRPOTrainer`` and the data report. ``samples`` replaces ``data.train`` (tests)."""
+    """A ready ``GRPOTrainer`` and the data report. ``samples`` replaces ``data.train`` (tests).
+
+    The sentence model is loaded first, so a run that cannot have it fails before it reads
+    data or loads the policy, not at the first correct completion."""
     import datasets
-    from trl import GRPOTrainer
 
     reward_cfg = reward_config_for(config)
+    needs_similarity = reward_cfg.distill and reward_cfg.use_similarity
+    if needs_similarity and similarity is None:
+        similarity = load_sentence_model(config, reward_cfg)
     spec = spec_for(config.prompt.mode, brevity=config.prompt.brevity)
     report = DataReport(loaded=len(samples or []))
     if samples is None:
@@ -109,14 +157,12 @@ def build_trainer(
     if not samples:
         raise ConfigError(f"no usable training samples ({report.summary()})")
     model, processor = load_policy(config)
-    needs_similarity = reward_cfg.distill and reward_cfg.use_similarity
-    if needs_similarity and similarity is None:
-        similarity = SentenceSimilarity(config.model.sentence_model)
     rewards = WiseRewards(reward_cfg, processor.tokenizer, similarity if needs_similarity else None)
     terms, monitors = rewards.reward_functions(), rewards.metric_functions()
     args = grpo_arguments(config)
     args.reward_weights = [1.0] * len(terms) + [0.0] * len(monitors)  # monitors only log
-    trainer = GRPOTrainer(
+    trainer_class = _trainer_class()
+    trainer = trainer_class(
         model=model,
         reward_funcs=terms + monitors,
         args=args,
@@ -127,15 +173,22 @@ def build_trainer(
             *(callbacks or []),
         ],
     )
+    trainer.wise_config, trainer.wise_reward_config = config, reward_cfg
+    trainer.wise_rewards = rewards
     return trainer, report
 
 
 def save_final(trainer: Any, config: TrainConfig) -> Path:
-    """``output_dir/final``: HF folder (safetensors) + processor + the resolved training config."""
+    """``output_dir/final``: HF folder (safetensors) + processor + the resolved training config
+    + the WISE model card (also written to ``output_dir``)."""
     final = Path(config.trainer.output_dir) / "final"
     trainer.save_model(str(final))
     trainer.processing_class.save_pretrained(str(final))
     (final / TRAINING_CONFIG_NAME).write_text(json.dumps(config.to_dict(), indent=2, default=str))
+    if trainer.is_world_process_zero():
+        card = trainer.wise_model_card()
+        write_model_card(final, card)
+        write_model_card(config.trainer.output_dir, card)
     return final
 
 

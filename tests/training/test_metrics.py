@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from wise_perception.core.metrics import SegmentationScores, mask_union, score_masks, token_stats
+from wise_training.metrics import SegmentationScores, mask_union, score_masks, token_stats
 
 
 def square(shape, y0, y1, x0, x1):
