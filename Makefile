@@ -38,7 +38,7 @@ export WISE_TINY_CACHE ?= $(CURDIR)/.build/tiny_cache
 SAM2_INSTALL = SAM2_BUILD_CUDA=0 VIRTUAL_ENV=$(VENV) $(UV) pip install --quiet -c constraints.txt \
 	--no-build-isolation-package sam2 -e "./wise_perception[sam2]"
 
-.PHONY: run test lint demo bench env env-test venv clean uv
+.PHONY: run test lint demo bench env env-test venv clean uv train-smoke
 
 uv: $(UV)
 $(UV):
@@ -94,6 +94,11 @@ demo: env
 		$(PY) -m wise_perception.testing.teach --base .build/tiny/policy --fixture-dir tests/fixtures/policies
 	$(PY) -m wise_perception.segment .build/tiny/demo.png "the red square" \
 		--model $(DEMO_POLICY) --segmenter .build/tiny/sam2 --out .build/demo
+
+# Offline CPU smoke run of WISE training: teaches the tiny stand-in policy, writes a synthetic
+# dataset where it is right, runs two GRPO steps of tiny_cpu with TensorBoard (.build/smoke/).
+train-smoke: env
+	$(PY) -m wise_training.smoke --out .build/smoke
 
 bench: env
 	$(PY) -m wise_perception.bench

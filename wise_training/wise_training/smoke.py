@@ -58,15 +58,14 @@ SUMMARY_KEYS = (
 def prepare(out: Path, policy: Path | None = None, n: int = 16) -> tuple[Path, Path]:
     """Steps 1-3: (taught policy folder, train.jsonl)."""
     if policy is None:
-        from wise_perception.testing.teach import teach_policy
+        from wise_perception.testing.teach import taught_completion, teach_policy
         from wise_perception.testing.tiny_models import build_tiny_checkpoints
 
         policy = out / "policy"
-        if not (policy / ".taught").is_file():
+        if taught_completion(policy) != SMOKE_COMPLETION:  # teach_policy marks what it taught
             tiny = build_tiny_checkpoints(out / "tiny")
             print(f"teaching the tiny stand-in policy {SMOKE_COMPLETION!r} (CPU, about a minute)")
             teach_policy(tiny.policy, policy, SMOKE_COMPLETION)
-            (policy / ".taught").write_text(SMOKE_COMPLETION, encoding="utf-8")
     elif not (policy / "config.json").is_file():
         raise FileNotFoundError(f"--policy {policy}: no config.json, not a model folder")
     data = synth_dataset(out / "data", n)
