@@ -97,6 +97,19 @@ def test_export_writes_manifest_weights_and_processor(
     assert [p.name for p in export_dir.parent.iterdir()] == [export_dir.name]
 
 
+def test_export_is_readable_by_other_users_as_the_umask_allows(export_dir: Path) -> None:
+    """mkdtemp makes 0700 folders and safetensors 0600 files; the export must not stay so."""
+    import os
+    import stat
+
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(export_dir.stat().st_mode) == 0o777 & ~umask
+    for path in export_dir.rglob("*"):
+        want = (0o777 if path.is_dir() else 0o666) & ~umask
+        assert stat.S_IMODE(path.stat().st_mode) == want, path.name
+
+
 def test_export_keeps_the_weights(export_dir: Path, trained_checkpoint: Path) -> None:
     from safetensors.torch import load_file
 

@@ -220,6 +220,17 @@ def _listing(folder: Path) -> list[str]:
     )
 
 
+def _share_like_umask(folder: Path) -> None:
+    """Give the export the ordinary permissions (0666/0777 less the umask): mkdtemp makes the
+    staging folder 0700 and safetensors writes 0600, so another user on the robot (the node's
+    service account) could not read the checkpoint."""
+    umask = os.umask(0)
+    os.umask(umask)
+    folder.chmod(0o777 & ~umask)
+    for path in folder.rglob("*"):
+        path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
+
+
 def export(
     checkpoint: str | Path,
     out: str | Path,
@@ -291,6 +302,7 @@ def export(
             raise ExportError(f"the written manifest does not read back: {exc}") from exc
         if out.exists():
             shutil.rmtree(out) if out.is_dir() else out.unlink()
+        _share_like_umask(staging)
         os.replace(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
