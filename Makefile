@@ -56,7 +56,16 @@ run: env
 test: env-test
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not vllm and not sam2"
+	$(MAKE) test-engines
+
+# The engine tests, selected by marker, each in the environment it needs: vllm_env tests import
+# vLLM (in .build/venv-vllm); the other vllm tests (servers started from .build/venv-vllm, ROS
+# nodes) and the sam2 tests run in .venv. Exit status 5 (nothing selected) is not a failure.
+test-engines: env-test env-vllm
+	$(VLLM_PY) -m pytest -q -p no:cacheprovider -m "vllm and vllm_env" tests || [ $$? -eq 5 ]
+	WISE_VLLM_PYTHON=$(CURDIR)/$(VLLM_PY) $(PY) -m pytest -q -m "(vllm and not vllm_env) or sam2" \
+		tests || [ $$? -eq 5 ]
 
 lint: env-test
 	$(PY) -m ruff check .
