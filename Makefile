@@ -60,10 +60,11 @@ test: env-test
 	$(MAKE) test-engines
 
 # The engine tests, selected by marker, each in the environment it needs: vllm_env tests import
-# vLLM (in .build/venv-vllm); the other vllm tests (servers started from .build/venv-vllm, ROS
+# vLLM (in .build/venv-vllm, which lacks the training stack, so only tests/engines is collected
+# there); the other vllm tests (servers started from .build/venv-vllm, ROS
 # nodes) and the sam2 tests run in .venv. Exit status 5 (nothing selected) is not a failure.
 test-engines: env-test env-vllm
-	$(VLLM_PY) -m pytest -q -p no:cacheprovider -m "vllm and vllm_env" tests || [ $$? -eq 5 ]
+	$(VLLM_PY) -m pytest -q -p no:cacheprovider -m "vllm and vllm_env" tests/engines || [ $$? -eq 5 ]
 	WISE_VLLM_PYTHON=$(CURDIR)/$(VLLM_PY) $(PY) -m pytest -q -m "(vllm and not vllm_env) or sam2" \
 		tests || [ $$? -eq 5 ]
 
