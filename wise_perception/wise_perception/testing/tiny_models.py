@@ -19,6 +19,9 @@ Policy folder (``build_tiny_policy``)
   ``rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [2, 3, 3]}``
   (the section must sum to head_dim / 2 = 8); vision depth 2, hidden 32, 2 heads,
   ``out_hidden_size`` 64, ``fullatt_block_indexes=[1]``. About 0.2 M parameters, < 1 MB.
+  The vLLM variant (``build_tiny_policy(..., hidden_size=128, mrope_section=(4, 6, 6))``,
+  ``TinyCheckpoints.policy_hd32``): text head_dim 32, the smallest vLLM's CPU attention
+  kernel accepts (it refuses head_dim 16); same tokenizer, processor and vision tower.
 * Tokenizer: a byte-level BPE trained here on a small built-in English corpus (Qwen2's split
   regex, ``ByteLevel`` pre-tokenizer and decoder), wrapped as ``Qwen2Tokenizer``. Its ids do
   NOT match the real Qwen vocabulary (the seven Qwen special tokens are ids 0..6, see
@@ -303,6 +306,8 @@ class TinyCheckpoints:
     policy: Path  # Hugging Face folder: Qwen2_5_VLForConditionalGeneration + Qwen2_5_VLProcessor
     sam2: Path  # Hugging Face folder: Sam2Model + Sam2Processor
     demo_image: Path  # 320x240 RGB PNG, red square DEMO_RED_SQUARE_XYXY on gray
+    # The text head_dim 32 policy variant for vLLM (build_tiny_checkpoints(vllm_policy=True)).
+    policy_hd32: Path | None = None
 
 
 # --------------------------------------------------------------------------- helpers
@@ -421,9 +426,17 @@ def build_tiny_tokenizer(extra_corpus: Sequence[str] = ()) -> Qwen2Tokenizer:
     return tokenizer
 
 
-def build_tiny_policy(out_dir: Path, *, seed: int = 0) -> Path:
+def build_tiny_policy(
+    out_dir: Path,
+    *,
+    seed: int = 0,
+    hidden_size: int = 64,
+    mrope_section: tuple[int, int, int] = (2, 3, 3),
+) -> Path:
     """Save a tiny random ``Qwen2_5_VLForConditionalGeneration`` + ``Qwen2_5_VLProcessor``.
 
+    ``hidden_size`` is the text width (4 heads, so head_dim = hidden_size / 4, and
+    ``mrope_section`` must sum to head_dim / 2); 128 with ``(4, 6, 6)`` is the vLLM variant.
     ``out_dir`` is (re)created. Loads back with ``AutoProcessor.from_pretrained(out_dir)`` and
     ``Qwen2_5_VLForConditionalGeneration.from_pretrained(out_dir)``. Returns ``out_dir``.
     """
@@ -436,7 +449,10 @@ def build_tiny_policy(out_dir: Path, *, seed: int = 0) -> Path:
         Qwen2VLVideoProcessor,
     )
 
-    out_dir = _fresh_dir(out_dir, "policy", seed)
+    kind = _policy_kind(hidden_size)
+    if sum(mrope_section) * 2 * 4 != hidden_size:
+        raise ValueError(f"mrope_section {mrope_section} must sum to head_dim / 2")
+    out_dir = _fresh_dir(out_dir, kind, seed)
     tokenizer = build_tiny_tokenizer()
     ids = {token: tokenizer.convert_tokens_to_ids(token) for token in SPECIAL_TOKENS}
     pad_id, eos_id = ids["<|endoftext|>"], ids["<|im_end|>"]
@@ -453,17 +469,17 @@ def build_tiny_policy(out_dir: Path, *, seed: int = 0) -> Path:
     config = Qwen2_5_VLConfig(
         text_config={
             "vocab_size": len(tokenizer),
-            "hidden_size": 64,
-            "intermediate_size": 128,
+            "hidden_size": hidden_size,
+            "intermediate_size": 2 * hidden_size,
             "num_hidden_layers": 2,
             "num_attention_heads": 4,
             "num_key_value_heads": 2,
             "max_position_embeddings": 8192,
-            # mrope_section sums to head_dim / 2 = (64 / 4) / 2 = 8.
+            # mrope_section sums to head_dim / 2 (= (64 / 4) / 2 = 8 by default).
             "rope_parameters": {
                 "rope_type": "default",
                 "rope_theta": 1e6,
-                "mrope_section": [2, 3, 3],
+                "mrope_section": list(mrope_section),
             },
             "bos_token_id": pad_id,
             "eos_token_id": eos_id,
@@ -474,7 +490,7 @@ def build_tiny_policy(out_dir: Path, *, seed: int = 0) -> Path:
             "hidden_size": 32,
             "intermediate_size": 64,
             "num_heads": 2,
-            "out_hidden_size": 64,
+            "out_hidden_size": hidden_size,
             "fullatt_block_indexes": [1],
             "patch_size": 14,
             "spatial_merge_size": 2,
@@ -498,8 +514,12 @@ def build_tiny_policy(out_dir: Path, *, seed: int = 0) -> Path:
     )
     model.save_pretrained(out_dir)
     processor.save_pretrained(out_dir)
-    _write_marker(out_dir, "policy", seed)
+    _write_marker(out_dir, kind, seed)
     return out_dir
+
+
+def _policy_kind(hidden_size: int) -> str:
+    return "policy" if hidden_size == 64 else f"policy_h{hidden_size}"
 
 
 # --------------------------------------------------------------------------- SAM2
@@ -577,8 +597,11 @@ def build_demo_image(path: Path) -> Path:
     return path
 
 
-def build_tiny_checkpoints(out_dir: Path, *, seed: int = 0) -> TinyCheckpoints:
-    """Build (or reuse) ``out_dir/policy``, ``out_dir/sam2`` and ``out_dir/demo.png``.
+def build_tiny_checkpoints(
+    out_dir: Path, *, seed: int = 0, vllm_policy: bool = False
+) -> TinyCheckpoints:
+    """Build (or reuse) ``out_dir/policy``, ``out_dir/sam2`` and ``out_dir/demo.png``
+    (and ``out_dir/policy_hd32``, the vLLM variant, with ``vllm_policy=True``).
 
     Idempotent: a folder whose completion marker matches (kind, seed, format, transformers
     version) is reused, anything else is rebuilt. Safe for concurrent callers (file lock).
@@ -589,8 +612,13 @@ def build_tiny_checkpoints(out_dir: Path, *, seed: int = 0) -> TinyCheckpoints:
         policy=root / "policy",
         sam2=root / "sam2",
         demo_image=root / DEMO_IMAGE_NAME,
+        policy_hd32=root / "policy_hd32" if vllm_policy else None,
     )
     with _locked(root):
+        if ckpts.policy_hd32 and not is_complete(ckpts.policy_hd32, _policy_kind(128), seed):
+            build_tiny_policy(
+                ckpts.policy_hd32, seed=seed, hidden_size=128, mrope_section=(4, 6, 6)
+            )
         if not is_complete(ckpts.policy, "policy", seed):
             build_tiny_policy(ckpts.policy, seed=seed)
         if not is_complete(ckpts.sam2, "sam2", seed):
