@@ -201,7 +201,7 @@ def test_three_robots_share_one_server_and_survive_its_crash(robots, taught_serv
     later = _send_all(clients, 5, 1)
     for results in _collect(clients, {ns: pending[ns] + later[ns] for ns in clients}).values():
         for result in results.values():
-            assert result["status"] == "internal_error"
+            assert result["status"] == "policy_unavailable"
             assert "policy server unreachable" in result["error"], result["error"]
     assert all(proc.poll() is None for proc in procs.values()), "a node died"
 

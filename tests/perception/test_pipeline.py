@@ -356,3 +356,19 @@ def test_limits_are_the_configured_ones_and_echoes_are_bounded(taught_pipeline) 
     finally:
         pipeline.close()
     assert "exceeds max_image_pixels" in taught_pipeline._image_problem(big)
+
+
+def test_an_unreachable_policy_has_its_own_status(taught_pipeline) -> None:
+    from wise_perception.policy.base import PolicyUnavailable
+
+    class DownServer(PolicyBackend):
+        """Stands in for a policy server that is down (the real one is tested in engines)."""
+
+        def generate(self, images, instructions, *, stop=()):
+            raise PolicyUnavailable("policy server unreachable: connection refused")
+
+    with WisePipeline(DownServer(), taught_pipeline.segmenter, owns_models=False) as pipeline:
+        one = pipeline.segment(_image(32, 32, 1), "the cup")
+        batch = pipeline.segment_batch([_image(32, 32, 1)] * 2, ["a", "b"])
+    assert one.status is Status.POLICY_UNAVAILABLE and "unreachable" in one.error
+    assert [r.status for r in batch] == [Status.POLICY_UNAVAILABLE] * 2

@@ -50,7 +50,7 @@ from .core.prompts import (
 from .core.tokens import reasoning_tokens
 from .device import release_cuda_memory
 from .encode_cache import EncodeCache, Encoded, frame_key_of
-from .policy.base import PolicyBackend, PolicyOutput
+from .policy.base import PolicyBackend, PolicyOutput, PolicyUnavailable
 from .result import ObjectResult, Result, Status, Timings
 from .segmenter.base import Segmenter
 
@@ -241,10 +241,7 @@ class WisePipeline:
                     [prepared.frame], [prepared.instruction], stop=self.config.stop()
                 )[0]
             except Exception as exc:
-                LOG.exception("policy generation failed")
-                return self._fail(
-                    prepared, Status.INTERNAL_ERROR, f"policy failed: {_describe(exc)}"
-                )
+                return self._fail(prepared, *_policy_failure(exc))
             return self._finish(prepared, output)
         except Exception as exc:  # never raise per request
             LOG.exception("segment failed")
@@ -307,11 +304,8 @@ class WisePipeline:
                         f"policy returned {len(outputs)} outputs for {len(chunk)} prompts"
                     )
             except Exception as exc:
-                LOG.exception("policy generation failed for a batch")
                 for i, request in chunk:
-                    results[i] = self._fail(
-                        request, Status.INTERNAL_ERROR, f"policy failed: {_describe(exc)}"
-                    )
+                    results[i] = self._fail(request, *_policy_failure(exc))
                 continue
             generation = time.perf_counter() - gen_start
             for (i, request), output in zip(chunk, outputs, strict=True):
@@ -482,6 +476,16 @@ class WisePipeline:
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+def _policy_failure(exc: Exception) -> tuple[Status, str]:
+    """The status and message of a failed generation: a policy that cannot be reached now is
+    named as such (a later request may succeed), anything else is an internal error."""
+    if isinstance(exc, PolicyUnavailable):
+        LOG.warning("policy unavailable: %s", exc)
+        return Status.POLICY_UNAVAILABLE, str(exc)
+    LOG.exception("policy generation failed")
+    return Status.INTERNAL_ERROR, f"policy failed: {_describe(exc)}"
 
 
 def _size_of(image: Any) -> tuple[int, int]:

@@ -27,6 +27,7 @@ class Status(str, Enum):
     QUEUE_FULL = "queue_full"  # rejected: the bounded command queue was full
     UNPARSABLE_ANSWER = "unparsable_answer"  # the policy's completion did not parse
     NOT_READY = "not_ready"  # models not loaded (node not active)
+    POLICY_UNAVAILABLE = "policy_unavailable"  # the policy server cannot be reached (retry later)
     INTERNAL_ERROR = "internal_error"  # anything else; the message says what
 
 

@@ -17,6 +17,11 @@ class PolicyOutput:
     decode_s: float = 0.0  # the rest of generation
 
 
+class PolicyUnavailable(RuntimeError):
+    """The policy cannot be reached right now (e.g. its server is down); a later request may
+    succeed. The pipeline answers ``policy_unavailable`` instead of ``internal_error``."""
+
+
 class PolicyBackend(ABC):
     """Generates the policy's completion for a policy-frame RGB image and a user instruction."""
 

@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from ..core.prompts import ANSWER, D_THINK, THINK, AnswerSchema
-from .base import PolicyBackend, PolicyOutput
+from .base import PolicyBackend, PolicyOutput, PolicyUnavailable
 
 LOG = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ class PolicyServerError(RuntimeError):
     """The vLLM server answered with an error or something that is not a completion."""
 
 
-class PolicyUnavailableError(PolicyServerError):
+class PolicyUnavailableError(PolicyServerError, PolicyUnavailable):
     """The vLLM server could not be reached (refused, unreachable, timed out, stream broken)."""
 
 
