@@ -25,6 +25,7 @@ from wise_perception.policy.transformers_backend import PROMPT_TOKEN_BUDGET, Tra
 from wise_perception.policy.vllm_backend import (
     VLLM_MISSING,
     PolicyServerError,
+    PolicyUnavailableError,
     VllmPolicy,
     VllmServerPolicy,
 )
@@ -342,5 +343,8 @@ def test_server_errors_are_clear(tiny_sam2_dir) -> None:
         slow = load_policy(server.url, timeout_s=0.2)
         with pytest.raises(PolicyServerError, match="timed out"):
             slow.generate([_image(28, 28, 5)], ["x"])
-    with pytest.raises(PolicyServerError, match="unreachable"):
-        load_policy(server.url)  # the server is gone
+    # The server is gone: loading succeeds (a robot may start before its server), the first
+    # request says the server is unreachable.
+    gone = load_policy(server.url, retries=0)
+    with pytest.raises(PolicyUnavailableError, match="unreachable"):
+        gone.generate([_image(28, 28, 5)], ["x"])
