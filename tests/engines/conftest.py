@@ -57,6 +57,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
+FIXTURE_POLICIES = Path(__file__).resolve().parents[1] / "fixtures" / "policies"
+
+
 @pytest.fixture(scope="session")
 def engines_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Tiny checkpoints of the engine tests, per transformers version (the two environments
@@ -80,22 +83,25 @@ def hd32_checkpoints(engines_root: Path):
 def taught_hd32_dir(hd32_checkpoints, engines_root: Path) -> Path:
     """The head_dim-32 policy taught to answer ``TAUGHT_COMPLETION`` to anything (greedy).
 
-    Taught once (CPU, a few minutes on 2 busy cores) and cached, keyed by the teacher's source,
-    the base weights and the completion."""
+    The committed fixture (``tests/fixtures/policies/taught_hd32_<hash>``, taught once to a
+    verified margin: teaching is float arithmetic that differs between CPUs); else taught here
+    once (CPU, a few minutes) and cached, keyed by the teacher's source, the base weights and
+    the completion."""
     from wise_perception.testing import teach
     from wise_perception.testing.teach import TAUGHT_COMPLETION
 
+    fixture = FIXTURE_POLICIES / teach.fixture_name(TAUGHT_COMPLETION, "hd32")
+    if teach.taught_completion(fixture) == TAUGHT_COMPLETION:
+        return fixture
     base = hd32_checkpoints.policy_hd32
     key = Path(teach.__file__).read_bytes() + (base / "model.safetensors").read_bytes()
     out = (
         engines_root / f"taught_{hashlib.sha256(key + TAUGHT_COMPLETION.encode()).hexdigest()[:16]}"
     )
-    done = out / ".taught"
-    if not done.is_file():
+    if teach.taught_completion(out) != TAUGHT_COMPLETION:
         if out.exists():
             shutil.rmtree(out)
         teach.teach_policy(base, out, TAUGHT_COMPLETION)
-        done.write_text(TAUGHT_COMPLETION)
     return out
 
 

@@ -303,11 +303,13 @@ def teach_policy(
     return out_dir
 
 
-def fixture_name(completion: str) -> str:
-    """Folder name of the fixture taught to answer ``completion`` (stable across machines)."""
+def fixture_name(completion: str, variant: str = "") -> str:
+    """Folder name of the fixture taught to answer ``completion`` (stable across machines);
+    ``variant`` names another base model (e.g. ``hd32``, the head_dim-32 policy for vLLM)."""
     import hashlib
 
-    return "taught_" + hashlib.sha256(completion.encode()).hexdigest()[:12]
+    prefix = f"taught_{variant}_" if variant else "taught_"
+    return prefix + hashlib.sha256(completion.encode()).hexdigest()[:12]
 
 
 def taught_completion(folder: Path) -> str | None:
@@ -337,8 +339,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=DEMO_COMPLETION,
         help="what to answer (default: the demo image's red square)",
     )
+    parser.add_argument(
+        "--variant", default="", help="fixture name prefix for another base model (e.g. hd32)"
+    )
     args = parser.parse_args(argv)
-    out = args.out or args.fixture_dir / fixture_name(args.completion)
+    out = args.out or args.fixture_dir / fixture_name(args.completion, args.variant)
     start = time.perf_counter()
     try:
         teach_policy(args.base, out, args.completion)
