@@ -17,7 +17,7 @@ RUN apt-get update && apt-get install -y --no-install-recommends \
 # replaces ROS; the model stack is pinned by the repository's constraints file.
 RUN python3 -m venv --system-site-packages /opt/wise && /opt/wise/bin/pip install -q "uv==0.13.8"
 # The repository keeps its relative symlinks (ros2_ws/src/wise_perception -> ../../wise_perception,
-# wise_perception/launch -> ../launch), so ros2_ws/ builds as it does on a workstation.
+# launch -> wise_perception/launch), so ros2_ws/ builds as it does on a workstation.
 COPY . /opt/wise_src
 WORKDIR /opt/wise_src
 RUN VIRTUAL_ENV=/opt/wise /opt/wise/bin/uv pip install -c constraints.txt ./wise_perception

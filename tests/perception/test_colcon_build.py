@@ -43,6 +43,35 @@ def install_base(tmp_path_factory):
     return out / "install" / "wise_perception"
 
 
+def test_colcon_test_runs_the_package_tests(install_base):
+    """`colcon test` runs wise_perception/test/ with pytest (the `test` extra names it)."""
+    colcon = shutil.which("colcon") or str(Path(sys.executable).with_name("colcon"))
+    out = install_base.parents[1]
+    proc = subprocess.run(
+        [
+            colcon,
+            "--log-base",
+            str(out / "log"),
+            "test",
+            "--base-paths",
+            str(REPO / "ros2_ws" / "src"),
+            "--build-base",
+            str(out / "build"),
+            "--install-base",
+            str(out / "install"),
+            "--event-handlers",
+            "console_direct+",
+        ],
+        cwd=out,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    results = (out / "build" / "wise_perception" / "pytest.xml").read_text()
+    assert 'tests="5"' in results and 'failures="0"' in results and 'errors="0"' in results
+
+
 def test_ament_layout(install_base):
     share = install_base / "share" / "wise_perception"
     assert (install_base / "share/ament_index/resource_index/packages/wise_perception").is_file()

@@ -1,4 +1,4 @@
-"""launch/segment.launch.py and config/segment.yaml agree with the node and the install.
+"""wise_perception/launch/segment.launch.py and config/segment.yaml agree with the node and the install.
 
 `launch`/`launch_ros` are not on any registry these machines use, so the launch description
 itself is only loaded where they are installed (a ROS 2 machine); here the file is checked
@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
-LAUNCH = REPO / "launch" / "segment.launch.py"
+LAUNCH = REPO / "wise_perception" / "launch" / "segment.launch.py"
 PACKAGE_ROOT = REPO / "wise_perception"
 CONFIG = PACKAGE_ROOT / "config" / "segment.yaml"
 
@@ -185,7 +185,9 @@ def test_a_node_keeps_the_params_file_value_unless_the_argument_is_given(
 
 
 def test_launch_file_is_installed_by_setup_py():
-    assert (PACKAGE_ROOT / "launch").resolve() == LAUNCH.parent
+    # In the package, where ROS users look; the top-level launch/ only points there.
+    assert (REPO / "launch").resolve() == LAUNCH.parent.resolve()
+    assert not (PACKAGE_ROOT / "launch").is_symlink()
     setup = (PACKAGE_ROOT / "setup.py").read_text()
     assert 'glob("launch/*.launch.py")' in setup and 'glob("config/*.yaml")' in setup
 
