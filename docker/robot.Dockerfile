@@ -23,7 +23,7 @@ WORKDIR /opt/wise_src
 RUN VIRTUAL_ENV=/opt/wise /opt/wise/bin/uv pip install -c constraints.txt ./wise_perception
 # vLLM on the robot is optional (its own torch/transformers pins): build with --build-arg WITH_VLLM=1
 ARG WITH_VLLM=0
-RUN if [ "$WITH_VLLM" = "1" ]; then VIRTUAL_ENV=/opt/wise /opt/wise/bin/uv pip install "vllm>=0.22,<0.32"; fi
+RUN if [ "$WITH_VLLM" = "1" ]; then VIRTUAL_ENV=/opt/wise /opt/wise/bin/uv pip install "vllm==0.32.0"; fi
 
 SHELL ["/bin/bash", "-c"]
 RUN source /opt/ros/${ROS_DISTRO}/setup.bash && source /opt/wise/bin/activate \
