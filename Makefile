@@ -9,7 +9,7 @@ export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.build/torch_extensions
 # and shared by every test process, the node subprocesses included.
 export WISE_TINY_CACHE ?= $(CURDIR)/.build/tiny_cache
 
-.PHONY: run test lint demo bench env env-test clean
+.PHONY: run test lint demo bench env env-test clean qwen-tokenizer
 
 # uv is used (not pip) because it ignores the machine's PIP_FIND_LINKS, which would
 # otherwise pair the local CPU torch with the registry's CUDA torchvision (they do not import together).
@@ -60,3 +60,13 @@ bench: env
 
 clean:
 	rm -rf $(VENV) .build ros2_ws/build ros2_ws/install ros2_ws/log
+
+# The real Qwen2.5 tokenizer, offline, for realistic token and forward-pass counts (wise-bench,
+# tests/perception/test_engine.py): the dashscope wheel ships its BPE ranks. Downloaded only,
+# never installed (its dependencies are heavy), and converted into .build/qwen25_tokenizer.
+qwen-tokenizer: env
+	test -f .build/qwen25_tokenizer/tokenizer_config.json || { \
+		$(PY) -m pip --version >/dev/null 2>&1 || VIRTUAL_ENV=$(VENV) $(UV) pip install --quiet pip; \
+		$(PY) -m pip download --quiet --no-deps "dashscope==2.0.2" -d .build/dashscope && \
+		$(PY) -m wise_perception.policy.qwen_tokenizer .build/dashscope/dashscope-2.0.2-py3-none-any.whl \
+			--out .build/qwen25_tokenizer; }

@@ -279,3 +279,79 @@ def test_policy_leaving_the_schema_is_unparsable(teach_tiny, tiny_sam2_dir) -> N
         result = pipeline.segment(_image(320, 240, 5), "the red square")
     assert result.status is Status.UNPARSABLE_ANSWER, result.error
     assert "invalid_json" in result.error
+
+
+# ---------------------------------------------------------------------- vision tower
+
+
+@pytest.mark.parametrize("grid", [(1, 8, 8), (1, 20, 28), (1, 36, 14)])
+def test_grouped_vision_attention_equals_transformers(random_policy, grid) -> None:
+    """Windows of several sizes (edge windows are cut): same features within float32
+    tolerance, and transformers' own path is restored afterwards."""
+    from wise_perception.policy.vision_attention import grouped_vision_attention, window_groups
+
+    visual = random_policy.model.model.visual
+    config = visual.config
+    t, h, w = grid
+    generator = torch.Generator().manual_seed(h * w)
+    channels = config.in_channels * config.temporal_patch_size * config.patch_size**2
+    pixels = torch.randn(t * h * w, channels, generator=generator)
+    grid_thw = torch.tensor([grid])
+    with torch.inference_mode():
+        want = visual(pixels, grid_thw=grid_thw).pooler_output
+        with grouped_vision_attention(visual):
+            got = visual(pixels, grid_thw=grid_thw).pooler_output
+        again = visual(pixels, grid_thw=grid_thw).pooler_output
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    assert torch.equal(again, want)
+    assert "forward" not in visual.blocks[0].attn.__dict__
+    # Three window sizes for a 20x28 grid: (4x4 merged units), cut at one edge, at both.
+    cu = torch.tensor([0, 64, 128, 160, 200])
+    assert sorted(g.shape[1] for g in window_groups(cu)) == [32, 40, 64]
+
+
+# ---------------------------------------------------------------------- counts, int8, CUDA
+
+
+def test_forward_passes_with_the_real_qwen_tokenizer() -> None:
+    from wise_perception.bench import bench_completion
+    from wise_perception.policy.qwen_tokenizer import load_qwen_tokenizer
+
+    tokenizer = load_qwen_tokenizer()
+    if tokenizer is None:
+        pytest.skip("the real Qwen2.5 tokenizer is not built (make qwen-tokenizer)")
+    assert tokenizer.convert_tokens_to_ids("<|im_end|>") == 151645
+    assert tokenizer.convert_tokens_to_ids("<|image_pad|>") == 151655
+    grammar = AnswerGrammar.build(tokenizer)
+    assert grammar is not None and grammar.trigger == "</"
+    completion = bench_completion(tokenizer, 23)
+    assert len(tokenizer.encode(completion, add_special_tokens=False)) == 79
+    assert forward_passes(None, tokenizer, completion) == 79
+    assert forward_passes(grammar, tokenizer, completion) == 50
+
+
+def test_int8_weights_stay_close(random_policy) -> None:
+    """Numerics only (random weights); the speed-up needs a GPU and accuracy real weights."""
+    import copy
+
+    from wise_perception.policy.int8 import Int8Linear, quantize_language_model
+
+    model = copy.deepcopy(random_policy.model)
+    linear = model.model.language_model.layers[0].mlp.up_proj
+    x = torch.randn(3, linear.in_features, generator=torch.Generator().manual_seed(0))
+    quantized = Int8Linear(linear)
+    assert quantized.weight_int8.dtype == torch.int8
+    torch.testing.assert_close(quantized(x), linear(x), rtol=0.05, atol=0.02)
+    assert quantize_language_model(model) == 7 * len(model.model.language_model.layers)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs / torch.compile need a GPU")
+def test_compiled_engine_matches_eager_on_cuda(tiny_policy_dir) -> None:
+    policy = TransformersPolicy.from_pretrained(
+        tiny_policy_dir, device="cuda", dtype="float32", compile=True
+    )
+    eager = TransformersPolicy(policy.model, policy.processor, device="cuda")
+    frame = _image(640, 480, 7)
+    for _ in range(2):  # the second call replays the captured step
+        got, want = policy.generate([frame], ["the cup"]), eager.generate([frame], ["the cup"])
+        assert [o.text for o in got] == [o.text for o in want]

@@ -25,6 +25,7 @@ with dynamic shapes; that path is not exercised without a GPU.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -54,7 +55,7 @@ class EngineResult:
 class Qwen25VLEngine:
     """Greedy generation for a ``Qwen2_5_VLForConditionalGeneration`` with the loop above."""
 
-    def __init__(self, model: Any, *, compile: bool = False, vision: Any = None) -> None:
+    def __init__(self, model: Any, *, compile: bool = False, grouped_vision: bool = True) -> None:
         import torch
 
         self.model = model
@@ -66,7 +67,9 @@ class Qwen25VLEngine:
         self.num_kv_heads = text.num_key_value_heads
         self.head_dim = getattr(text, "head_dim", None) or text.hidden_size // self.num_heads
         self.scaling = self.head_dim**-0.5
-        self.vision = vision  # optional replacement vision forward (grouped window attention)
+        # Vision attention with windows grouped by size (vision_attention.py) instead of one
+        # SDPA call per window.
+        self.grouped_vision = grouped_vision
         self.device = next(model.parameters()).device
         self.dtype = next(model.parameters()).dtype
         self.compile = bool(compile) and self.device.type == "cuda"
@@ -149,9 +152,11 @@ class Qwen25VLEngine:
 
         pixel_values = inputs["pixel_values"].to(self.dtype)
         grid = inputs["image_grid_thw"]
-        if self.vision is not None:
-            return self.vision(pixel_values, grid)
-        features = self.core.get_image_features(pixel_values, grid, return_dict=True)
+        from .vision_attention import grouped_vision_attention
+
+        grouped = grouped_vision_attention(self.core.visual)
+        with grouped if self.grouped_vision else contextlib.nullcontext():
+            features = self.core.get_image_features(pixel_values, grid, return_dict=True)
         return torch.cat(features.pooler_output, dim=0)
 
     def prefill(self, inputs: Any, cache_len: int) -> tuple[Any, Any, Any, list[tuple[Any, Any]]]:
