@@ -361,7 +361,8 @@ def full_size_parts(
         Sam2Processor,
     )
 
-    from .policy.transformers_backend import TransformersPolicy, resolve_device, resolve_dtype
+    from .device import resolve_device, resolve_dtype
+    from .policy.transformers_backend import TransformersPolicy
     from .segmenter.sam2_transformers import Sam2TransformersSegmenter
     from .testing.tiny_models import build_tiny_checkpoints
 

@@ -32,46 +32,10 @@ from typing import Any
 
 import numpy as np
 
+from ..device import resolve_device, resolve_dtype
 from .base import PolicyBackend, PolicyOutput
 
 LOG = logging.getLogger(__name__)
-
-_DTYPES = {
-    "float32": "float32",
-    "fp32": "float32",
-    "float": "float32",
-    "bfloat16": "bfloat16",
-    "bf16": "bfloat16",
-    "float16": "float16",
-    "fp16": "float16",
-    "half": "float16",
-}
-
-
-def resolve_device(device: str | None) -> str:
-    """``None``/``"auto"`` -> ``cuda`` when available, else ``cpu``; anything else as given."""
-    import torch
-
-    if device in (None, "", "auto"):
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if str(device).startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"device {device!r} requested but CUDA is not available")
-    return str(device)
-
-
-def resolve_dtype(dtype: Any, device: str) -> Any:
-    """A torch dtype from a name (``bfloat16``, ``bf16``, ``float32``...) or None/``auto``:
-    bfloat16 on CUDA, float32 elsewhere (CPU half precision is slow and lossy)."""
-    import torch
-
-    if dtype in (None, "", "auto"):
-        return torch.bfloat16 if device.startswith("cuda") else torch.float32
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    name = _DTYPES.get(str(dtype).lower().replace("torch.", ""))
-    if name is None:
-        raise ValueError(f"unknown dtype {dtype!r}; use one of {sorted(set(_DTYPES))}")
-    return getattr(torch, name)
 
 
 class _FirstTokenClock:
@@ -418,8 +382,5 @@ class TransformersPolicy(PolicyBackend):
         return text[: at + len(hit)], length
 
     def close(self) -> None:
-        import torch
-
-        self.model = None
-        if self.device.startswith("cuda") and torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        self.model = None  # the pipeline gives the memory back (device.release_cuda_memory)
+        self._engine = None

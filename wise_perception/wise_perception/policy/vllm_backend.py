@@ -273,11 +273,7 @@ class VllmPolicy(PolicyBackend):
         return results
 
     def close(self) -> None:
-        import torch
-
-        self.llm = None
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        self.llm = None  # the pipeline gives the memory back (device.release_cuda_memory)
 
 
 def _first_token_seconds(metrics: Any) -> float | None:
