@@ -348,3 +348,17 @@ def test_server_errors_are_clear(tiny_sam2_dir) -> None:
     gone = load_policy(server.url, retries=0)
     with pytest.raises(PolicyUnavailableError, match="unreachable"):
         gone.generate([_image(28, 28, 5)], ["x"])
+
+
+def test_completion_regex_admits_only_json_the_parser_accepts() -> None:
+    import re
+
+    from wise_perception.core.answer import ParsedAnswer, parse_completion
+    from wise_perception.policy.vllm_backend import completion_regex
+
+    regex = completion_regex()
+    assert re.fullmatch(regex, TAUGHT_COMPLETION)
+    assert isinstance(parse_completion(TAUGHT_COMPLETION), ParsedAnswer)
+    # A no-break space matched \s once: the server then wrote an answer json cannot read.
+    nbsp = TAUGHT_COMPLETION.replace("[200,300]", "[200,\xa0300]")
+    assert not re.fullmatch(regex, nbsp)

@@ -99,8 +99,9 @@ def completion_regex(
     free text without ``<``/``>`` (at most ``max_span_chars``), the answer span the ``schema``'s
     JSON with integer coordinates (``single``: bbox + points_1 + points_2; ``multi``: a list of
     1..``max_objects`` bbox_2d + point_2d objects). What the parser (core.answer) accepts."""
-    box = rf"\[{_COORD},\s?{_COORD},\s?{_COORD},\s?{_COORD}\]"
-    point = rf"\[{_COORD},\s?{_COORD}\]"
+    # A literal optional space, not \s: \s admits a no-break space, which JSON does not.
+    box = rf"\[{_COORD}, ?{_COORD}, ?{_COORD}, ?{_COORD}\]"
+    point = rf"\[{_COORD}, ?{_COORD}\]"
     if AnswerSchema(schema) is AnswerSchema.SINGLE:
         answer = rf'\{{"bbox": {box}, "points_1": {point}, "points_2": {point}\}}'
     else:
