@@ -146,10 +146,11 @@ def test_bench_runs_one_iteration(tiny_checkpoints, tmp_path, capsys) -> None:
     table = capsys.readouterr().out
     assert "640x480" in table and "1280x720" in table and "sam_encode" in table
     rows = json.loads(Path(figures).read_text())["rows"]
-    assert [(r["size"], r["think_tokens"]) for r in rows] == [
-        ("640x480", 2),
-        ("1280x720", 2),
-        ("640x480", 6),
-        ("1280x720", 6),
-    ]
+    per_engine = [("640x480", 2), ("1280x720", 2), ("640x480", 6), ("1280x720", 6)]
+    assert [(r["size"], r["think_tokens"]) for r in rows] == 2 * per_engine  # generate, engine
     assert all(r["stats"]["total"]["mean"] > 0 for r in rows)
+    # One run times every engine available here, and each stage against its physical floor.
+    assert "+generate" in table and "+engine" in table
+    assert "physical floors on cpu" in table and "decode/step" in table
+    floors = json.loads(Path(figures).read_text())["floors"]
+    assert floors["decode_step_ms"] > 0 and floors["prefill_ms"] > 0 and floors["tflop_s"] > 0

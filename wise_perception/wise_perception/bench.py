@@ -239,7 +239,7 @@ def verify_engines(cache_dir: Path, log: Any = print) -> bool:
     from .core.prompts import build_instruction, spec_for
     from .policy.engine import Qwen25VLEngine, rows_agree
     from .policy.transformers_backend import TransformersPolicy
-    from .testing.teach import TAUGHT_COMPLETION, teach_policy
+    from .testing.teach import TAUGHT_COMPLETION, fixture_name, taught_completion, teach_policy
     from .testing.tiny_models import build_tiny_checkpoints
 
     ckpts = build_tiny_checkpoints(cache_dir)
@@ -269,11 +269,14 @@ def verify_engines(cache_dir: Path, log: Any = print) -> bool:
     log(f"verify: random policy, generate vs engine: {'ok' if agree else 'DIFFER ' + why}")
     ok &= agree
 
-    taught = cache_dir / "taught_bench"
-    if not (taught / ".taught").is_file():
-        log("verify: teaching the tiny policy one answer (once, about a minute on CPU)")
-        teach_policy(ckpts.policy, taught, TAUGHT_COMPLETION)
-        (taught / ".taught").write_text(TAUGHT_COMPLETION)
+    # The taught policy kept in a checkout's tests/fixtures (margin-verified); else taught here.
+    repo = Path(__file__).resolve().parents[2]
+    taught = repo / "tests" / "fixtures" / "policies" / fixture_name(TAUGHT_COMPLETION)
+    if taught_completion(taught) != TAUGHT_COMPLETION:
+        taught = cache_dir / "taught_bench"
+        if taught_completion(taught) != TAUGHT_COMPLETION:
+            log("verify: teaching the tiny policy one answer (once, about a minute on CPU)")
+            teach_policy(ckpts.policy, taught, TAUGHT_COMPLETION)
     base = TransformersPolicy.from_pretrained(taught, device="cpu", dtype="float32")
     engines = {
         "generate": TransformersPolicy(base.model, base.processor, engine="generate"),
@@ -461,6 +464,68 @@ def run_bench(
     return rows
 
 
+ENGINE_CHOICES = ("generate", "generate+compile", "engine")
+
+
+def engine_variant(policy: Any, engine: str, *, compile: bool) -> Any:
+    """The same model behind another decode loop (None where it needs CUDA and there is none)."""
+    from .policy.transformers_backend import TransformersPolicy
+
+    cuda = str(policy.device).startswith("cuda")
+    if engine == "generate+compile" and not cuda:
+        return None
+    return TransformersPolicy(
+        policy.model,
+        policy.processor,
+        device=policy.device,
+        name=policy.name,
+        engine="generate" if engine.startswith("generate") else "engine",
+        compile=engine == "generate+compile" or (engine == "engine" and compile),
+    )
+
+
+def command_floors(policy: Any, segmenter: Any) -> Any:
+    """Floors of a WISE-S request on this device (the policy frame is the same for every size)."""
+    from .core.geometry import POLICY_FRAME
+    from .core.prompts import build_instruction, spec_for
+    from .floors import policy_floors
+
+    frame = np.random.default_rng(0).integers(
+        0, 256, (POLICY_FRAME, POLICY_FRAME, 3), dtype=np.uint8
+    )
+    return policy_floors(
+        policy, segmenter, frame, build_instruction("the object on the left", spec_for("wise_s"))
+    )
+
+
+def floors_table(rows: list[Row], floors: Any) -> str:
+    """Measured time, physical floor and their ratio per stage (means over the timed runs)."""
+    rates = floors.rates
+    lines = [
+        f"physical floors on {rates.device}: measured {rates.bandwidth / 1e9:.0f} GB/s copy "
+        f"bandwidth, {rates.flops / 1e12:.1f} TFLOP/s matmul",
+        f"{'model':<40} {'image':>9} {'#Tok':>5} {'stage':>16} {'measured ms':>12} "
+        f"{'floor ms':>9} {'ratio':>7}",
+    ]
+    for row in rows:
+        steps = max(row.generated_tokens - 1, 1)
+        stats = {k: v["mean"] for k, v in row.stats.items()}
+        cells = [
+            ("prefill+vision", stats["policy_prefill"], (floors.vision + floors.prefill) * 1e3),
+            ("decode/step", stats["policy_decode"] / steps, floors.decode_step * 1e3),
+            ("sam_encode", stats["segmenter_encode"], floors.sam_encode * 1e3),
+            ("total", stats["total"], floors.command(steps) * 1e3),
+        ]
+        for stage, measured, floor in cells:
+            ratio = f"{measured / floor:>7.1f}" if floor > 0 else f"{'-':>7}"
+            lines.append(
+                f"{row.model:<40} {row.size:>9} {row.think_tokens:>5} {stage:>16} "
+                f"{measured:>12.2f} {floor:>9.3f} {ratio}"
+            )
+    lines.append("(total floor: vision + prefill + decode steps; SAM2's encode overlaps them)")
+    return "\n".join(lines)
+
+
 def format_table(rows: list[Row], iterations: int) -> str:
     head = f"{'model':<26} {'image':>9} {'#Tok':>5} {'gen':>5} " + " ".join(
         f"{s.replace('segmenter_', 'sam_').replace('policy_', ''):>16}" for s in STAGES
@@ -541,10 +606,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="run every engine on the tiny models (CPU) and exit non-zero unless tokens agree",
     )
     parser.add_argument(
-        "--engine",
-        choices=("engine", "generate"),
-        default="engine",
-        help="the policy's decode loop (default: the own engine; generate = model.generate)",
+        "--engines",
+        nargs="+",
+        choices=ENGINE_CHOICES,
+        default=None,
+        help="decode loops to time in one run (default: generate, generate+compile and engine "
+        "on CUDA, where engine is compiled too; generate and engine on CPU)",
     )
     args = parser.parse_args(argv)
     if args.iterations < 1 or args.warmup < 0 or any(n < 1 for n in args.think_tokens):
@@ -562,33 +629,48 @@ def main(argv: Sequence[str] | None = None) -> int:
     build = full_size_parts if args.full_size else tiny_pipeline_parts
     try:
         policy, segmenter, name = build(cache, args.device, args.dtype, args.compile)
-        policy.engine_name = args.engine
-        name += f"+{args.engine}"
     except Exception as exc:
         print(
             f"wise-bench: could not build the models: {type(exc).__name__}: {exc}", file=sys.stderr
         )
         return 3
-    if policy.compile:  # off on CPU: the policy logs why
-        name += "+compile"
+    cuda = str(policy.device).startswith("cuda")
+    engines = args.engines or (
+        ["generate", "generate+compile", "engine"] if cuda else ["generate", "engine"]
+    )
     print(
         f"built {name} on {policy.device} in {time.perf_counter() - started:.1f} s", file=sys.stderr
     )
+    rows: list[Row] = []
+    floors = None
     try:
-        rows = run_bench(
-            policy,
-            segmenter,
-            name,
-            sizes=args.sizes,
-            think_tokens=args.think_tokens,
-            iterations=args.iterations,
-            warmup=args.warmup,
-            log=lambda msg: print(msg, file=sys.stderr),
-        )
+        for engine in engines:
+            variant = engine_variant(
+                policy, engine, compile=cuda and (args.compile or engine != "generate")
+            )
+            if variant is None:
+                print(f"wise-bench: {engine} needs CUDA; skipped", file=sys.stderr)
+                continue
+            label = f"{name}+{engine}" + (
+                "+compile" if variant.compile and "+" not in engine else ""
+            )
+            rows += run_bench(
+                variant,
+                segmenter,
+                label,
+                sizes=args.sizes,
+                think_tokens=args.think_tokens,
+                iterations=args.iterations,
+                warmup=args.warmup,
+                log=lambda msg: print(msg, file=sys.stderr),
+            )
+        floors = command_floors(policy, segmenter)
     finally:
         policy.close()
         segmenter.close()
     print(format_table(rows, args.iterations))
+    if floors is not None:
+        print(floors_table(rows, floors))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         figures = {
@@ -596,6 +678,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             "iterations": args.iterations,
             "warmup": args.warmup,
             "rows": [row.__dict__ for row in rows],
+            "floors": None
+            if floors is None
+            else {
+                "vision_ms": floors.vision * 1e3,
+                "prefill_ms": floors.prefill * 1e3,
+                "decode_step_ms": floors.decode_step * 1e3,
+                "sam_encode_ms": floors.sam_encode * 1e3,
+                "bandwidth_gb_s": floors.rates.bandwidth / 1e9,
+                "tflop_s": floors.rates.flops / 1e12,
+            },
         }
         args.json.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
     return 0
