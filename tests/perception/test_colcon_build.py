@@ -15,24 +15,22 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module")
-def install_base(tmp_path_factory):
+def _colcon(verb: str, out: Path, *extra: str) -> subprocess.CompletedProcess:
+    """`colcon <verb>` of ros2_ws/src with its build, install and log folders under ``out``."""
     colcon = shutil.which("colcon") or str(Path(sys.executable).with_name("colcon"))
     if not Path(colcon).exists():
         pytest.skip("colcon is not installed (requirements-test.txt installs it)")
-    out = tmp_path_factory.mktemp("colcon")
+    base = ["--base-paths", str(REPO / "ros2_ws" / "src"), "--build-base", str(out / "build")]
     proc = subprocess.run(
         [
             colcon,
             "--log-base",
             str(out / "log"),
-            "build",
-            "--base-paths",
-            str(REPO / "ros2_ws" / "src"),
-            "--build-base",
-            str(out / "build"),
+            verb,
+            *base,
             "--install-base",
             str(out / "install"),
+            *extra,
         ],
         cwd=out,
         capture_output=True,
@@ -40,34 +38,20 @@ def install_base(tmp_path_factory):
         timeout=300,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+@pytest.fixture(scope="module")
+def install_base(tmp_path_factory):
+    out = tmp_path_factory.mktemp("colcon")
+    _colcon("build", out)
     return out / "install" / "wise_perception"
 
 
 def test_colcon_test_runs_the_package_tests(install_base):
     """`colcon test` runs wise_perception/test/ with pytest (the `test` extra names it)."""
-    colcon = shutil.which("colcon") or str(Path(sys.executable).with_name("colcon"))
     out = install_base.parents[1]
-    proc = subprocess.run(
-        [
-            colcon,
-            "--log-base",
-            str(out / "log"),
-            "test",
-            "--base-paths",
-            str(REPO / "ros2_ws" / "src"),
-            "--build-base",
-            str(out / "build"),
-            "--install-base",
-            str(out / "install"),
-            "--event-handlers",
-            "console_direct+",
-        ],
-        cwd=out,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    _colcon("test", out, "--event-handlers", "console_direct+")
     results = (out / "build" / "wise_perception" / "pytest.xml").read_text()
     assert 'tests="5"' in results and 'failures="0"' in results and 'errors="0"' in results
 
