@@ -44,7 +44,6 @@ from .core.prompts import (
     PromptMode,
     PromptSpec,
     build_instruction,
-    normalize_question,
     spec_for,
 )
 from .core.tokens import reasoning_tokens
@@ -127,6 +126,7 @@ class WisePipeline:
         self.segmenter = segmenter
         self.config = config or PipelineConfig()
         self.spec = self.config.spec()
+        self.stop = self.config.stop()
         self.resize = ResizeProtocol(self.config.policy_frame)
         # #Tok is counted with the policy's own tokenizer (core.tokens).
         self.tokenizer = tokenizer if tokenizer is not None else getattr(policy, "tokenizer", None)
@@ -238,7 +238,7 @@ class WisePipeline:
                 return prepared
             try:
                 output = self.policy.generate(
-                    [prepared.frame], [prepared.instruction], stop=self.config.stop()
+                    [prepared.frame], [prepared.instruction], stop=self.stop
                 )[0]
             except Exception as exc:
                 return self._fail(prepared, *_policy_failure(exc))
@@ -297,7 +297,7 @@ class WisePipeline:
                 outputs = self.policy.generate(
                     [r.frame for _, r in chunk],
                     [r.instruction for _, r in chunk],
-                    stop=self.config.stop(),
+                    stop=self.stop,
                 )
                 if len(outputs) != len(chunk):
                     raise RuntimeError(
@@ -398,8 +398,10 @@ class WisePipeline:
         if self._closed:
             return Result.failure(text, Status.NOT_READY, "the pipeline is closed", mode=mode)
         size = _size_of(image)
-        try:
-            normalize_question(command, self.config.max_command_chars)
+        try:  # the one check of the command: rendering it validates it (core.prompts)
+            instruction = build_instruction(
+                command, self.spec, max_chars=self.config.max_command_chars
+            )
         except ValueError as exc:
             return Result.failure(
                 text, Status.INVALID_COMMAND, str(exc), mode=mode, image_size=size
@@ -409,7 +411,6 @@ class WisePipeline:
             return Result.failure(text, Status.INVALID_IMAGE, problem, mode=mode, image_size=size)
         height, width = image.shape[:2]
         image = np.ascontiguousarray(image)
-        instruction = build_instruction(command, self.spec, max_chars=self.config.max_command_chars)
         frame = self.resize.resize(image)
         key = frame_key if frame_key is not None else frame_key_of(image)
         encoding, hit = self.encodings.get(key, image, cache=cache)
