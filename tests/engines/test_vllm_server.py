@@ -19,7 +19,6 @@ import os
 import re
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -105,8 +104,10 @@ def test_unreachable_server_fails_fast_with_a_named_error() -> None:
 @pytest.fixture(scope="module")
 def robots(taught_server, hd32_checkpoints, tmp_path_factory):
     """Three node processes pointing ``policy_model`` at the server, and a DDS client each."""
-    rclpy = pytest.importorskip("rclpy", reason="needs rclpy (the ros-wheels extra)")
-    from wise_perception.bench_node import NodeClient, node_command, start_node, stop_node
+    pytest.importorskip("rclpy", reason="needs rclpy (the ros-wheels extra)")
+    from support.nodes import node_processes
+
+    from wise_perception.bench_node import node_command
 
     logs = tmp_path_factory.mktemp("robot_logs")
     params = {
@@ -120,28 +121,12 @@ def robots(taught_server, hd32_checkpoints, tmp_path_factory):
         "max_image_age_s": 600.0,
         "image_reliability": "reliable",
     }
-    procs = {
-        ns: start_node(node_command(params, ns), DOMAIN_ID, logs / f"{ns.strip('/')}.log")
-        for ns in ROBOTS
-    }
-    os.environ["ROS_DOMAIN_ID"] = str(DOMAIN_ID)
-    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-    rclpy.init()
-    clients = {ns: NodeClient(ns) for ns in ROBOTS}
-    try:
+    commands = {ns: node_command(params, ns) for ns in ROBOTS}
+    with node_processes(commands, DOMAIN_ID, logs, active_timeout=300.0) as (clients, procs):
         for ns, client in clients.items():
-            client.wait_for_state("active", timeout=300.0, proc=procs[ns])
             client.publish_image(RGB, frame_id=f"{ns.strip('/')}-cam")
         time.sleep(1.0)  # the frames reach the nodes (reliable QoS; kept for max_image_age_s)
         yield clients, procs
-    finally:
-        for client in clients.values():
-            client.close()
-        rclpy.try_shutdown()
-        for proc in procs.values():
-            stop_node(proc)
-        for log in sorted(Path(logs).iterdir()):
-            print(f"--- {log.name}\n{log.read_text(errors='replace')[-3000:]}")
 
 
 def _send_all(clients, first: int, count: int) -> dict[str, list[str]]:

@@ -25,9 +25,10 @@ from builtin_interfaces.msg import Time
 from lifecycle_msgs.msg import Transition
 from sensor_msgs.msg import Image
 from std_msgs.msg import String
+from support.nodes import node_processes
 
 from wise_perception import ros_messages as rm
-from wise_perception.bench_node import NodeClient, node_command, start_node, stop_node
+from wise_perception.bench_node import NodeClient, node_command
 from wise_perception.core.limits import ECHO_CHARS, bounded
 from wise_perception.result import Status
 
@@ -69,7 +70,7 @@ def _params(policy: Path, sam2: Path) -> dict[str, object]:
 def nodes(taught_policy_dir, tiny_policy_dir, tiny_sam2_dir, tmp_path_factory):
     """The two node processes and a client for each; stopped (SIGINT) after the module."""
     logs = tmp_path_factory.mktemp("node_logs")
-    procs = {}
+    commands = {}
     for ns, policy in (("/wise", taught_policy_dir), ("/wise_random", tiny_policy_dir)):
         cmd = node_command(_params(policy, tiny_sam2_dir), ns)
         # the documented way to start without launch: the YAML, then per-test overrides
@@ -77,23 +78,9 @@ def nodes(taught_policy_dir, tiny_policy_dir, tiny_sam2_dir, tmp_path_factory):
             "--params-file",
             str(PARAMS_FILE),
         ]
-        procs[ns] = start_node(cmd, DOMAIN_ID, logs / f"{ns.strip('/')}.log")
-    os.environ["ROS_DOMAIN_ID"] = str(DOMAIN_ID)
-    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-    rclpy.init()
-    clients = {ns: NodeClient(ns) for ns in procs}
-    try:
-        for ns, client in clients.items():
-            client.wait_for_state("active", timeout=90.0, proc=procs[ns])
+        commands[ns] = cmd
+    with node_processes(commands, DOMAIN_ID, logs, active_timeout=90.0) as (clients, procs):
         yield clients, procs, logs
-    finally:
-        for client in clients.values():
-            client.close()
-        rclpy.try_shutdown()
-        for proc in procs.values():
-            stop_node(proc)
-        for log in logs.iterdir():  # shown by pytest when a test failed
-            print(f"--- {log.name}\n{log.read_text()[-4000:]}")
 
 
 @pytest.fixture
