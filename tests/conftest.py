@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from wise_perception.testing.teach import TAUGHT_COMPLETION, TAUGHT_MULTI_COMPLETION
-from wise_perception.testing.tiny_models import TinyCheckpoints, build_tiny_checkpoints
+from wise_dev.teach import TAUGHT_COMPLETION, TAUGHT_MULTI_COMPLETION
+from wise_dev.tiny_models import TinyCheckpoints, build_tiny_checkpoints
 
 
 @pytest.fixture(scope="session")
@@ -54,11 +54,11 @@ def teach_tiny(
     """``teach_tiny(completion)`` -> a tiny policy that greedily emits ``completion`` to anything.
 
     The committed fixture ``tests/fixtures/policies/taught_<hash>`` when there is one (make one
-    with ``python -m wise_perception.testing.teach --base <tiny policy> --fixture-dir
+    with ``python -m wise_dev.teach --base <tiny policy> --fixture-dir
     tests/fixtures/policies --completion ...``); otherwise taught here once per session (or
     once per ``WISE_TINY_CACHE``), verified to the same margin.
     """
-    from wise_perception.testing import teach
+    from wise_dev import teach
 
     base = tiny_checkpoints.policy
     cache = os.environ.get("WISE_TINY_CACHE")

@@ -20,7 +20,7 @@ from transformers import (
     Sam2Processor,
 )
 
-from wise_perception.testing.tiny_models import (
+from wise_dev.tiny_models import (
     DEMO_IMAGE_SIZE,
     DEMO_RED_SQUARE_XYXY,
     REASONING_TOKENS,
@@ -288,9 +288,9 @@ def test_build_refuses_foreign_folders_and_redoes_unfinished_ones(tmp_path: Path
 
 
 def test_demo_completion_answers_the_demo_images_red_square() -> None:
+    from wise_dev.teach import DEMO_COMPLETION
     from wise_perception.core.answer import ParsedAnswer, parse_completion
     from wise_perception.core.geometry import ResizeProtocol
-    from wise_perception.testing.teach import DEMO_COMPLETION
 
     parsed = parse_completion(DEMO_COMPLETION)
     assert isinstance(parsed, ParsedAnswer)
@@ -302,7 +302,7 @@ def test_demo_completion_answers_the_demo_images_red_square() -> None:
 
 
 def test_teach_cli_reports_a_missing_base(tmp_path, capsys) -> None:
-    from wise_perception.testing.teach import main
+    from wise_dev.teach import main
 
     assert main(["--base", str(tmp_path / "nope"), "--out", str(tmp_path / "out")]) == 1
     assert "teach:" in capsys.readouterr().err

@@ -74,7 +74,7 @@ def engines_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def hd32_checkpoints(engines_root: Path):
     """Tiny checkpoints with the head_dim-32 policy (``policy_hd32``), vLLM's CPU minimum."""
-    from wise_perception.testing.tiny_models import build_tiny_checkpoints
+    from wise_dev.tiny_models import build_tiny_checkpoints
 
     return build_tiny_checkpoints(engines_root, vllm_policy=True)
 
@@ -87,8 +87,8 @@ def taught_hd32_dir(hd32_checkpoints, engines_root: Path) -> Path:
     verified margin: teaching is float arithmetic that differs between CPUs); else taught here
     once (CPU, a few minutes) and cached, keyed by the teacher's source, the base weights and
     the completion."""
-    from wise_perception.testing import teach
-    from wise_perception.testing.teach import TAUGHT_COMPLETION
+    from wise_dev import teach
+    from wise_dev.teach import TAUGHT_COMPLETION
 
     fixture = FIXTURE_POLICIES / teach.fixture_name(TAUGHT_COMPLETION, "hd32")
     if teach.taught_completion(fixture) == TAUGHT_COMPLETION:

@@ -23,6 +23,7 @@ import time
 import numpy as np
 import pytest
 
+from wise_dev.teach import TAUGHT_COMPLETION, TEACH_QUESTIONS
 from wise_perception.core.answer import extract_span
 from wise_perception.core.prompts import PromptMode, build_instruction, spec_for
 from wise_perception.policy.vllm_backend import (
@@ -30,7 +31,6 @@ from wise_perception.policy.vllm_backend import (
     VllmServerPolicy,
     completion_regex,
 )
-from wise_perception.testing.teach import TAUGHT_COMPLETION, TEACH_QUESTIONS
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 
@@ -107,7 +107,7 @@ def robots(taught_server, hd32_checkpoints, tmp_path_factory):
     pytest.importorskip("rclpy", reason="needs rclpy (the ros-wheels extra)")
     from support.nodes import node_processes
 
-    from wise_perception.bench_node import node_command
+    from wise_dev.node_client import node_command
 
     logs = tmp_path_factory.mktemp("robot_logs")
     params = {

@@ -16,6 +16,7 @@ import pytest
 import torch
 from support.greedy import assert_same_greedy, greedy_rows
 
+from wise_dev.teach import TAUGHT_COMPLETION
 from wise_perception.core.answer import ObjectPrompt
 from wise_perception.core.geometry import ResizeProtocol
 from wise_perception.core.prompts import build_instruction, build_messages, spec_for
@@ -31,7 +32,6 @@ from wise_perception.policy.vllm_backend import (
 )
 from wise_perception.result import Status
 from wise_perception.segmenter import load_segmenter
-from wise_perception.testing.teach import TAUGHT_COMPLETION
 
 
 def policy_frame(image: np.ndarray) -> np.ndarray:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from wise_dev.teach import TAUGHT_COMPLETION, TAUGHT_MULTI_COMPLETION
 from wise_perception.core.prompts import build_instruction, spec_for
 from wise_perception.policy.engine import Qwen25VLEngine, rows_agree
 from wise_perception.policy.schema import (
@@ -24,7 +25,6 @@ from wise_perception.policy.schema import (
 )
 from wise_perception.policy.transformers_backend import TransformersPolicy
 from wise_perception.result import Status
-from wise_perception.testing.teach import TAUGHT_COMPLETION, TAUGHT_MULTI_COMPLETION
 
 # Text where the first number belongs: the schema must let go, the parser must refuse it.
 LEAVING_COMPLETION = (
@@ -314,8 +314,8 @@ def test_grouped_vision_attention_equals_transformers(random_policy, grid) -> No
 
 
 def test_forward_passes_with_the_real_qwen_tokenizer() -> None:
-    from wise_perception.bench import bench_completion
-    from wise_perception.policy.qwen_tokenizer import load_qwen_tokenizer
+    from wise_dev.bench import bench_completion
+    from wise_dev.qwen_tokenizer import load_qwen_tokenizer
 
     tokenizer = load_qwen_tokenizer()
     if tokenizer is None:

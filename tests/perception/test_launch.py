@@ -163,7 +163,7 @@ def test_a_node_keeps_the_params_file_value_unless_the_argument_is_given(
 ):
     """A real node process: params file first, then the launch overrides, as launch_ros does."""
     pytest.importorskip("rclpy", reason="the node needs rclpy")
-    from wise_perception.bench_node import node_command, start_node, stop_node
+    from wise_dev.node_client import node_command, start_node, stop_node
 
     params = tmp_path / "params.yaml"
     params.write_text("/**:\n  ros__parameters:\n    mode: wise\n    device: cpu\n")

@@ -27,8 +27,8 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import String
 from support.nodes import node_processes
 
+from wise_dev.node_client import NodeClient, node_command
 from wise_perception import ros_messages as rm
-from wise_perception.bench_node import NodeClient, node_command
 from wise_perception.core.limits import ECHO_CHARS, bounded
 from wise_perception.result import Status
 
@@ -342,7 +342,7 @@ def test_bench_node_runs_once():
         [
             sys.executable,
             "-m",
-            "wise_perception.bench_node",
+            "wise_dev.bench_node",
             "--repeats",
             "1",
             "--domain-id",

@@ -7,7 +7,7 @@ import numpy as np
 import rclpy
 from rclpy.lifecycle import TransitionCallbackReturn
 
-from wise_perception.bench_node import StubPipeline
+from wise_dev.stub_node import StubPipeline
 from wise_perception.core.manifest import Manifest, write_manifest
 from wise_perception.node import PARAMETERS, Settings, WisePerceptionNode, load_pipeline
 

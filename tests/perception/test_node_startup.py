@@ -1,7 +1,7 @@
 """The node while its models load, on SIGINT, and with a camera whose QoS it cannot match.
 
-Each test starts its own node process (``bench_node --serve``) over real DDS. Its pipeline is
-a stand-in: the stub of :mod:`wise_perception.bench_node`, whose "load" sleeps
+Each test starts its own node process (``python -m wise_dev.stub_node``) over real DDS. Its pipeline is
+a stand-in: the stub of :mod:`wise_dev.stub_node`, whose "load" sleeps
 ``--load-delay-s`` seconds, standing in for the multi-minute load of a 7B checkpoint (which
 cannot run here). Everything else (lifecycle, executor, signals, topics) is the real node.
 """
@@ -25,8 +25,8 @@ from lifecycle_msgs.msg import Transition
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 
+from wise_dev.node_client import NodeClient, node_command, start_node, stop_node
 from wise_perception import ros_messages as rm
-from wise_perception.bench_node import NodeClient, node_command, start_node, stop_node
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 

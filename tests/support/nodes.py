@@ -19,7 +19,7 @@ def node_processes(
     once every node is active."""
     import rclpy
 
-    from wise_perception.bench_node import NodeClient, start_node, stop_node
+    from wise_dev.node_client import NodeClient, start_node, stop_node
 
     procs = {
         ns: start_node(cmd, domain_id, logs / f"{ns.strip('/')}.log")

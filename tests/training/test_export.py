@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from wise_dev.train_smoke import SMOKE_COMPLETION
 from wise_perception.core.manifest import (
     FORMAT_VERSION,
     MANIFEST_NAME,
@@ -23,7 +24,6 @@ from wise_perception.core.manifest import (
 )
 from wise_training import export as ex
 from wise_training.config import load_config
-from wise_training.smoke import SMOKE_COMPLETION
 
 REPO = Path(__file__).resolve().parents[2]
 TRAINING_CONFIG = {

@@ -11,10 +11,10 @@ import pytest
 import torch
 from PIL import Image
 
+from wise_dev.train_smoke import SMOKE_COMPLETION
 from wise_perception.core.prompts import build_messages, spec_for
 from wise_training.config import ConfigError, load_config
 from wise_training.data import SYNTH_BOX_840
-from wise_training.smoke import SMOKE_COMPLETION
 from wise_training.train import TRAINING_CONFIG_NAME, build_trainer, main, save_final
 
 REPO = Path(__file__).resolve().parents[2]

@@ -273,7 +273,7 @@ def load_training_samples(
 # --------------------------------------------------------------------------- synthetic data
 
 # Where the synthetic object sits in the 840x840 policy frame, and its two points: what the smoke
-# run's tiny policy is taught to answer (wise_training.smoke), so it earns rewards on this data.
+# run's tiny policy is taught to answer (wise_dev.train_smoke), so it earns rewards on this data.
 SYNTH_BOX_840: tuple[int, int, int, int] = (100, 200, 400, 500)
 SYNTH_POINTS_840: tuple[tuple[int, int], tuple[int, int]] = ((200, 300), (300, 400))
 SYNTH_SIZES: tuple[tuple[int, int], ...] = ((320, 240), (640, 480), (480, 640), (400, 400))

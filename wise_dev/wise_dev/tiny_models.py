@@ -11,7 +11,7 @@ text and masks, but every shape, token id, template and call path is the real on
 
 Build everything (idempotent, reuses complete folders)::
 
-    python -m wise_perception.testing.tiny_models --out /tmp/wise_tiny
+    python -m wise_dev.tiny_models --out /tmp/wise_tiny
 
 Policy folder (``build_tiny_policy``)
 -------------------------------------
@@ -321,7 +321,7 @@ def _marker_info(kind: str, seed: int) -> dict[str, Any]:
         "seed": seed,
         "format": _FORMAT_VERSION,
         "transformers": transformers.__version__,
-        "note": "random-weight test stand-in built by wise_perception.testing.tiny_models",
+        "note": "random-weight test stand-in built by wise_dev.tiny_models",
     }
 
 
@@ -640,7 +640,7 @@ def build_tiny_checkpoints(
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m wise_perception.testing.tiny_models",
+        prog="python -m wise_dev.tiny_models",
         description="Build tiny random-weight Qwen2.5-VL and SAM2 test checkpoints (offline).",
     )
     parser.add_argument("--out", type=Path, required=True, help="output folder")

@@ -35,8 +35,8 @@ from typing import Any
 
 import numpy as np
 
-from ..core.geometry import ResizeProtocol
-from ..core.prompts import AnswerSchema, PromptMode, build_messages, spec_for
+from wise_perception.core.geometry import ResizeProtocol
+from wise_perception.core.prompts import AnswerSchema, PromptMode, build_messages, spec_for
 
 __all__ = [
     "DEMO_COMPLETION",
@@ -322,7 +322,7 @@ def taught_completion(folder: Path) -> str | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m wise_perception.testing.teach",
+        prog="python -m wise_dev.teach",
         description="Teach a tiny random policy (testing.tiny_models) to answer one completion "
         "(offline, CPU), to a verified greedy margin.",
     )

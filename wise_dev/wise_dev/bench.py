@@ -32,9 +32,9 @@ from typing import Any
 
 import numpy as np
 
-from .core.prompts import PromptMode
-from .policy.base import PolicyBackend, PolicyOutput
-from .result import Timings
+from wise_perception.core.prompts import PromptMode
+from wise_perception.policy.base import PolicyBackend, PolicyOutput
+from wise_perception.result import Timings
 
 STAGES = (
     "preprocess",
@@ -200,7 +200,7 @@ def bench_completion(tokenizer: Any, think_tokens: int) -> str:
 
 def counting_tokenizer() -> Any:
     """The real Qwen2.5 tokenizer (``make qwen-tokenizer``), or None when it is not built."""
-    from .policy.qwen_tokenizer import load_qwen_tokenizer
+    from .qwen_tokenizer import load_qwen_tokenizer
 
     folder = os.environ.get("WISE_QWEN_TOKENIZER")
     return load_qwen_tokenizer(Path(folder) if folder else None)
@@ -209,12 +209,12 @@ def counting_tokenizer() -> Any:
 def forward_pass_table(think_tokens: Sequence[int]) -> str:
     """Sequential forward passes per command for each engine: a count that holds on any
     hardware, measured by replaying the completion through the engines' schedules."""
-    from .policy.schema import AnswerGrammar, forward_passes
+    from wise_perception.policy.schema import AnswerGrammar, forward_passes
 
     tokenizer = counting_tokenizer()
     name = "real Qwen2.5 tokenizer"
     if tokenizer is None:
-        from .testing.tiny_models import build_tiny_tokenizer
+        from .tiny_models import build_tiny_tokenizer
 
         tokenizer, name = build_tiny_tokenizer(), "TINY tokenizer (run `make qwen-tokenizer`)"
     grammar = AnswerGrammar.build(tokenizer)
@@ -236,11 +236,12 @@ def verify_engines(cache_dir: Path, log: Any = print) -> bool:
     counts of a policy taught to answer (generate, engine, engine + forced schema)."""
     import torch
 
-    from .core.prompts import build_instruction, spec_for
-    from .policy.engine import Qwen25VLEngine, rows_agree
-    from .policy.transformers_backend import TransformersPolicy
-    from .testing.teach import TAUGHT_COMPLETION, fixture_name, taught_completion, teach_policy
-    from .testing.tiny_models import build_tiny_checkpoints
+    from wise_perception.core.prompts import build_instruction, spec_for
+    from wise_perception.policy.engine import Qwen25VLEngine, rows_agree
+    from wise_perception.policy.transformers_backend import TransformersPolicy
+
+    from .teach import TAUGHT_COMPLETION, fixture_name, taught_completion, teach_policy
+    from .tiny_models import build_tiny_checkpoints
 
     ckpts = build_tiny_checkpoints(cache_dir)
     ok = True
@@ -336,9 +337,10 @@ def _parse_size(text: str) -> tuple[int, int]:
 def tiny_pipeline_parts(
     cache_dir: Path, device: str | None, dtype: Any, compile: bool = False
 ) -> tuple[Any, Any, str]:
-    from .policy.transformers_backend import TransformersPolicy
-    from .segmenter.sam2_transformers import Sam2TransformersSegmenter
-    from .testing.tiny_models import build_tiny_checkpoints
+    from wise_perception.policy.transformers_backend import TransformersPolicy
+    from wise_perception.segmenter.sam2_transformers import Sam2TransformersSegmenter
+
+    from .tiny_models import build_tiny_checkpoints
 
     ckpts = build_tiny_checkpoints(cache_dir)
     policy = TransformersPolicy.from_pretrained(
@@ -364,10 +366,11 @@ def full_size_parts(
         Sam2Processor,
     )
 
-    from .device import resolve_device, resolve_dtype
-    from .policy.transformers_backend import TransformersPolicy
-    from .segmenter.sam2_transformers import Sam2TransformersSegmenter
-    from .testing.tiny_models import build_tiny_checkpoints
+    from wise_perception.device import resolve_device, resolve_dtype
+    from wise_perception.policy.transformers_backend import TransformersPolicy
+    from wise_perception.segmenter.sam2_transformers import Sam2TransformersSegmenter
+
+    from .tiny_models import build_tiny_checkpoints
 
     device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, device)
@@ -433,7 +436,7 @@ def run_bench(
     mode: str = PromptMode.WISE_S.value,
     log: Any = None,
 ) -> list[Row]:
-    from .pipeline import PipelineConfig, WisePipeline
+    from wise_perception.pipeline import PipelineConfig, WisePipeline
 
     rows = []
     rng = np.random.default_rng(0)
@@ -469,7 +472,7 @@ ENGINE_CHOICES = ("generate", "generate+compile", "engine")
 
 def engine_variant(policy: Any, engine: str, *, compile: bool) -> Any:
     """The same model behind another decode loop (None where it needs CUDA and there is none)."""
-    from .policy.transformers_backend import TransformersPolicy
+    from wise_perception.policy.transformers_backend import TransformersPolicy
 
     cuda = str(policy.device).startswith("cuda")
     if engine == "generate+compile" and not cuda:
@@ -486,8 +489,9 @@ def engine_variant(policy: Any, engine: str, *, compile: bool) -> Any:
 
 def command_floors(policy: Any, segmenter: Any) -> Any:
     """Floors of a WISE-S request on this device (the policy frame is the same for every size)."""
-    from .core.geometry import POLICY_FRAME
-    from .core.prompts import build_instruction, spec_for
+    from wise_perception.core.geometry import POLICY_FRAME
+    from wise_perception.core.prompts import build_instruction, spec_for
+
     from .floors import policy_floors
 
     frame = np.random.default_rng(0).integers(

@@ -1,10 +1,10 @@
 """CPU smoke run of WISE training, offline, that shows non-zero rewards and the distillation term.
 
-    python -m wise_training.smoke --out .build/smoke          # what `make train-smoke` runs
+    python -m wise_dev.train_smoke --out .build/smoke          # what `make train-smoke` runs
 
 No Qwen2.5-VL-7B can be had offline, so a stand-in policy is used: the tiny random-weight
-Qwen2.5-VL of ``wise_perception.testing.tiny_models`` (real classes, real processor and chat
-template), taught on the CPU with ``wise_perception.testing.teach.teach_policy`` to answer
+Qwen2.5-VL of ``wise_dev.tiny_models`` (real classes, real processor and chat
+template), taught on the CPU with ``wise_dev.teach.teach_policy`` to answer
 ``SMOKE_COMPLETION`` in the training format ``<think> -> <answer> -> <d_think>`` (§3.2, Eq. 2).
 Its ``<d_think>`` is longer than its ``<think>``, so S_concise > 0 (Eq. 7). Steps:
 
@@ -26,7 +26,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .data import SYNTH_BOX_840, SYNTH_POINTS_840, synth_dataset
+from wise_training.data import SYNTH_BOX_840, SYNTH_POINTS_840, synth_dataset
 
 
 def _xy(values: Sequence[float]) -> str:
@@ -58,8 +58,8 @@ SUMMARY_KEYS = (
 def prepare(out: Path, policy: Path | None = None, n: int = 16) -> tuple[Path, Path]:
     """Steps 1-3: (taught policy folder, train.jsonl)."""
     if policy is None:
-        from wise_perception.testing.teach import taught_completion, teach_policy
-        from wise_perception.testing.tiny_models import build_tiny_checkpoints
+        from wise_dev.teach import taught_completion, teach_policy
+        from wise_dev.tiny_models import build_tiny_checkpoints
 
         policy = out / "policy"
         if taught_completion(policy) != SMOKE_COMPLETION:  # teach_policy marks what it taught
@@ -85,14 +85,14 @@ def summarize(metrics_path: Path) -> dict[str, float]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m wise_training.smoke", description=__doc__.split("\n\n")[0]
+        prog="python -m wise_dev.train_smoke", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument("--out", type=Path, default=Path(".build/smoke"))
     parser.add_argument("--policy", type=Path, default=None, help="an already taught policy folder")
     parser.add_argument("--n", type=int, default=16, help="synthetic samples (default 16)")
     parser.add_argument("overrides", nargs="*", help="more tiny_cpu overrides, section.key=value")
     args = parser.parse_args(argv)
-    from .train import main as train_main
+    from wise_training.train import main as train_main
 
     try:
         policy, data = prepare(args.out, args.policy, args.n)

@@ -17,7 +17,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from ..testing.tiny_models import qwen2_tokenizer
+from .tiny_models import qwen2_tokenizer
 
 # Qwen2.5-VL's special tokens in id order after the 151,643 BPE ranks (its tokenizer_config).
 QWEN25_SPECIAL_TOKENS: tuple[str, ...] = (

@@ -1,0 +1,1 @@
+"""WISE perception development tools (tests, benchmarks, demo); not part of the product."""

@@ -1,0 +1,168 @@
+"""Drives node processes over DDS, for the node tests and the node benchmark: the command
+line of a node process (the real node or the stub one), starting and stopping it on a private
+domain, and a client that publishes images and commands and collects results.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from lifecycle_msgs.msg import Transition
+from lifecycle_msgs.srv import ChangeState, GetState
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import Image
+from std_msgs.msg import String
+
+from wise_perception import ros_messages as rm
+
+
+def node_command(
+    params: dict[str, Any],
+    namespace: str = "/wise",
+    *,
+    stub: bool = False,
+    load_delay_s: float = 0.0,
+) -> list[str]:
+    """Command line of a node process (the real node, or the stub-pipeline node)."""
+    module = ["-m", "wise_perception.node"]
+    if stub:
+        module = ["-m", "wise_dev.stub_node"]
+        if load_delay_s:
+            module += ["--load-delay-s", str(load_delay_s)]
+    args = [sys.executable, *module, "--ros-args", "-r", f"__ns:={namespace}"]
+    for key, value in params.items():
+        text = json.dumps(value) if isinstance(value, bool | int | float) else str(value)
+        args += ["-p", f"{key}:={text}"]
+    return args
+
+
+class NodeClient:
+    """Drives a node process over DDS: publishes images and commands, collects results."""
+
+    def __init__(self, namespace: str = "/wise", node_name: str = "wise_perception") -> None:
+        self.ns = namespace.rstrip("/")
+        self.node = Node("wise_test_client")
+        reliable = QoSProfile(depth=200, reliability=ReliabilityPolicy.RELIABLE)
+        self.image_pub = self.node.create_publisher(Image, f"{self.ns}/image", reliable)
+        self.command_pub = self.node.create_publisher(String, f"{self.ns}/command", reliable)
+        self.results: queue.Queue[tuple[float, dict[str, Any]]] = queue.Queue()
+        self.masks: queue.Queue[Image] = queue.Queue()
+        self.rationales: queue.Queue[str] = queue.Queue()
+        self.node.create_subscription(String, f"{self.ns}/result", self._on_result, reliable)
+        self.node.create_subscription(Image, f"{self.ns}/mask", self.masks.put, reliable)
+        self.node.create_subscription(
+            String, f"{self.ns}/rationale", lambda m: self.rationales.put(m.data), reliable
+        )
+        lifecycle = f"{self.ns}/{node_name}"
+        self.change_state = self.node.create_client(ChangeState, f"{lifecycle}/change_state")
+        self.get_state = self.node.create_client(GetState, f"{lifecycle}/get_state")
+        self.executor = SingleThreadedExecutor()
+        self.executor.add_node(self.node)
+        self._thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self._thread.start()
+
+    def _on_result(self, msg: String) -> None:
+        self.results.put((time.perf_counter(), json.loads(msg.data)))
+
+    def close(self) -> None:
+        self.executor.shutdown()
+        self.node.destroy_node()
+
+    # -- lifecycle
+    def state(self, timeout: float = 5.0) -> str:
+        if not self.get_state.wait_for_service(timeout_sec=timeout):
+            return "unreachable"
+        future = self.get_state.call_async(GetState.Request())
+        deadline = time.monotonic() + timeout
+        while not future.done() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return future.result().current_state.label if future.done() else "unreachable"
+
+    def wait_for_state(
+        self, label: str, timeout: float = 60.0, proc: subprocess.Popen | None = None
+    ) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if proc is not None and proc.poll() is not None:
+                raise RuntimeError(f"node process exited with {proc.returncode}")
+            matched = self.command_pub.get_subscription_count() > 0
+            if label == "active":  # the image subscription only exists while active
+                matched = matched and self.image_pub.get_subscription_count() > 0
+            if matched and self.state(timeout=2.0) == label:
+                return
+            time.sleep(0.1)
+        raise TimeoutError(f"node did not reach state {label!r} within {timeout} s")
+
+    def transition(self, transition_id: int, timeout: float = 60.0) -> bool:
+        request = ChangeState.Request()
+        request.transition = Transition(id=transition_id)
+        future = self.change_state.call_async(request)
+        deadline = time.monotonic() + timeout
+        while not future.done() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return bool(future.done() and future.result().success)
+
+    # -- traffic
+    def stamp_now(self) -> Any:
+        return self.node.get_clock().now().to_msg()
+
+    def publish_image(
+        self, rgb: np.ndarray, frame_id: str = "camera", stamp: Any = None, encoding: str = "rgb8"
+    ) -> Image:
+        header = rm.header_of(stamp if stamp is not None else self.stamp_now(), frame_id)
+        pixels = rgb[:, :, ::-1] if encoding == "bgr8" else rgb
+        msg = rm.numpy_to_image(np.ascontiguousarray(pixels), encoding, header)
+        self.image_pub.publish(msg)
+        return msg
+
+    def publish_raw(self, msg: Image) -> None:
+        self.image_pub.publish(msg)
+
+    def command(self, text: str, command_id: str | int | None = None) -> float:
+        """Publish ``text``, as ``{"id": ..., "command": ...}`` JSON when an id is given."""
+        data = text if command_id is None else json.dumps({"id": command_id, "command": text})
+        sent = time.perf_counter()
+        self.command_pub.publish(String(data=data))
+        return sent
+
+    def next_result(self, timeout: float = 30.0) -> tuple[float, dict[str, Any]]:
+        return self.results.get(timeout=timeout)
+
+    def drain(self) -> None:
+        for q in (self.results, self.masks, self.rationales):
+            while not q.empty():
+                q.get_nowait()
+
+
+def start_node(
+    cmd: Sequence[str], domain_id: int, log_path: Path | None = None
+) -> subprocess.Popen:
+    env = {
+        **os.environ,
+        "ROS_DOMAIN_ID": str(domain_id),
+        "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
+    }
+    out = open(log_path, "w") if log_path else subprocess.DEVNULL  # noqa: SIM115 - lives with the process
+    return subprocess.Popen(list(cmd), env=env, stdout=out, stderr=subprocess.STDOUT)
+
+
+def stop_node(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(2)  # SIGINT: the node frees its models and exits
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
