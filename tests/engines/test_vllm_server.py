@@ -125,7 +125,8 @@ def robots(taught_server, hd32_checkpoints, tmp_path_factory):
     with node_processes(commands, DOMAIN_ID, logs, active_timeout=300.0) as (clients, procs):
         for ns, client in clients.items():
             client.publish_image(RGB, frame_id=f"{ns.strip('/')}-cam")
-        time.sleep(1.0)  # the frames reach the nodes (reliable QoS; kept for max_image_age_s)
+        for ns, client in clients.items():  # kept for max_image_age_s
+            client.wait_for_frame(f"{ns.strip('/')}-cam")
         yield clients, procs
 
 

@@ -108,7 +108,7 @@ def ask(client: NodeClient, command: str, command_id: str | int | None = None) -
 
 def send_image(client: NodeClient, frame_id: str, rgb: np.ndarray = RGB, **kw) -> Image:
     msg = client.publish_image(rgb, frame_id=frame_id, **kw)
-    time.sleep(0.2)  # let it arrive before the command that should use it
+    client.wait_for_frame(frame_id)  # it arrives before the command that should use it
     return msg
 
 
@@ -172,7 +172,7 @@ def test_other_encodings_and_row_padding(wise, encoding, pad):
     msg = raw_image(f"cam_{encoding}", encoding=encoding, step=rows.shape[1] + pad)
     msg.data = np.concatenate([rows, np.zeros((48, pad), np.uint8)], 1).tobytes()
     wise.publish_raw(msg)
-    time.sleep(0.2)
+    wise.wait_for_frame(f"cam_{encoding}")
     result = ask(wise, f"the red square in {encoding}")
     assert result["status"] == "ok", result["error"]
     assert result["frame_id"] == f"cam_{encoding}"
@@ -196,7 +196,7 @@ def test_other_encodings_and_row_padding(wise, encoding, pad):
 )
 def test_bad_image_gets_invalid_image_and_node_keeps_serving(wise, tag, fields, needle):
     wise.publish_raw(raw_image(f"bad_{tag}", **fields))
-    time.sleep(0.2)
+    wise.wait_for_frame(f"bad_{tag}")
     result = ask(wise, f"the cup on a bad {tag} image")
     assert result["status"] == "invalid_image"
     assert needle in result["error"]
@@ -292,6 +292,8 @@ def test_unparsable_policy_output(nodes):
 def test_diagnostics(wise):
     from diagnostic_msgs.msg import DiagnosticArray
 
+    wise.publish_image(RGB, frame_id="cam_diag")
+    wise.wait_for_frame("cam_diag")  # diagnostics name the newest frame, the next command's
     got = []
     sub = wise.node.create_subscription(DiagnosticArray, "/diagnostics", got.append, 10)
     try:
@@ -306,6 +308,7 @@ def test_diagnostics(wise):
     values = {kv.key: kv.value for kv in mine[-1].values}
     assert values["state"] == "active" and int(values["ok"]) > 0 and int(values["errors"]) > 0
     assert {"queue_depth", "last_latency_ms", "counts"} <= set(values)
+    assert values["newest_frame"] == "cam_diag"
     assert json.loads(values["counts"])["queue_full"] > 0
 
 

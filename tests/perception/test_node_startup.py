@@ -183,9 +183,9 @@ def test_an_unsupported_frame_is_the_newest_frame(make_node):
     depth = rm.header_of(client.stamp_now(), "depth")
     msg = Image(header=depth, height=48, width=64, encoding="32FC1", step=256)
     msg.data = bytes(48 * 256)
-    time.sleep(0.2)
+    client.wait_for_frame("good")
     client.publish_raw(msg)
-    time.sleep(0.3)
+    client.wait_for_frame("depth")
     client.command("the cup", command_id="depth")
     _, result = client.next_result(timeout=10)
     assert (result["status"], result["frame_id"]) == ("invalid_image", "depth"), result

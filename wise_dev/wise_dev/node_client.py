@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray
 from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState, GetState
 from rclpy.executors import SingleThreadedExecutor
@@ -66,6 +67,10 @@ class NodeClient:
             String, f"{self.ns}/rationale", lambda m: self.rationales.put(m.data), reliable
         )
         lifecycle = f"{self.ns}/{node_name}"
+        self._node_fqn = lifecycle
+        self._newest_frame = ""
+        self._frame_cv = threading.Condition()
+        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 50)
         self.change_state = self.node.create_client(ChangeState, f"{lifecycle}/change_state")
         self.get_state = self.node.create_client(GetState, f"{lifecycle}/get_state")
         self.executor = SingleThreadedExecutor()
@@ -75,6 +80,31 @@ class NodeClient:
 
     def _on_result(self, msg: String) -> None:
         self.results.put((time.perf_counter(), json.loads(msg.data)))
+
+    def _on_diagnostics(self, msg: DiagnosticArray) -> None:
+        for status in msg.status:
+            if status.hardware_id != self._node_fqn:
+                continue
+            values = {kv.key: kv.value for kv in status.values}
+            if "newest_frame" in values:
+                with self._frame_cv:
+                    self._newest_frame = values["newest_frame"]
+                    self._frame_cv.notify_all()
+
+    def wait_for_frame(self, frame_id: str, timeout: float = 30.0) -> None:
+        """Until the node's diagnostics report ``frame_id`` as its newest image. Images and
+        commands travel on different topics, so a command published right after an image can
+        reach the node before it (under load, by far): wait for this before such a command."""
+        deadline = time.monotonic() + timeout
+        with self._frame_cv:
+            while self._newest_frame != frame_id:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(
+                        f"{self._node_fqn} did not report frame {frame_id!r} within {timeout} s "
+                        f"(newest: {self._newest_frame!r})"
+                    )
+                self._frame_cv.wait(timeout=min(remaining, 0.1))
 
     def close(self) -> None:
         self.executor.shutdown()

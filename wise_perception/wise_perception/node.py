@@ -750,6 +750,10 @@ class WisePerceptionNode(LifecycleNodeMixin, Node):
                 "images": self._stats.images,
                 "invalid_images": self._stats.invalid_images,
             }
+        with self._frame_cv:
+            frame = self._frame
+        # The newest frame's frame_id: what the next command will be paired with.
+        values["newest_frame"] = frame.msg.header.frame_id if frame is not None else ""
         since = self._loading_since
         if since is not None:
             level = DiagnosticStatus.WARN
