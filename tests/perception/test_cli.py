@@ -10,7 +10,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from wise_perception import bench, segment
+from wise_dev import bench
+from wise_perception import segment
 
 
 def test_cli_writes_mask_overlay_and_json(
