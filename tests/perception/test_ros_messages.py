@@ -212,18 +212,6 @@ def test_result_json_has_the_source_header_and_node_fields():
     assert payload["timings"]["total_ms"] == 500.0 and payload["mask_pixels"] == 9
 
 
-def test_overlay_draws_mask_and_box_within_bounds():
-    result = ok_result()
-    result.objects[0] = ObjectResult(
-        box=(-5.0, 1.0, 99.0, 3.0), points=((float("nan"), 2.0),), score=1
-    )
-    before = RGB.copy()
-    out = rm.overlay_image(RGB, result)
-    assert out.shape == RGB.shape and out.dtype == np.uint8
-    assert not np.array_equal(out, RGB)
-    np.testing.assert_array_equal(RGB, before)  # the input is not drawn on
-
-
 def test_detections_only_with_vision_msgs():
     dets = rm.result_to_detections(ok_result(), HEADER)
     if not rm.HAVE_VISION_MSGS:

@@ -90,6 +90,7 @@ from .core.limits import DEFAULT_MAX_IMAGE_PIXELS, MAX_COMMAND_CHARS
 from .core.manifest import DEFAULT_POLICY
 from .core.prompts import DEFAULT_BREVITY, PromptMode
 from .result import Result, Status
+from .visualize import overlay
 
 NODE_NAME = "wise_perception"
 # Executor threads: one can sit in a lifecycle transition (a model load) while commands,
@@ -705,9 +706,8 @@ class WisePerceptionNode(LifecycleNodeMixin, Node):
                 pubs["mask"].publish(rm.mask_to_image(result.mask, header))
             pubs["rationale"].publish(String(data=result.rationale))
             if "overlay" in pubs and rgb is not None:
-                pubs["overlay"].publish(
-                    rm.numpy_to_image(rm.overlay_image(rgb, result), "rgb8", header)
-                )
+                # the one picture of a result, the CLI's too
+                pubs["overlay"].publish(rm.numpy_to_image(overlay(rgb, result), "rgb8", header))
             if "detections" in pubs:
                 pubs["detections"].publish(rm.result_to_detections(result, header))
         elapsed_ms = (time.perf_counter() - job.received) * 1e3

@@ -31,6 +31,7 @@ from std_msgs.msg import Header, String
 from .core.limits import image_size_problem
 from .core.prompts import normalize_question
 from .result import Result
+from .visualize import mask_to_uint8
 
 try:  # optional: only where vision_msgs is installed
     from vision_msgs.msg import (  # type: ignore[import-not-found]
@@ -51,9 +52,6 @@ ENCODINGS: dict[str, tuple[int, tuple[int, int, int]]] = {
     "bgra8": (4, (2, 1, 0)),
     "mono8": (1, (0, 0, 0)),
 }
-
-OVERLAY_COLOR = np.array([255, 0, 255], dtype=np.float32)  # magenta: visible on most scenes
-OVERLAY_ALPHA = 0.5
 
 # A caller's id is a handle, not a payload: long enough for a UUID with a prefix.
 MAX_ID_CHARS = 128
@@ -140,34 +138,7 @@ def numpy_to_image(array: np.ndarray, encoding: str, header: Header) -> Image:
 
 def mask_to_image(mask: np.ndarray, header: Header) -> Image:
     """mono8 mask, 255 inside the object(s) and 0 elsewhere (Isaac ROS / yolo_ros convention)."""
-    binary = np.ascontiguousarray(mask, dtype=bool).view(np.uint8)  # 0/1 bytes, no copy
-    return numpy_to_image(binary * np.uint8(255), "mono8", header)
-
-
-def overlay_image(rgb: np.ndarray, result: Result) -> np.ndarray:
-    """The source RGB image with the mask blended in and the boxes and points drawn (rgb8)."""
-    out = rgb.copy()
-    if result.mask is not None and result.mask.shape == rgb.shape[:2]:
-        sel = result.mask.astype(bool)
-        out[sel] = (out[sel] * (1.0 - OVERLAY_ALPHA) + OVERLAY_COLOR * OVERLAY_ALPHA).astype(
-            np.uint8
-        )
-    height, width = rgb.shape[:2]
-    for obj in result.objects:
-        x1, y1, x2, y2 = (
-            _clip(v, hi) for v, hi in zip(obj.box, (width, height, width, height), strict=True)
-        )
-        green = np.array([0, 255, 0], dtype=np.uint8)
-        out[y1 : y2 + 1, [x1, x2]] = green
-        out[[y1, y2], x1 : x2 + 1] = green
-        for px, py in obj.points:
-            cx, cy = _clip(px, width), _clip(py, height)
-            out[max(cy - 2, 0) : cy + 3, max(cx - 2, 0) : cx + 3] = (255, 0, 0)
-    return out
-
-
-def _clip(value: float, size: int) -> int:
-    return int(min(max(round(value), 0), size - 1)) if math.isfinite(value) else 0
+    return numpy_to_image(mask_to_uint8(mask, mask.shape), "mono8", header)
 
 
 def header_of(stamp: Time, frame_id: str) -> Header:

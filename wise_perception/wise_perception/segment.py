@@ -174,7 +174,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import cv2
 
     from .pipeline import WisePipeline
-    from .visualize import mask_png, overlay
+    from .visualize import mask_to_uint8, overlay
 
     try:
         pipeline = WisePipeline.from_pretrained(
@@ -216,7 +216,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "overlay": args.out / f"{stem}_overlay.png",
         "result": args.out / f"{stem}_result.json",
     }
-    cv2.imwrite(str(paths["mask"]), mask_png(result, (height, width)))
+    cv2.imwrite(str(paths["mask"]), mask_to_uint8(result.mask, (height, width)))
     cv2.imwrite(str(paths["overlay"]), cv2.cvtColor(overlay(original, result), cv2.COLOR_RGB2BGR))
     paths["result"].write_text(result.to_json(image=str(args.image)) + "\n", encoding="utf-8")
 
