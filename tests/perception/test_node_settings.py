@@ -35,6 +35,8 @@ def test_every_parameter_is_described_and_bounded_where_it_has_bounds():
     (age,) = described["max_image_age_s"].floating_point_range
     assert age.from_value == 0.0 and age.to_value >= 60.0
     assert "best_effort" in described["image_reliability"].additional_constraints
+    assert described["encode_ahead"].additional_constraints == "one of: auto, true, false"
+    assert described["encode_ahead"].dynamic_typing  # `encode_ahead:=true` arrives as a bool
 
 
 def test_settings_are_checked_in_one_place_and_every_problem_is_named():
@@ -59,9 +61,9 @@ def test_settings_are_checked_in_one_place_and_every_problem_is_named():
 
 def test_parameter_values_are_read_into_typed_settings():
     values = {p.name: p.default for p in PARAMETERS}
-    values.update(image_reliability=" Best_Effort ", queue_size=7)
+    values.update(image_reliability=" Best_Effort ", encode_ahead=True, queue_size=7)
     settings = Settings.from_parameters(values)
-    assert settings.image_reliability == "best_effort"
+    assert (settings.image_reliability, settings.encode_ahead) == ("best_effort", "true")
     assert settings.queue_size == 7 and settings.image_qos().depth == 1
     assert Settings.from_parameters({p.name: p.default for p in PARAMETERS}) == Settings()
 

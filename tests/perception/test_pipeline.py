@@ -68,16 +68,22 @@ def test_ok_path_maps_the_answer_back_to_original_pixels(taught_pipeline) -> Non
     assert data["status"] == "ok" and data["mask_pixels"] == int(result.mask.sum())
 
 
-def test_same_frame_is_encoded_once(taught_pipeline, monkeypatch) -> None:
-    segmenter = taught_pipeline.segmenter
-    real_encode = segmenter.encode
+@pytest.fixture
+def encoded(taught_pipeline, monkeypatch) -> list[tuple[int, int]]:
+    """The sizes of the images SAM2 encodes: a spy on the real encoder, not a mock model."""
+    real_encode = taught_pipeline.segmenter.encode
     calls: list[tuple[int, int]] = []
 
-    def counting_encode(image: np.ndarray):  # a spy on the real encoder, not a mock model
+    def counting_encode(image: np.ndarray):
         calls.append(image.shape[:2])
         return real_encode(image)
 
-    monkeypatch.setattr(segmenter, "encode", counting_encode)
+    monkeypatch.setattr(taught_pipeline.segmenter, "encode", counting_encode)
+    return calls
+
+
+def test_same_frame_is_encoded_once(taught_pipeline, encoded) -> None:
+    calls = encoded
     frame = _image(320, 240, 1)
     first = taught_pipeline.segment(frame, "the red square", frame_key=("camera", 1))
     second = taught_pipeline.segment(frame, "the blue cup", frame_key=("camera", 1))
@@ -99,6 +105,24 @@ def test_same_frame_is_encoded_once(taught_pipeline, monkeypatch) -> None:
         taught_pipeline.segment(_image(32, 24, seed), "x")
     info = taught_pipeline.cache_info()
     assert info["size"] == info["capacity"] == taught_pipeline.config.cache_size
+
+
+def test_a_frame_encoded_ahead_is_encoded_once(taught_pipeline, encoded) -> None:
+    """encode_ahead (the node, while idle) then segment on the same key: one encoding, and the
+    command pays nothing for it."""
+    calls = encoded
+    frame = _image(320, 240, 21)
+    before = taught_pipeline.cache_info()
+    encoding = taught_pipeline.encode_ahead(CheckedImage(frame, 0), ("camera", "ahead"))
+    assert encoding.result().seconds > 0 and calls == [(240, 320)]
+    again = taught_pipeline.encode_ahead(frame, ("camera", "ahead"))  # in the cache: not again
+    result = taught_pipeline.segment(frame, "the red square", frame_key=("camera", "ahead"))
+    assert again is encoding and result.ok and len(calls) == 1
+    assert result.timings.segmenter_encode == 0.0
+    after = taught_pipeline.cache_info()
+    assert (after["misses"], after["hits"]) == (before["misses"] + 1, before["hits"] + 2)
+    with pytest.raises(ValueError, match="HxWx3"):  # an image it cannot serve is refused
+        taught_pipeline.encode_ahead(np.zeros((4, 4), np.uint8), ("camera", "bad"))
 
 
 def test_inputs_checked_where_they_came_in_are_not_checked_again(

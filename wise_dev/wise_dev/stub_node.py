@@ -12,6 +12,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Hashable, Sequence
+from concurrent.futures import Future
 from typing import Any
 
 import numpy as np
@@ -45,6 +46,15 @@ class StubPipeline:
             timings=Timings(total=total),
             mode="stub",
         )
+
+    def encode_ahead(self, image: CheckedImage, frame_key: Hashable) -> Future[None]:
+        """Nothing to encode: the stub's "encoding" is done at once."""
+        done: Future[None] = Future()
+        done.set_result(None)
+        return done
+
+    def cache_info(self) -> dict[str, int]:
+        return {"size": 0, "capacity": 0, "hits": 0, "misses": 0}
 
     def warmup(self) -> float:
         return 0.0

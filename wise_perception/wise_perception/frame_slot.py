@@ -3,7 +3,8 @@
 A frame is checked at receipt (encoding, size, step, pixel limit) and kept as its message,
 unconverted, with its receipt time and the error that makes it unusable (if any): a camera
 streams far more frames than commands come, so a frame is converted to RGB only when it is
-used, once, and the conversion is reused by every command on it. An unusable frame still becomes the newest one: a command paired
+used, once, and the conversion is reused (by the command, and by the SAM2 encoding the node
+may start ahead of it). An unusable frame still becomes the newest one: a command paired
 with it gets ``invalid_image`` naming the problem, never a result computed on an older frame.
 
 A frame's age is the node clock minus its header stamp, or the time since its receipt when
@@ -33,6 +34,9 @@ class Frame:
         self.received = time.monotonic()
         self.max_pixels = max_pixels  # what it was checked against
         self.error = error  # "" when usable
+        # Whether SAM2's encoding of this frame was started (by a command, or ahead of one):
+        # written and read by the inference worker only, like the conversion.
+        self.encoding_started = False
         self._image: CheckedImage | None = None
 
     @property
@@ -47,7 +51,8 @@ class Frame:
 
     def image(self) -> CheckedImage:
         """The RGB pixels, converted on first use and then reused. Only the inference worker
-        calls this, so it needs no lock. Raises ValueError for a frame whose ``error`` is set."""
+        calls this (commands and encoding ahead both run there), so it needs no lock. Raises
+        ValueError for a frame whose ``error`` is set."""
         if self.error:
             raise ValueError(self.error)
         if self._image is None:  # checked at receipt: converted, not checked again

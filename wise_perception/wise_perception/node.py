@@ -20,9 +20,9 @@ queue_full, invalid_command before pairing) carries the node clock and an empty 
 
 The node holds the lifecycle, the callbacks and the publishing; the rest has its own module:
 parameters (:mod:`.node_settings`), the newest frame (:mod:`.frame_slot`), the bounded
-command queue (:mod:`.command_queue`), loading the models (:mod:`.node_pipeline`) and the
-messages (:mod:`.ros_messages`). The models live in the pipeline; the node never imports
-torch.
+command queue (:mod:`.command_queue`), encoding ahead (:mod:`.encode_ahead`), loading the
+models (:mod:`.node_pipeline`) and the messages (:mod:`.ros_messages`). The models live in the
+pipeline; the node never imports torch.
 
 Lifecycle: parameters are declared on construction and read on configure (which also creates
 the publishers, the command subscription and the worker thread); activate loads the models
@@ -38,6 +38,10 @@ with the newest frame at most ``max_image_age_s`` old, or waits up to ``command_
 one (``no_image``); queued (``queue_full`` at once when ``queue_size`` already wait); served
 by one worker thread, which hands the pipeline the checked command and the frame converted
 once; published. An invalid newest frame answers ``invalid_image`` naming its problem.
+
+With ``encode_ahead``, the worker starts SAM2's encoding of the newest usable frame whenever
+no command waits: one encoding at a time, each frame once, never while a command is served
+and never waited for, so a command on that frame finds its encoding done or in flight.
 """
 
 from __future__ import annotations
@@ -69,6 +73,7 @@ from . import node_pipeline
 from . import ros_messages as rm
 from .command_queue import CommandQueue
 from .core.limits import MAX_COMMAND_CHARS
+from .encode_ahead import EncodeAhead
 from .frame_slot import Frame, FrameSlot
 from .node_pipeline import NodePipeline, PipelineFactory
 from .node_settings import PARAMETERS, Settings, descriptor, reliable
@@ -129,6 +134,8 @@ class WisePerceptionNode(LifecycleNodeMixin, Node):
         self._image_sub: Subscription | None = None
         self._command_group = MutuallyExclusiveCallbackGroup()
         self._image_group = MutuallyExclusiveCallbackGroup()
+        self._encode_ahead = False  # resolved on activate (parameter encode_ahead)
+        self._ahead = EncodeAhead(wake=self._wake_worker)
         # Diagnostics exist in every state, so a monitor sees an unconfigured node too.
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._diag_timer = self.create_timer(
@@ -208,6 +215,7 @@ class WisePerceptionNode(LifecycleNodeMixin, Node):
                 self.get_logger().info(f"warm-up request served in {seconds:.2f} s")
             except Exception as exc:  # a failed warm-up costs speed, not service
                 self.get_logger().warning(f"warm-up failed: {type(exc).__name__}: {exc}")
+        self._encode_ahead = node_pipeline.encodes_ahead(settings, pipeline)
         with self._pipeline_lock:
             self._pipeline = pipeline
         self._image_sub = self.create_subscription(
@@ -221,7 +229,10 @@ class WisePerceptionNode(LifecycleNodeMixin, Node):
             ),
         )
         self._active = True
-        self.get_logger().info(f"active: models loaded in {time.perf_counter() - started:.1f} s")
+        self.get_logger().info(
+            f"active: models loaded in {time.perf_counter() - started:.1f} s; "
+            f"encode_ahead={'on' if self._encode_ahead else 'off'} ({settings.encode_ahead})"
+        )
         return TransitionCallbackReturn.SUCCESS
 
     def on_deactivate(self, state: State) -> TransitionCallbackReturn:
@@ -267,12 +278,14 @@ class WisePerceptionNode(LifecycleNodeMixin, Node):
 
     def _release_models(self) -> None:
         self._active = False
+        self._encode_ahead = False
         if self._image_sub is not None:
             self.destroy_subscription(self._image_sub)
             self._image_sub = None
         self._frames.clear()
         with self._pipeline_lock:  # waits for a running inference to finish
             pipeline, self._pipeline = self._pipeline, None
+            self._ahead.forget()
         if pipeline is not None:
             try:
                 pipeline.close()  # frees the models and gives their GPU memory back
@@ -313,6 +326,8 @@ class WisePerceptionNode(LifecycleNodeMixin, Node):
             with self._stats_lock:
                 self._stats.images += 1
                 self._stats.invalid_images += bool(frame.error)
+            if self._encode_ahead:
+                self._wake_worker()  # a new frame to encode while idle
         except Exception as exc:
             self.get_logger().error(f"image callback failed: {type(exc).__name__}: {exc}")
 
@@ -375,7 +390,8 @@ class WisePerceptionNode(LifecycleNodeMixin, Node):
     def _work(self) -> None:
         jobs = self._queue
         assert jobs is not None
-        while (job := jobs.take()) is not None:
+        encode_ahead = self._guarded(self._encode_newest_ahead)
+        while (job := jobs.take(idle=encode_ahead)) is not None:
             try:
                 self._serve(job)
             except Exception as exc:
@@ -412,7 +428,7 @@ class WisePerceptionNode(LifecycleNodeMixin, Node):
             self._fail(job, Status.INVALID_IMAGE, frame.error, frame, timing)
             return
         timing["image_age_ms"] = self._frames.age(frame) * 1e3
-        try:  # checked at receipt; converted once, on its first command
+        try:  # checked at receipt; converted once, here or by the encoding ahead
             image = frame.image()
         except ValueError as exc:
             self._fail(job, Status.INVALID_IMAGE, str(exc), frame, timing)
@@ -423,10 +439,28 @@ class WisePerceptionNode(LifecycleNodeMixin, Node):
                     job.command.text, Status.NOT_READY, self._not_ready_reason()
                 )
             else:
+                frame.encoding_started = True  # by the command: nothing to start ahead
                 t0 = time.perf_counter()
                 result = self._pipeline.segment(image, question, frame_key=frame.key)
                 timing["pipeline_ms"] = (time.perf_counter() - t0) * 1e3
         self._publish(result, job, frame.msg.header, timing, image.pixels)
+
+    def _encode_newest_ahead(self) -> None:
+        """The worker's idle work: start SAM2 on the newest usable frame (:mod:`.encode_ahead`)."""
+        settings = self.settings
+        if not self._encode_ahead or settings is None:
+            return
+        frame = self._frames.usable(settings.max_image_age_s)
+        if frame is None or not self._ahead.wants(frame):
+            return
+        with self._pipeline_lock:
+            if self._pipeline is not None:
+                self._ahead.start(frame, self._pipeline)
+
+    def _wake_worker(self) -> None:
+        jobs = self._queue
+        if jobs is not None:
+            jobs.poke()
 
     # ------------------------------------------------------------------ publishing
     def _fail(
@@ -488,7 +522,7 @@ class WisePerceptionNode(LifecycleNodeMixin, Node):
 
     def _publish_diagnostics(self) -> None:
         label = self._state_machine.current_state[1]
-        jobs, frame = self._queue, self._frames.newest()
+        jobs, pipeline, frame = self._queue, self._pipeline, self._frames.newest()
         with self._stats_lock:
             counts = dict(self._stats.counts)
             values: dict[str, Any] = {
@@ -506,6 +540,10 @@ class WisePerceptionNode(LifecycleNodeMixin, Node):
             }
         # The newest frame's frame_id: what the next command will be paired with.
         values["newest_frame"] = frame.frame_id if frame is not None else ""
+        values["encode_ahead"] = "on" if self._encode_ahead else "off"
+        values["encoded_ahead"] = self._ahead.encoded  # the last frame encoded ahead
+        if pipeline is not None:  # reuse of SAM2 encodings: hits, misses, size, capacity
+            values["encode_cache"] = pipeline.cache_info()
         since = self._loading_since
         if since is not None:
             level = DiagnosticStatus.WARN

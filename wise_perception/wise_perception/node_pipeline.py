@@ -7,6 +7,7 @@ activates, and the pipeline frees the models and their GPU memory on ``close``.
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable
+from concurrent.futures import Future
 from typing import Any, Protocol
 
 from .core.limits import CheckedImage
@@ -21,6 +22,10 @@ class NodePipeline(Protocol):
     def segment(
         self, image: CheckedImage, command: Question, *, frame_key: Hashable | None = None
     ) -> Result: ...
+
+    def encode_ahead(self, image: CheckedImage, frame_key: Hashable) -> Future[Any]: ...
+
+    def cache_info(self) -> dict[str, int]: ...
 
     def warmup(self) -> float: ...
 
@@ -54,6 +59,14 @@ def load(settings: Settings) -> NodePipeline:
         max_image_pixels=settings.max_image_pixels,
         max_command_chars=settings.max_command_chars,
     )
+
+
+def encodes_ahead(settings: Settings, pipeline: NodePipeline) -> bool:
+    """Whether the node encodes the newest frame while idle. ``auto``: where SAM2 runs on
+    CUDA; on a CPU the encoding would take the cores that the next command's inference needs."""
+    if settings.encode_ahead == "auto":
+        return str(pipeline.describe()["segmenter"].get("device", "")).startswith("cuda")
+    return settings.encode_ahead == "true"
 
 
 def summary(pipeline: NodePipeline) -> str:

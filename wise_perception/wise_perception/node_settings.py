@@ -33,6 +33,7 @@ _DURABILITY = {
     "volatile": DurabilityPolicy.VOLATILE,
     "transient_local": DurabilityPolicy.TRANSIENT_LOCAL,
 }
+ENCODE_AHEAD = ("auto", "true", "false")
 _MODES = ("", *(m.value for m in PromptMode))
 
 
@@ -43,14 +44,17 @@ def _param(
     bounds: tuple[float, float] | None = None,
     choices: tuple[str, ...] = (),
     read_only: bool = False,
+    also_bool: bool = False,
 ) -> Any:
     """One row of the table. ``bounds``: inclusive range of a number; ``choices``: the accepted
-    strings (compared stripped and lower-cased)."""
+    strings (compared stripped and lower-cased); ``also_bool``: true/false are also accepted
+    (``-p name:=true`` reaches ROS as a bool, not the string "true")."""
     row = {
         "description": description,
         "bounds": bounds,
         "choices": choices,
         "read_only": read_only,
+        "also_bool": also_bool,
     }
     return field(default=default, metadata=row)
 
@@ -97,6 +101,14 @@ class Settings:
     )
     warmup: bool = _param(
         True, "serve one synthetic request on activate, so the first command is not slow"
+    )
+    encode_ahead: str = _param(
+        "auto",
+        "while no command waits, start SAM2's encoding of the newest frame, so a command on it "
+        "pays no encoder; auto: on when SAM2 runs on CUDA, off on CPU (it would compete with "
+        "inference for the cores)",
+        choices=ENCODE_AHEAD,
+        also_bool=True,
     )
     # Reliable by default: measured with bench_node --stream-seconds (30 Hz 640x480, loaded
     # 2-core host, two runs), a best-effort subscription received 10-22% of the frames and
@@ -171,10 +183,12 @@ class Settings:
     @classmethod
     def from_parameters(cls, values: dict[str, Any]) -> Settings:
         """Settings from parameter values by name (every declared parameter); the choices are
-        read stripped and lower-cased."""
+        read stripped and lower-cased, and a bool where also one is accepted as its name."""
         read = {}
         for f in fields(cls):
             value = values[f.name]
+            if f.metadata["also_bool"] and isinstance(value, bool):
+                value = str(value).lower()
             if f.metadata["choices"] and isinstance(value, str):
                 value = value.strip().lower()
             read[f.name] = value
@@ -219,6 +233,7 @@ def descriptor(f: Field[Any]) -> ParameterDescriptor:
         name=f.name,
         description=row["description"],
         read_only=row["read_only"],
+        dynamic_typing=row["also_bool"],
     )
     if row["choices"]:
         named = ", ".join(repr(c) if c == "" else c for c in row["choices"])

@@ -242,6 +242,21 @@ class WisePipeline:
         """
         return self._serve(image, command, frame_key, cache=True)
 
+    def encode_ahead(
+        self, image: np.ndarray | CheckedImage, frame_key: Hashable
+    ) -> Future[Encoded]:
+        """Start SAM2's encoding of a frame before a command asks for it (the node does, while
+        idle), so that ``segment(..., frame_key=frame_key)`` finds it cached or in flight.
+        Returns the encoding's future, at once with ``concurrent_encode`` (the default); a
+        frame whose encoding is cached or in flight is not encoded again. ValueError for an
+        image that cannot be served."""
+        if self._closed:
+            raise RuntimeError("the pipeline is closed")
+        pixels, problem = self._pixels(image)
+        if problem:
+            raise ValueError(problem)
+        return self.encodings.get(frame_key, np.ascontiguousarray(pixels))[0]
+
     def _serve(
         self, image: Any, command: Any, frame_key: Hashable | None, *, cache: bool
     ) -> Result:
