@@ -104,6 +104,9 @@ class TransformersPolicy(PolicyBackend):
             LOG.warning("compile=True needs a CUDA device; %s generates uncompiled", device)
         self._lock = threading.Lock()  # one generate at a time per model
         self._templates: dict[str, str] = {}
+        from .inputs import PolicyInputs
+
+        self.inputs = PolicyInputs(processor, device)  # on the device, token ids kept
         is_qwen = getattr(getattr(model, "config", None), "model_type", "") == "qwen2_5_vl"
         if engine == "auto":
             engine = "engine" if is_qwen else "generate"
@@ -244,10 +247,7 @@ class TransformersPolicy(PolicyBackend):
         clock = _FirstTokenClock()
         with self._lock:
             start = time.perf_counter()
-            inputs = self.processor(
-                text=texts, images=list(images), padding=True, return_tensors="pt"
-            )
-            inputs = inputs.to(self.device)
+            inputs = self.inputs(images, texts)
             if "pixel_values" in inputs and self.model.dtype != inputs["pixel_values"].dtype:
                 inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
             eos_ids = self._eos_ids(config)
