@@ -281,6 +281,30 @@ def test_policy_leaving_the_schema_is_unparsable(teach_tiny, tiny_sam2_dir) -> N
     assert "invalid_json" in result.error
 
 
+def test_teacher_forcing_generates_the_script(random_policy) -> None:
+    """``script``: a random policy writes a given completion, freely (one forward per token)
+    and with the forced schema (the schema's count of forwards), every forward run in full."""
+    policy = random_policy
+    grammar = policy.grammar()
+    assert grammar is not None
+    completion = TAUGHT_COMPLETION
+    ids = policy.tokenizer.encode(completion, add_special_tokens=False)
+    frame = _image(840, 840, 4)
+    instruction = build_instruction("the red square", spec_for("wise_s"))
+    free = TransformersPolicy(policy.model, policy.processor, forced_schema=False)
+    for backend, passes in (
+        (free, len(ids)),
+        (policy, forward_passes(grammar, policy.tokenizer, completion)),
+    ):
+        (out,) = backend.generate([frame], [instruction], stop=("</answer>",), script=[ids])
+        assert out.text == completion and out.generated_tokens == len(ids)
+        assert backend.last_forward_passes == passes
+    assert forward_passes(grammar, policy.tokenizer, completion) < len(ids)
+    generate = TransformersPolicy(policy.model, policy.processor, engine="generate")
+    with pytest.raises(ValueError, match="needs engine='engine'"):
+        generate.generate([frame], [instruction], script=[ids])
+
+
 # ---------------------------------------------------------------------- vision tower
 
 

@@ -147,11 +147,6 @@ class Qwen25VLEngine:
         self._caches.move_to_end(batch)
         return cache
 
-    def release(self) -> None:
-        """Drop the kept caches (their memory goes back with the model's)."""
-        self._caches.clear()
-        self._steps.clear()
-
     # ------------------------------------------------------------------ model pieces
 
     def _attention(
@@ -320,9 +315,11 @@ class Qwen25VLEngine:
         stop_check: Callable[[list[int]], bool] | None = None,
         check_every: int = DEFAULT_CHECK_EVERY,
         on_first_token: Callable[[], None] | None = None,
+        script: Sequence[Sequence[int]] | None = None,
     ) -> EngineResult:
         """Free greedy decoding. ``stop_check(row)`` says whether a row has ended on a stop
-        string (checked on the host every ``check_every`` steps)."""
+        string (checked on the host every ``check_every`` steps). ``script``: teacher forcing,
+        see :func:`scripted`."""
         import torch
 
         input_ids = inputs["input_ids"]
@@ -331,6 +328,13 @@ class Qwen25VLEngine:
         caches_len = self.cache_length(length, max_new_tokens)
         logits, offsets, padding, caches = self.prefill(inputs, caches_len)
         eos = torch.tensor(sorted(eos_ids), device=device)
+        forced = None
+        if script is not None:
+            end = min(eos_ids)
+            forced = torch.tensor(
+                [scripted(row, i, end) for row in script for i in range(max_new_tokens)],
+                device=device,
+            ).view(bsz, max_new_tokens)
         out = torch.full((bsz, max_new_tokens), pad_id, dtype=torch.long, device=device)
         done = torch.zeros(bsz, dtype=torch.bool, device=device)
         cursors = torch.full((bsz,), length, dtype=torch.long, device=device)
@@ -340,7 +344,8 @@ class Qwen25VLEngine:
         for i in range(max_new_tokens):
             if i < min_new_tokens:  # as generate's min_new_tokens: no end-of-turn before it
                 logits[:, eos] = float("-inf")
-            token = torch.where(done, pad_id, logits.argmax(-1))
+            choice = logits.argmax(-1) if forced is None else forced[:, i]
+            token = torch.where(done, pad_id, choice)
             if i == 0 and on_first_token is not None:
                 on_first_token()
             out[:, i] = token
@@ -371,11 +376,13 @@ class Qwen25VLEngine:
         stop_check: Callable[[list[int]], bool] | None = None,
         extra_slots: int = 0,
         on_first_token: Callable[[], None] | None = None,
+        script: Sequence[Sequence[int]] | None = None,
     ) -> EngineResult:
         """Greedy decoding with the forced answer schema (:mod:`.schema`): after each decided
         token a row's machine may name tokens to append; they go into the same forward as
         that token. The next piece depends on the decided token, so this loop reads one token
-        per row back from the device after every forward (not every ``check_every``)."""
+        per row back from the device after every forward (not every ``check_every``).
+        ``script``: teacher forcing, see :func:`scripted`."""
         import torch
 
         input_ids = inputs["input_ids"]
@@ -391,6 +398,9 @@ class Qwen25VLEngine:
         first = True
         while True:
             decided = logits.argmax(-1).tolist()
+            if script is not None:
+                end = min(eos_ids)
+                decided = [scripted(script[b], len(rows[b]), end) for b in range(bsz)]
             if first and on_first_token is not None:
                 on_first_token()
             first = False
@@ -477,6 +487,15 @@ class Qwen25VLEngine:
                 flags[b] = True
                 done[b] = True
         return all(flags)
+
+
+def scripted(script: Sequence[int], index: int, end: int) -> int:
+    """Teacher forcing: the token a row decides at position ``index`` is its script's (and
+    ``end`` after it) instead of the argmax. Every forward still runs in full, so the time and
+    the forward passes are those of generating that text: the benchmark uses it to time a
+    given completion on random weights, which would otherwise write junk and leave the
+    answer schema."""
+    return int(script[index]) if index < len(script) else end
 
 
 def rows_agree(

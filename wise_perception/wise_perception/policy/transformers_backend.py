@@ -231,9 +231,20 @@ class TransformersPolicy(PolicyBackend):
         return {int(i) for i in ids if i is not None}
 
     def generate(
-        self, images: list[np.ndarray], instructions: list[str], *, stop: Sequence[str] = ()
+        self,
+        images: list[np.ndarray],
+        instructions: list[str],
+        *,
+        stop: Sequence[str] = (),
+        script: Sequence[Sequence[int]] | None = None,
     ) -> list[PolicyOutput]:
+        """See :meth:`PolicyBackend.generate`. ``script`` (own engine only): teacher forcing,
+        the completion's token ids per row chosen instead of the greedy ones with every
+        forward run in full (:func:`.engine.scripted`; for timing a given completion)."""
         import torch
+
+        if script is not None and self.engine_name != "engine":
+            raise ValueError("script (teacher forcing) needs engine='engine'")
 
         if len(images) != len(instructions):
             raise ValueError(f"{len(images)} images for {len(instructions)} instructions")
@@ -253,7 +264,9 @@ class TransformersPolicy(PolicyBackend):
             eos_ids = self._eos_ids(config)
             with torch.inference_mode():
                 if self.engine_name == "engine":
-                    new = self._engine_rows(inputs, instructions, config, eos_ids, stop, clock)
+                    new = self._engine_rows(
+                        inputs, instructions, config, eos_ids, stop, clock, script
+                    )
                 else:
                     out = self.model.generate(
                         **inputs,
@@ -310,6 +323,7 @@ class TransformersPolicy(PolicyBackend):
         eos_ids: set[int],
         stop: Sequence[str],
         clock: _FirstTokenClock,
+        script: Sequence[Sequence[int]] | None = None,
     ) -> list[list[int]]:
         from .schema import STOP, RowMachine, schema_options
 
@@ -343,6 +357,7 @@ class TransformersPolicy(PolicyBackend):
                 stop_check=stop_check if stop else None,
                 extra_slots=grammar.longest_piece + 1,
                 on_first_token=first_token,
+                script=script,
             )
         else:
             result = engine.generate(
@@ -353,6 +368,7 @@ class TransformersPolicy(PolicyBackend):
                 min_new_tokens=min_new,
                 stop_check=stop_check if stop else None,
                 on_first_token=first_token,
+                script=script,
             )
         self.last_forward_passes = result.forward_passes
         return result.rows
