@@ -495,7 +495,8 @@ def run_bench(
     return rows
 
 
-ENGINE_CHOICES = ("generate", "generate+compile", "engine", "engine+schema")
+# int8 last: it quantizes the shared model's language layers in place.
+ENGINE_CHOICES = ("generate", "generate+compile", "engine", "engine+schema", "engine+schema+int8")
 
 
 def engine_variant(policy: Any, engine: str, *, compile: bool) -> Any:
@@ -512,7 +513,8 @@ def engine_variant(policy: Any, engine: str, *, compile: bool) -> Any:
         name=policy.name,
         engine="generate" if engine.startswith("generate") else "engine",
         compile=engine == "generate+compile" or (engine.startswith("engine") and compile),
-        forced_schema=engine == "engine+schema",
+        forced_schema="schema" in engine,
+        int8_decode=engine.endswith("int8"),
     )
 
 
@@ -646,7 +648,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         choices=ENGINE_CHOICES,
         default=None,
         help="decode loops to time in one run (default: all on CUDA, where the engine is "
-        "compiled too; all but generate+compile on CPU)",
+        "compiled too; all but generate+compile and int8 on CPU)",
     )
     args = parser.parse_args(argv)
     if args.iterations < 1 or args.warmup < 0 or any(n < 1 for n in args.think_tokens):
@@ -671,8 +673,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 3
     cuda = str(policy.device).startswith("cuda")
     engines = args.engines or (
-        list(ENGINE_CHOICES) if cuda else [e for e in ENGINE_CHOICES if "compile" not in e]
+        list(ENGINE_CHOICES)
+        if cuda
+        else [e for e in ENGINE_CHOICES if "compile" not in e and "int8" not in e]
     )
+    engines = sorted(engines, key=ENGINE_CHOICES.index)  # int8 last (see ENGINE_CHOICES)
     print(
         f"built {name} on {policy.device} in {time.perf_counter() - started:.1f} s", file=sys.stderr
     )
