@@ -289,12 +289,15 @@ def test_manifest_folder_loads_with_no_other_settings(
             brevity=None,
             segmenter=str(tiny_sam2_dir),
             max_new_tokens=80,
+            system_prompt="You segment for a robot.",
             files=("model.safetensors",),
         ),
     )
     with WisePipeline.from_pretrained(folder) as pipeline:
         assert pipeline.config.mode == "wise" and pipeline.config.max_new_tokens == 80
         assert pipeline.manifest is not None
+        # The system turn the checkpoint was trained with reaches the policy's prompt.
+        assert "You segment for a robot." in pipeline.policy.prompt_text("the cup")
         result = pipeline.segment(_image(100, 80, 12), "the red square")
     assert result.ok and result.mode == "wise", result.error
     # Explicit arguments override the manifest.

@@ -197,13 +197,17 @@ class WisePipeline:
         check_reachable(source, "policy", "policy_model")
         check_reachable(seg_source, "segmenter", "segmenter_model")
         LOG.info("loading policy %s (mode %s) and segmenter %s", source, config.mode, seg_source)
+        options = dict(policy_options or {})
+        if manifest is not None and manifest.system_prompt and "system_prompt" not in options:
+            # The envelope the checkpoint was trained with (core.prompts.chat_messages).
+            options["system_prompt"] = manifest.system_prompt
         policy_backend_obj = load_policy(
             source,
             backend=policy_backend,
             device=device,
             dtype=dtype,
             max_new_tokens=config.max_new_tokens,
-            **(policy_options or {}),
+            **options,
         )
         try:
             segmenter_obj = load_segmenter(

@@ -151,6 +151,14 @@ def _base_model(config: dict[str, Any], explicit: str | None) -> str:
     return ""
 
 
+def _system_prompt(config: dict[str, Any]) -> str | None:
+    """The system turn of training's chat envelope (``data.system_prompt``), which inference
+    must send too; None when the config has none (the chat template's default)."""
+    data = config.get("data")
+    value = data.get("system_prompt") if isinstance(data, dict) else None
+    return value if isinstance(value, str) and value else None
+
+
 # --------------------------------------------------------------------------- loading
 
 
@@ -290,6 +298,7 @@ def export(
             policy_frame=policy_frame,
             segmenter=segmenter,
             max_new_tokens=max_new_tokens,
+            system_prompt=_system_prompt(config),
             files=tuple(_listing(staging)),
             training_config=config,
             training_config_sha256=config_hash(config) if config else "",

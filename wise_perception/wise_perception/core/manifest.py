@@ -17,7 +17,8 @@ from .geometry import POLICY_FRAME
 from .prompts import DEFAULT_BREVITY, AnswerSchema, PromptMode
 
 MANIFEST_NAME = "wise_manifest.json"
-FORMAT_VERSION = 1
+# 2: adds system_prompt (format 1 manifests read as before: the chat template's default).
+FORMAT_VERSION = 2
 DEFAULT_SEGMENTER = "facebook/sam2-hiera-large"  # paper §4: frozen SAM2-Large
 # With no WISE checkpoint: the paper's base model with the wise_s prompt (§4, Table 8 row 1).
 DEFAULT_POLICY = "Qwen/Qwen2.5-VL-7B-Instruct"
@@ -35,6 +36,9 @@ class Manifest:
     policy_frame: int = POLICY_FRAME
     segmenter: str = DEFAULT_SEGMENTER
     max_new_tokens: int = 1024
+    # The system turn the policy was trained with (core.prompts.chat_messages); None: the chat
+    # template's default.
+    system_prompt: str | None = None
     files: tuple[str, ...] = ()
     training_config: dict[str, Any] = field(default_factory=dict)
     training_config_sha256: str = ""

@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from ..core.prompts import chat_messages
 from ..device import resolve_device, resolve_dtype
 from .base import PolicyBackend, PolicyOutput
 
@@ -174,25 +175,15 @@ class TransformersPolicy(PolicyBackend):
 
     # ------------------------------------------------------------------ generation
 
-    def _messages(self, instruction: str) -> list[dict[str, Any]]:
-        messages: list[dict[str, Any]] = []
-        if self.system_prompt:
-            messages.append(
-                {"role": "system", "content": [{"type": "text", "text": self.system_prompt}]}
-            )
-        messages.append(
-            {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": instruction}]}
-        )
-        return messages
-
     def prompt_text(self, instruction: str) -> str:
         """The chat-formatted prompt for one instruction (image placeholder included); the
         rendering is cached per instruction (the template is fixed, Jinja is not free)."""
         key = f"{self.system_prompt!r}\0{instruction}"
         text = self._templates.get(key)
         if text is None:
+            messages = chat_messages(instruction, system=self.system_prompt)
             text = self.processor.apply_chat_template(
-                self._messages(instruction), add_generation_prompt=True, tokenize=False
+                messages, add_generation_prompt=True, tokenize=False
             )
             if len(self._templates) >= TEMPLATE_CACHE_SIZE:
                 self._templates.pop(next(iter(self._templates)))

@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from ..core.prompts import ANSWER, D_THINK, THINK, AnswerSchema
+from ..core.prompts import ANSWER, D_THINK, THINK, AnswerSchema, chat_messages
 from .base import PolicyBackend, PolicyOutput, PolicyUnavailable
 
 LOG = logging.getLogger(__name__)
@@ -74,18 +74,6 @@ class PolicyServerError(RuntimeError):
 
 class PolicyUnavailableError(PolicyServerError, PolicyUnavailable):
     """The vLLM server could not be reached (refused, unreachable, timed out, stream broken)."""
-
-
-def _messages(
-    instruction: str, image_part: dict[str, Any], system_prompt: str | None
-) -> list[dict[str, Any]]:
-    messages: list[dict[str, Any]] = []
-    if system_prompt:
-        messages.append({"role": "system", "content": [{"type": "text", "text": system_prompt}]})
-    messages.append(
-        {"role": "user", "content": [image_part, {"type": "text", "text": instruction}]}
-    )
-    return messages
 
 
 def completion_regex(
@@ -248,7 +236,7 @@ class VllmPolicy(PolicyBackend):
         prompts = []
         for image, instruction in zip(images, instructions, strict=True):
             text = self.processor.apply_chat_template(
-                _messages(instruction, {"type": "image"}, self.system_prompt),
+                chat_messages(instruction, system=self.system_prompt),
                 add_generation_prompt=True,
                 tokenize=False,
             )
@@ -468,7 +456,7 @@ class VllmServerPolicy(PolicyBackend):
         image_part = {"type": "image_url", "image_url": {"url": self.image_data_url(image)}}
         body: dict[str, Any] = {
             "model": self.model,
-            "messages": _messages(instruction, image_part, self.system_prompt),
+            "messages": chat_messages(instruction, system=self.system_prompt, image=image_part),
             "max_tokens": self.max_new_tokens,
             "temperature": 0.0,
             "stream": self.stream,
