@@ -37,7 +37,7 @@ from .checkpoints import check_reachable, manifest_for, segmenter_source
 from .core.answer import ParsedAnswer, parse_completion
 from .core.geometry import POLICY_FRAME, ResizeProtocol
 from .core.limits import DEFAULT_MAX_IMAGE_PIXELS, MAX_COMMAND_CHARS, image_size_problem
-from .core.manifest import Manifest
+from .core.manifest import DEFAULT_MAX_NEW_TOKENS, Manifest
 from .core.prompts import (
     DEFAULT_BREVITY,
     AnswerSchema,
@@ -66,7 +66,7 @@ class PipelineConfig:
     brevity: str | None = DEFAULT_BREVITY  # only used by wise_s
     schema: str = AnswerSchema.SINGLE.value
     policy_frame: int = POLICY_FRAME
-    max_new_tokens: int = 1024
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS  # 0: no limit (core.limits)
     max_command_chars: int = MAX_COMMAND_CHARS
     cache_size: int = 4  # image encodings kept (LRU); 0 disables the cache

@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from ..core.manifest import DEFAULT_MAX_NEW_TOKENS
 from ..core.prompts import chat_messages
 from ..device import resolve_device, resolve_dtype
 from .base import PolicyBackend, PolicyOutput
@@ -73,7 +74,7 @@ class TransformersPolicy(PolicyBackend):
         processor: Any,
         *,
         device: str = "cpu",
-        max_new_tokens: int = 1024,
+        max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
         min_new_tokens: int = 0,
         system_prompt: str | None = None,
         name: str = "",
@@ -130,7 +131,7 @@ class TransformersPolicy(PolicyBackend):
         *,
         device: str | None = None,
         dtype: Any = None,
-        max_new_tokens: int = 1024,
+        max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
         min_new_tokens: int = 0,
         system_prompt: str | None = None,
         attn_implementation: str | None = None,

@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from ..core.manifest import DEFAULT_MAX_NEW_TOKENS
 from ..core.prompts import ANSWER, D_THINK, THINK, AnswerSchema, chat_messages
 from .base import PolicyBackend, PolicyOutput, PolicyUnavailable
 
@@ -129,7 +130,7 @@ class VllmPolicy(PolicyBackend):
         llm: Any,
         processor: Any,
         *,
-        max_new_tokens: int = 1024,
+        max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
         min_new_tokens: int = 0,
         system_prompt: str | None = None,
         structured_output: bool | str = False,
@@ -151,7 +152,7 @@ class VllmPolicy(PolicyBackend):
         path: str | Path,
         *,
         dtype: Any = None,
-        max_new_tokens: int = 1024,
+        max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
         min_new_tokens: int = 0,
         system_prompt: str | None = None,
         structured_output: bool | str = False,
@@ -328,7 +329,7 @@ class VllmServerPolicy(PolicyBackend):
         url: str,
         *,
         model: str | None = None,
-        max_new_tokens: int = 1024,
+        max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
         min_new_tokens: int = 0,
         timeout_s: float = 120.0,
         tokenizer: str | Path | Any | None = None,
