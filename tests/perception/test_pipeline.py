@@ -375,3 +375,15 @@ def test_an_unreachable_policy_has_its_own_status(taught_pipeline) -> None:
         batch = pipeline.segment_batch([_image(32, 32, 1)] * 2, ["a", "b"])
     assert one.status is Status.POLICY_UNAVAILABLE and "unreachable" in one.error
     assert [r.status for r in batch] == [Status.POLICY_UNAVAILABLE] * 2
+
+
+def test_settings_are_the_config_fields_and_a_typo_is_named(tiny_policy_dir, tiny_sam2_dir):
+    """from_pretrained's keyword settings are PipelineConfig's fields (as a Hugging Face config's
+    overrides); a misspelt one fails before anything loads, naming it and the valid ones."""
+    with pytest.raises(TypeError, match=r"unknown pipeline settings \['cache_sise'\].*cache_size"):
+        WisePipeline.from_pretrained(tiny_policy_dir, tiny_sam2_dir, cache_sise=3)
+    with WisePipeline.from_pretrained(
+        tiny_policy_dir, tiny_sam2_dir, device="cpu", cache_size=3, batch_size=2, brevity=""
+    ) as pipeline:
+        assert (pipeline.config.cache_size, pipeline.config.batch_size) == (3, 2)
+        assert pipeline.config.brevity == PipelineConfig().brevity  # "" is "not given"
