@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any, Literal, Protocol
 
@@ -78,9 +78,6 @@ class RewardConfig:
         if self.distill and D_THINK not in self.order:
             raise ValueError("the distillation reward needs a <d_think> span in the order")
 
-    def with_overrides(self, **changes: Any) -> RewardConfig:
-        return replace(self, **changes)
-
 
 @dataclass
 class RewardBreakdown:
@@ -97,7 +94,6 @@ class RewardBreakdown:
     correct: bool = False
     think_tokens: int = 0
     d_think_tokens: int = 0
-    terms: dict[str, float] = field(default_factory=dict)
 
     @property
     def format(self) -> float:
