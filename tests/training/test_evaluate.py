@@ -20,7 +20,7 @@ from wise_training.datasets_eval import (
     DatasetError,
     EvalSample,
     SkippedSample,
-    detect_format,
+    eval_data_format,
     rasterize_reasonseg,
     read_dataset,
     read_reasonseg,
@@ -71,7 +71,7 @@ def refcoco(tmp_path: Path) -> tuple[Path, dict[str, np.ndarray]]:
 
 def test_reasonseg_reader_masks_flags_and_skips(reasonseg) -> None:
     folder, truths = reasonseg
-    assert detect_format(folder) == "reasonseg"
+    assert eval_data_format(folder) == "reasonseg"
     items = list(read_reasonseg("rs", folder))
     samples = [i for i in items if isinstance(i, EvalSample)]
     skipped = [i for i in items if isinstance(i, SkippedSample)]
@@ -124,7 +124,7 @@ def test_rasterization_draws_larger_polygons_first() -> None:
 def test_segzero_parquet_reader(refcoco, tmp_path: Path) -> None:
     path, truths = refcoco
     for location in (path, path.parent.parent):  # a parquet file, or a hub snapshot folder
-        assert detect_format(location) == "segzero"
+        assert eval_data_format(location) == "segzero"
         items = list(read_dataset("refcoco_testA", location))
         samples = [i for i in items if isinstance(i, EvalSample)]
         skipped = [i for i in items if isinstance(i, SkippedSample)]
@@ -147,10 +147,10 @@ def test_segzero_parquet_reader(refcoco, tmp_path: Path) -> None:
 
 def test_unreadable_datasets_raise_dataset_error(tmp_path: Path) -> None:
     with pytest.raises(DatasetError):
-        detect_format(tmp_path / "missing")
+        eval_data_format(tmp_path / "missing")
     (tmp_path / "empty").mkdir()
     with pytest.raises(DatasetError):
-        detect_format(tmp_path / "empty")
+        eval_data_format(tmp_path / "empty")
     broken = tmp_path / "broken.parquet"
     broken.write_bytes(b"PAR1 not really")
     with pytest.raises(DatasetError):

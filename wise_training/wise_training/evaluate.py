@@ -47,8 +47,9 @@ from .datasets_eval import (
     DatasetError,
     EvalSample,
     SkippedSample,
-    detect_format,
+    eval_data_format,
     read_dataset,
+    safe_name,
 )
 from .metrics import score_masks
 from .report import (
@@ -173,10 +174,6 @@ def _run_batch(pipeline: SegmentPipeline, batch: list[EvalSample]) -> tuple[list
     return results, time.perf_counter() - start
 
 
-def _safe_name(text: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_.#" else "_" for c in text).strip(".") or "x"
-
-
 def _save_mask(path: Path, mask: np.ndarray | None, shape: tuple[int, ...]) -> None:
     import cv2
 
@@ -226,9 +223,9 @@ def _record(
     if config.save_masks:
         rel = Path(
             "masks",
-            _safe_name(policy.label),
+            safe_name(policy.label),
             mode,
-            _safe_name(sample.dataset),
+            safe_name(sample.dataset),
             f"{sample.sample_id}.png",
         )
         _save_mask(config.out / rel, pred, sample.target.shape)
@@ -425,7 +422,7 @@ def _parse_datasets(values: Sequence[str], formats: Sequence[str]) -> list[Datas
     for value in values:
         name, path = _split_label(value)
         name = name or Path(path).name
-        fmt = forced.get(name) or detect_format(path)
+        fmt = forced.get(name) or eval_data_format(path)
         specs.append(DatasetSpec(name, path, fmt))
     names = [s.name for s in specs]
     if len(set(names)) != len(names):
