@@ -40,6 +40,17 @@ def _copy_checkpoint(src: Path, dst: Path) -> Path:
     return dst
 
 
+class _Payload:
+    """Runs a shell command when unpickled without weights_only."""
+
+    def __reduce__(self):
+        return (os.system, ("echo should-never-run",))
+
+
+def _write_unsafe_pickle(folder: Path) -> None:
+    torch.save({"weight": _Payload()}, folder / "pytorch_model.bin")
+
+
 @pytest.fixture(scope="module")
 def trained_checkpoint(
     eval_taught_policy_dir: Path, tmp_path_factory: pytest.TempPathFactory
@@ -228,11 +239,7 @@ def test_pickle_checkpoint_is_exported_only_when_weights_only_loads(
     assert "model.safetensors" in manifest.files
     assert not any(f.endswith(".bin") for f in manifest.files)
 
-    class Payload:
-        def __reduce__(self):
-            return (os.system, ("echo should-never-run",))
-
-    torch.save({"weight": Payload()}, pickled / "pytorch_model.bin")
+    _write_unsafe_pickle(pickled)
     with pytest.raises(ex.ExportError, match="weights_only=True"):
         ex.export(pickled, tmp_path / "out2", segmenter=str(tiny_sam2_dir))
     assert not (tmp_path / "out2").exists()
@@ -462,3 +469,20 @@ def test_train_one_step_then_export_and_load(
         result = pipeline.segment(image, "the red square")
     assert result.status.value == "ok", result.error
     assert result.mask is not None and result.mask.shape == image.shape[:2]
+
+
+def test_training_loads_a_checkpoint_as_the_export_does(
+    trained_checkpoint: Path, tmp_path: Path
+) -> None:
+    """One loader: training refuses the pickle the export refuses, and loads the same folder."""
+    from wise_training.policy_checkpoint import CheckpointError
+    from wise_training.train import load_policy
+
+    model, processor = load_policy(load_config("tiny_cpu", [f"model.path={trained_checkpoint}"]))
+    assert processor.tokenizer.padding_side == "left" and model.dtype == torch.float32
+
+    pickled = _copy_checkpoint(trained_checkpoint, tmp_path / "pickled")
+    (pickled / "model.safetensors").unlink()
+    _write_unsafe_pickle(pickled)
+    with pytest.raises(CheckpointError, match="weights_only=True"):
+        load_policy(load_config("tiny_cpu", [f"model.path={pickled}"]))

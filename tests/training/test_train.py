@@ -12,10 +12,10 @@ import torch
 from PIL import Image
 
 from wise_perception.core.prompts import build_messages, spec_for
-from wise_training.config import ConfigError, load_config
+from wise_training.config import TRAINING_CONFIG_NAME, ConfigError, load_config
 from wise_training.data import SYNTH_BOX_840
 from wise_training.smoke import SMOKE_COMPLETION
-from wise_training.train import TRAINING_CONFIG_NAME, build_trainer, main, save_final
+from wise_training.train import build_trainer, main, save_final
 
 REPO = Path(__file__).resolve().parents[2]
 GT_BOX = list(SYNTH_BOX_840)  # policy frame

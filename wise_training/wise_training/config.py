@@ -19,6 +19,8 @@ from .rewards import DEFAULT_SENTENCE_MODEL, RewardConfig
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 MAX_BASE_DEPTH = 8
+# The resolved configuration, saved next to the trained weights and read by the export.
+TRAINING_CONFIG_NAME = "wise_training_config.json"
 
 
 class ConfigError(ValueError):

@@ -28,13 +28,14 @@ import yaml
 from wise_perception.core.prompts import spec_for
 
 from .callbacks import JsonlLogCallback
-from .config import ConfigError, TrainConfig, load_config, named_configs
+from .config import TRAINING_CONFIG_NAME, ConfigError, TrainConfig, load_config, named_configs
 from .data import DataReport, load_training_samples
 from .model_card import model_card_text, reward_names_of, write_model_card
+from .policy_checkpoint import CheckpointError, load_model, load_processor
 from .rewards import RewardConfig, SentenceModelError, SentenceSimilarity, WiseRewards
+from .tables import DatasetError
 
 LOG = logging.getLogger("wise_training.train")
-TRAINING_CONFIG_NAME = "wise_training_config.json"  # read by wise_training.export
 
 
 def reward_config_for(config: TrainConfig) -> RewardConfig:
@@ -68,21 +69,14 @@ def grpo_arguments(config: TrainConfig) -> Any:
 
 
 def load_policy(config: TrainConfig) -> tuple[Any, Any]:
-    """Model and processor through the same HF loaders the pipeline uses (safetensors, no remote code)."""
-    import torch
-    from transformers import AutoModelForImageTextToText, AutoProcessor
-
-    processor = AutoProcessor.from_pretrained(config.model.path)
-    if not hasattr(processor, "image_processor"):
-        raise ConfigError(
-            f"{config.model.path} has no image processor: not a vision-language checkpoint"
-        )
-    processor.tokenizer.padding_side = "left"
-    dtype = torch.float32 if config.trainer.use_cpu else getattr(torch, config.model.dtype)
-    kwargs: dict[str, Any] = {"dtype": dtype, "use_safetensors": True}
-    if config.model.attn_implementation:
-        kwargs["attn_implementation"] = config.model.attn_implementation
-    model = AutoModelForImageTextToText.from_pretrained(config.model.path, **kwargs)
+    """Model and processor through the loader the export uses (safetensors, no remote code)."""
+    processor = load_processor(config.model.path)
+    processor.tokenizer.padding_side = "left"  # GRPO generates after the prompt
+    model = load_model(
+        config.model.path,
+        dtype=config.model.dtype,
+        attn_implementation=config.model.attn_implementation,
+    )
     return model, processor
 
 
@@ -249,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         resume = resolve_resume(args.resume, config.trainer.output_dir)
         trainer, report = build_trainer(config)
-    except (ConfigError, FileNotFoundError) as exc:
+    except (ConfigError, CheckpointError, DatasetError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     LOG.info("config %s: %s", config.name, report.summary())
