@@ -29,6 +29,9 @@ from wise_perception.core.tokens import TextTokenizer, count_tokens
 DEFAULT_SENTENCE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"  # §3.2 Eq. 6, release
 
 RewardFunction = Callable[..., list[float]]
+# Logged next to the reward terms with weight 0: span lengths and the share of completions that
+# earned R_distill.
+MONITORS = ("think_tokens", "d_think_tokens", "distill_earned")
 
 
 class SimilarityModel(Protocol):
@@ -77,6 +80,21 @@ class RewardConfig:
             raise ValueError(f"unknown length_reward {self.length_reward!r}")
         if self.distill and D_THINK not in self.order:
             raise ValueError("the distillation reward needs a <d_think> span in the order")
+
+    def summed_terms(self) -> tuple[str, ...]:
+        """The terms GRPO's reward sums: R_format and R_acc (Eq. 3), R_distill (Eq. 4) and the
+        L1 baselines' length term, each one TRL reward function."""
+        names = ["tag_format", "json_format", "iou", "box_l1", "points"]
+        if self.distill:
+            names.append("distill")
+        if self.length_reward != "none":
+            names.append("length")
+        return tuple(names)
+
+    def reward_weights(self) -> list[float]:
+        """``GRPOConfig.reward_weights`` of ``reward_functions() + metric_functions()``: every
+        summed term counts once (Eq. 4), the monitors are only logged."""
+        return [1.0] * len(self.summed_terms()) + [0.0] * len(MONITORS)
 
 
 @dataclass
@@ -269,21 +287,12 @@ class WiseRewards:
 
     # -- TRL reward functions -------------------------------------------------------------
     def reward_functions(self) -> list[RewardFunction]:
-        """One TRL reward function per term (summed by GRPOTrainer with weight 1 each)."""
-        names = ["tag_format", "json_format", "iou", "box_l1", "points"]
-        if self.config.distill:
-            names.append("distill")
-        if self.config.length_reward != "none":
-            names.append("length")
-        return [self._term_function(name) for name in names]
+        """One TRL reward function per summed term (``RewardConfig.summed_terms``)."""
+        return [self._term_function(name) for name in self.config.summed_terms()]
 
     def metric_functions(self) -> list[RewardFunction]:
-        """Zero-weight monitors (lengths, share of completions earning R_distill) for logging."""
-        return [
-            self._term_function("think_tokens"),
-            self._term_function("d_think_tokens"),
-            self._term_function("distill_earned"),
-        ]
+        """The zero-weight monitors (``MONITORS``), for logging."""
+        return [self._term_function(name) for name in MONITORS]
 
     def _term_function(self, name: str) -> RewardFunction:
         def reward(
@@ -300,11 +309,7 @@ class WiseRewards:
                 return [1.0 if s.distill > 0 else 0.0 for s in scored]
             return [float(getattr(s, name)) for s in scored]
 
-        reward.__name__ = (
-            f"{name}_reward"
-            if name not in ("think_tokens", "d_think_tokens", "distill_earned")
-            else name
-        )
+        reward.__name__ = name if name in MONITORS else f"{name}_reward"
         reward.__qualname__ = reward.__name__
         return reward
 
