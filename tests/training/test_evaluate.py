@@ -12,6 +12,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support.eval_data import (
+    TAUGHT_COMPLETION,
+    Truth,
+    check_png,
+    lisa_score,
+    read_png_mask,
+    rect_mask,
+    rect_polygon,
+    write_reasonseg,
+    write_segzero_parquet,
+)
 
 from wise_perception.core.tokens import reasoning_tokens
 from wise_perception.result import Result, Status, Timings
@@ -27,31 +38,6 @@ from wise_training.datasets_eval import (
     read_segzero,
 )
 from wise_training.report import PER_SAMPLE_NAME, PLOT_NAME, REPORT_NAME, TABLE_NAME
-
-try:
-    from .conftest_eval import (
-        TAUGHT_COMPLETION,
-        Truth,
-        check_png,
-        lisa_score,
-        read_png_mask,
-        rect_mask,
-        rect_polygon,
-        write_reasonseg,
-        write_segzero_parquet,
-    )
-except ImportError:  # tests/training is not a package
-    from conftest_eval import (
-        TAUGHT_COMPLETION,
-        Truth,
-        check_png,
-        lisa_score,
-        read_png_mask,
-        rect_mask,
-        rect_polygon,
-        write_reasonseg,
-        write_segzero_parquet,
-    )
 
 
 @pytest.fixture
