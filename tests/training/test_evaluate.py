@@ -183,6 +183,38 @@ class ScriptedPipeline:
         self.closed = True
 
 
+def test_run_dataset_yields_skips_and_scored_outcomes_in_order(reasonseg) -> None:
+    """The runner alone: skipped samples pass through, batches are filled in reading order, a
+    failed result is an empty prediction, each outcome makes its per-sample record, and
+    ``limit`` counts evaluated samples."""
+    from wise_training.eval_runner import Outcome, run_dataset
+
+    folder, truths = reasonseg
+    pipeline = ScriptedPipeline("wise_s")
+    items = list(run_dataset(pipeline, read_reasonseg("rs", folder), batch_size=3))
+    outcomes = [i for i in items if isinstance(i, Outcome)]
+    assert [o.sample.sample_id for o in outcomes] == ["a#0", "a#1", "b#0", "c#0"]
+    assert sorted(i.sample_id for i in items if isinstance(i, SkippedSample)) == ["d", "e"]
+    assert pipeline.batches == [3, 1]
+    unicorn = outcomes[3]  # "the unicorn": the answer does not parse
+    assert unicorn.prediction is None and unicorn.error == "missing_answer_tag"
+    assert (unicorn.score.intersection, unicorn.score.union, unicorn.score.iou) == (0, 0, 1.0)
+    record = outcomes[2].record("ckpt", "wise_s")
+    pred = rect_mask(40, 50, 10, 10, 30, 25)
+    assert record["intersection"] == int((pred & truths["b#0"].target).sum())
+    assert (record["model"], record["mode"], record["status"], record["error"]) == (
+        "ckpt",
+        "wise_s",
+        "ok",
+        "",
+    )
+    assert record["reasoning_tokens"] == 5 and record["timings_ms"]["total_ms"] == 250.0
+    limited = run_dataset(
+        ScriptedPipeline("wise"), read_reasonseg("rs", folder), batch_size=3, limit=2
+    )
+    assert [o.sample.sample_id for o in limited] == ["a#0", "a#1"]
+
+
 def _recompute(
     out: Path, truths: dict[str, Truth], mode: str, dataset: str = "rs"
 ) -> tuple[float, float, list[dict]]:
