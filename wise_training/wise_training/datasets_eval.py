@@ -92,6 +92,13 @@ def safe_name(text: str) -> str:
     return keep.strip(".")[:120] or "sample"
 
 
+QUERY_PROBLEM = "query is empty, not text or too long"
+
+
+def _usable_query(text: Any) -> bool:
+    return isinstance(text, str) and bool(text.strip()) and len(text) <= MAX_QUERY_CHARS
+
+
 def _decode_image_bytes(data: bytes, what: str) -> np.ndarray:
     """Encoded image bytes -> HxWx3 uint8 RGB; ValueError when corrupt or too large."""
     import cv2
@@ -245,10 +252,8 @@ def _iter_reasonseg(name: str, json_files: list[Path]) -> Iterator[ReaderItem]:
             continue
         for k, text in enumerate(texts):
             sample_id = f"{stem}#{k}"
-            if not isinstance(text, str) or not text.strip() or len(text) > MAX_QUERY_CHARS:
-                yield SkippedSample(
-                    name, sample_id, "query is empty, not text or too long", str(json_path)
-                )
+            if not _usable_query(text):
+                yield SkippedSample(name, sample_id, QUERY_PROBLEM, str(json_path))
                 continue
             yield EvalSample(
                 dataset=name,
@@ -321,8 +326,8 @@ def _iter_segzero(name: str, path: Path) -> Iterator[ReaderItem]:
         what = f"row {row}"
         try:
             text = record.get("text")
-            if not isinstance(text, str) or not text.strip() or len(text) > MAX_QUERY_CHARS:
-                raise ValueError(f"{what}: query is empty, not text or too long")
+            if not _usable_query(text):
+                raise ValueError(f"{what}: {QUERY_PROBLEM}")
             image = _segzero_image(record.get("image"), what)
             target = _segzero_mask(record.get("mask"), what)
             if target.shape != image.shape[:2]:

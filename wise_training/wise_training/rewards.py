@@ -29,6 +29,9 @@ from wise_perception.core.tokens import TextTokenizer, count_tokens
 DEFAULT_SENTENCE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"  # §3.2 Eq. 6, release
 
 RewardFunction = Callable[..., list[float]]
+# Ground truth per completion, in the policy frame: a box [x1, y1, x2, y2], two points [x, y].
+Boxes = Sequence[Sequence[float]]
+PointPairs = Sequence[Sequence[Sequence[float]]]
 # Logged next to the reward terms with weight 0: span lengths and the share of completions that
 # earned R_distill.
 MONITORS = ("think_tokens", "d_think_tokens", "distill_earned")
@@ -237,10 +240,7 @@ class WiseRewards:
         return max(0.0, 1.0 - count_tokens(think, self.tokenizer) / d_len)  # type: ignore[arg-type]
 
     def score_batch(
-        self,
-        texts: Sequence[str],
-        gt_boxes: Sequence[Sequence[float]],
-        gt_points: Sequence[Sequence[Sequence[float]]],
+        self, texts: Sequence[str], gt_boxes: Boxes, gt_points: PointPairs
     ) -> list[RewardBreakdown]:
         """Every term for a batch; similarities are embedded in one call."""
         key = (tuple(texts), repr(gt_boxes), repr(gt_points))
@@ -251,10 +251,7 @@ class WiseRewards:
         return results
 
     def _score_batch(
-        self,
-        texts: Sequence[str],
-        gt_boxes: Sequence[Sequence[float]],
-        gt_points: Sequence[Sequence[Sequence[float]]],
+        self, texts: Sequence[str], gt_boxes: Boxes, gt_points: PointPairs
     ) -> list[RewardBreakdown]:
         cfg = self.config
         results = []
@@ -298,8 +295,8 @@ class WiseRewards:
         def reward(
             prompts: Sequence[object] | None = None,
             completions: Sequence[object] = (),
-            gt_box: Sequence[Sequence[float]] = (),
-            gt_points: Sequence[Sequence[Sequence[float]]] | None = None,
+            gt_box: Boxes = (),
+            gt_points: PointPairs | None = None,
             **_: object,
         ) -> list[float]:
             texts = [completion_text(c) for c in completions]
