@@ -215,6 +215,15 @@ def test_run_dataset_yields_skips_and_scored_outcomes_in_order(reasonseg) -> Non
     assert [o.sample.sample_id for o in limited] == ["a#0", "a#1"]
 
 
+def both_sets_in_two_modes(
+    policy: str, reasonseg: Path, refcoco: Path, out: Path, *extra: str
+) -> list[str]:
+    """evaluate's arguments: ReasonSeg ("rs") and RefCOCO, modes wise and wise_s, masks saved."""
+    datasets = ["--dataset", f"rs={reasonseg}", "--dataset", f"refcoco_testA={refcoco}"]
+    modes = ["--modes", "wise", "wise_s"]
+    return ["--policy", policy, *datasets, *modes, "--save-masks", "--out", str(out), *extra]
+
+
 def _recompute(
     out: Path, truths: dict[str, Truth], mode: str, dataset: str = "rs"
 ) -> tuple[float, float, list[dict]]:
@@ -240,22 +249,7 @@ def test_evaluate_with_scripted_pipeline(reasonseg, refcoco, tmp_path: Path, cap
         return pipelines[-1]
 
     out = tmp_path / "out"
-    argv = [
-        "--policy",
-        "ckpt=/models/x",
-        "--dataset",
-        f"rs={folder}",
-        "--dataset",
-        f"refcoco_testA={refcoco[0]}",
-        "--modes",
-        "wise",
-        "wise_s",
-        "--batch-size",
-        "3",
-        "--save-masks",
-        "--out",
-        str(out),
-    ]
+    argv = both_sets_in_two_modes("ckpt=/models/x", folder, refcoco[0], out, "--batch-size", "3")
     assert ev.main(argv, factory=factory) == 0
     assert [p.mode for p in pipelines] == ["wise", "wise_s"] and all(p.closed for p in pipelines)
     assert pipelines[0].batches == [3, 1, 2]  # 4 ReasonSeg samples, then 2 RefCOCO, batched by 3
@@ -367,28 +361,14 @@ def test_end_to_end_with_taught_policy(
 
     folder, truths = reasonseg
     out = tmp_path / "e2e"
-    argv = [
-        "--policy",
+    argv = both_sets_in_two_modes(
         str(eval_taught_policy_dir),
-        "--segmenter",
-        str(tiny_sam2_dir),
-        "--dataset",
-        f"rs={folder}",
-        "--dataset",
-        f"refcoco_testA={refcoco[0]}",
-        "--modes",
-        "wise",
-        "wise_s",
-        "--batch-size",
-        "2",
-        "--save-masks",
-        "--device",
-        "cpu",
-        "--dtype",
-        "float32",
-        "--out",
-        str(out),
-    ]
+        folder,
+        refcoco[0],
+        out,
+        *("--segmenter", str(tiny_sam2_dir), "--batch-size", "2"),
+        *("--device", "cpu", "--dtype", "float32"),
+    )
     assert ev.main(argv) == 0
     report = json.loads((out / REPORT_NAME).read_text())
     rows = {(r["mode"], r["dataset"]): r for r in report["results"]}
