@@ -14,7 +14,7 @@ from wise_perception.core.answer import FailureReason
 from wise_perception.core.manifest import Manifest, ManifestError, write_manifest
 from wise_perception.pipeline import PipelineConfig, WisePipeline
 from wise_perception.policy.base import PolicyBackend, PolicyOutput
-from wise_perception.result import Status
+from wise_perception.result import Status, mask_union
 
 THINK = " the red square is on the left "  # the taught <think> text, unstripped
 
@@ -387,3 +387,10 @@ def test_settings_are_the_config_fields_and_a_typo_is_named(tiny_policy_dir, tin
     ) as pipeline:
         assert (pipeline.config.cache_size, pipeline.config.batch_size) == (3, 2)
         assert pipeline.config.brevity == PipelineConfig().brevity  # "" is "not given"
+
+
+def test_a_results_mask_is_the_union_of_its_objects() -> None:
+    a, b = np.zeros((4, 4), bool), np.zeros((4, 4), bool)
+    a[:2, :2], b[2:, 2:] = True, True
+    assert mask_union([a, b], (4, 4)).sum() == 8
+    assert not mask_union([], (4, 4)).any()

@@ -49,7 +49,7 @@ from .core.tokens import reasoning_tokens
 from .device import release_cuda_memory
 from .encode_cache import EncodeCache, Encoded, frame_key_of
 from .policy.base import PolicyBackend, PolicyOutput, PolicyUnavailable
-from .result import ObjectResult, Result, Status, Timings
+from .result import ObjectResult, Result, Status, Timings, mask_union
 from .segmenter.base import Segmenter
 
 LOG = logging.getLogger(__name__)
@@ -462,13 +462,11 @@ class WisePipeline:
         decode_start = time.perf_counter()
         segmented = self.segmenter.decode(encoded.encoding, objects)
         timings.segmenter_decode = time.perf_counter() - decode_start
-        mask = np.zeros((height, width), dtype=bool)
         for obj, seg in zip(objects, segmented, strict=True):
-            mask |= seg.mask
             result.objects.append(
                 ObjectResult(box=obj.box, points=obj.points, score=seg.score, mask=seg.mask)
             )
-        result.mask = mask
+        result.mask = mask_union([seg.mask for seg in segmented], (height, width))
         result.status = Status.OK
         timings.total = time.perf_counter() - request.started
         result.timings = timings
