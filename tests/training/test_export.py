@@ -420,8 +420,10 @@ def test_train_one_step_then_export_and_load(
 def test_training_loads_a_checkpoint_as_the_export_does(
     trained_checkpoint: Path, tmp_path: Path
 ) -> None:
-    """One loader: training refuses the pickle the export refuses, and loads the same folder."""
-    from wise_training.policy_checkpoint import CheckpointError
+    """One loader: training and inference refuse the pickle the export refuses, and load the
+    same folder."""
+    from wise_perception.policy.checkpoint import CheckpointError
+    from wise_perception.policy.transformers_backend import TransformersPolicy
     from wise_training.train import load_policy
 
     model, processor = load_policy(load_config("tiny_cpu", [f"model.path={trained_checkpoint}"]))
@@ -432,3 +434,7 @@ def test_training_loads_a_checkpoint_as_the_export_does(
     _write_unsafe_pickle(pickled)
     with pytest.raises(CheckpointError, match="weights_only=True"):
         load_policy(load_config("tiny_cpu", [f"model.path={pickled}"]))
+    with pytest.raises(CheckpointError, match="weights_only=True"):
+        TransformersPolicy.from_pretrained(pickled, device="cpu")
+    served = TransformersPolicy.from_pretrained(trained_checkpoint, device="cpu")
+    assert type(served.model) is type(model)

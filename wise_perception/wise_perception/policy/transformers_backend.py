@@ -140,25 +140,17 @@ class TransformersPolicy(PolicyBackend):
         forced_schema: bool = True,
         int8_decode: bool = False,
     ) -> TransformersPolicy:
-        from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
+        from transformers import AutoProcessor
+
+        from .checkpoint import load_model
 
         device = resolve_device(device)
         torch_dtype = resolve_dtype(dtype, device)
         source = str(path)
-        config = AutoConfig.from_pretrained(source, trust_remote_code=False)
-        model_cls: Any = AutoModelForImageTextToText
-        if getattr(config, "model_type", "") == "qwen2_5_vl":
-            from transformers import Qwen2_5_VLForConditionalGeneration
-
-            model_cls = Qwen2_5_VLForConditionalGeneration
-        kwargs: dict[str, Any] = {
-            "dtype": torch_dtype,
-            "use_safetensors": True,
-            "trust_remote_code": False,
-        }
-        if attn_implementation:
-            kwargs["attn_implementation"] = attn_implementation
-        model = model_cls.from_pretrained(source, **kwargs).to(device).eval()
+        # The one loader of inference, training and export (safetensors, or pickles that
+        # load with weights_only=True; never remote code).
+        model = load_model(source, dtype=torch_dtype, attn_implementation=attn_implementation)
+        model = model.to(device).eval()
         processor = AutoProcessor.from_pretrained(source, trust_remote_code=False)
         return cls(
             model,
