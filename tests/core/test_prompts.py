@@ -8,6 +8,7 @@ from wise_perception.core.prompts import (
     PromptMode,
     build_instruction,
     build_messages,
+    chat_messages,
     check_question,
     normalize_question,
     spec_for,
@@ -150,3 +151,15 @@ def test_messages_put_the_image_before_the_instruction():
 def test_every_mode_renders():
     for mode in PromptMode:
         assert "<answer>" in build_instruction("cup", spec_for(mode))
+
+
+def test_one_envelope_for_training_and_every_backend():
+    """build_messages (training, TRL) is chat_messages around the rendered instruction, the
+    envelope the backends send too; the vLLM server's image part replaces the placeholder."""
+    spec = spec_for("wise_s")
+    instruction = build_instruction("cup", spec)
+    assert build_messages("cup", spec, system="sys") == chat_messages(instruction, system="sys")
+    assert build_messages("cup", spec) == chat_messages(instruction, system="")
+    url = {"type": "image_url", "image_url": {"url": "data:,"}}
+    served = chat_messages(instruction, image=url)
+    assert served[-1]["content"] == [url, {"type": "text", "text": instruction}]

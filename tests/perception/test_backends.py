@@ -53,6 +53,15 @@ def test_transformers_prompt_is_the_contract(taught_pipeline) -> None:
     )
     assert policy.prompt_text(build_instruction("the cup", spec)) == expected
     assert policy.tokenizer.padding_side == "left"
+    # With a system prompt (training's data.system_prompt, carried by the manifest) the
+    # policy renders exactly what training's TRL prompt renders.
+    system = "You segment for a robot."
+    trained = policy.processor.apply_chat_template(
+        build_messages("the cup", spec, system=system), add_generation_prompt=True, tokenize=False
+    )
+    served = TransformersPolicy(policy.model, policy.processor, system_prompt=system)
+    assert served.prompt_text(build_instruction("the cup", spec)) == trained
+    assert system in trained and trained != expected
 
 
 @pytest.mark.parametrize("mode", ["wise_s", "seg_zero"])

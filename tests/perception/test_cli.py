@@ -148,10 +148,55 @@ def test_bench_runs_one_iteration(tiny_checkpoints, tmp_path, capsys) -> None:
     assert "640x480" in table and "1280x720" in table and "sam_encode" in table
     rows = json.loads(Path(figures).read_text())["rows"]
     per_engine = [("640x480", 2), ("1280x720", 2), ("640x480", 6), ("1280x720", 6)]
-    assert [(r["size"], r["think_tokens"]) for r in rows] == 2 * per_engine  # generate, engine
+    # generate, engine, engine+schema
+    assert [(r["size"], r["think_tokens"]) for r in rows] == 3 * per_engine
     assert all(r["stats"]["total"]["mean"] > 0 for r in rows)
     # One run times every engine available here, and each stage against its physical floor.
-    assert "+generate" in table and "+engine" in table
+    assert "+generate" in table and "+engine" in table and "+engine+schema" in table
+    # The engines generate the same completion (teacher-forced); the forced schema does it in
+    # fewer sequential forwards.
+    engine = [r for r in rows if r["model"].endswith("+engine")]
+    schema = [r for r in rows if r["model"].endswith("+engine+schema")]
+    for free, forced in zip(engine, schema, strict=True):
+        assert free["generated_tokens"] == forced["generated_tokens"]
+        assert forced["forward_passes"] < free["forward_passes"] == free["generated_tokens"]
     assert "physical floors on cpu" in table and "decode/step" in table
     floors = json.loads(Path(figures).read_text())["floors"]
     assert floors["decode_step_ms"] > 0 and floors["prefill_ms"] > 0 and floors["tflop_s"] > 0
+
+
+def test_bench_full_size_path_runs_scaled_down(tiny_checkpoints, monkeypatch, capsys) -> None:
+    """``--full-size`` builds its models from the published configs (and the real Qwen2.5
+    tokenizer when built), which only a GPU can hold: here the same code runs on the CPU with
+    the configs scaled down, so the first GPU run does not find a broken path."""
+    import copy
+
+    qwen = copy.deepcopy(bench.QWEN25_VL_7B)
+    qwen["text_config"].update(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [2, 3, 3]},
+    )
+    qwen["vision_config"].update(
+        depth=4, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64,
+        fullatt_block_indexes=[1, 3],
+    )  # fmt: skip
+    sam = copy.deepcopy(bench.SAM2_LARGE)
+    sam["vision_config"]["backbone_config"].update(
+        hidden_size=16, blocks_per_stage=[1, 1, 2, 1], embed_dim_per_stage=[16, 32, 64, 128],
+        num_attention_heads_per_stage=[1, 1, 2, 2], global_attention_blocks=[3],
+    )  # fmt: skip
+    sam["vision_config"]["backbone_channel_list"] = [128, 64, 32, 16]
+    sam["vision_config"]["fpn_hidden_size"] = 32
+    sam["prompt_encoder_config"]["hidden_size"] = 32
+    sam["mask_decoder_config"].update(hidden_size=32, mlp_dim=64, iou_head_hidden_dim=32)
+    monkeypatch.setattr(bench, "QWEN25_VL_7B", qwen)
+    monkeypatch.setattr(bench, "SAM2_LARGE", sam)
+    args = ["--full-size", "--device", "cpu", "--dtype", "float32", "-n", "1", "--warmup", "0"]
+    args += ["--think-tokens", "4", "--sizes", "64x48", "--cache-dir", str(tiny_checkpoints.root)]
+    assert bench.main([*args, "--engines", "generate", "engine+schema"]) == 0
+    table = capsys.readouterr().out
+    assert "qwen2.5-vl-7b+sam2-large+engine+schema" in table and "decode/step" in table

@@ -281,33 +281,62 @@ def test_policy_leaving_the_schema_is_unparsable(teach_tiny, tiny_sam2_dir) -> N
     assert "invalid_json" in result.error
 
 
+def test_teacher_forcing_generates_the_script(random_policy) -> None:
+    """``script``: a random policy writes a given completion, freely (one forward per token)
+    and with the forced schema (the schema's count of forwards), every forward run in full."""
+    policy = random_policy
+    grammar = policy.grammar()
+    assert grammar is not None
+    completion = TAUGHT_COMPLETION
+    ids = policy.tokenizer.encode(completion, add_special_tokens=False)
+    frame = _image(840, 840, 4)
+    instruction = build_instruction("the red square", spec_for("wise_s"))
+    free = TransformersPolicy(policy.model, policy.processor, forced_schema=False)
+    for backend, passes in (
+        (free, len(ids)),
+        (policy, forward_passes(grammar, policy.tokenizer, completion)),
+    ):
+        (out,) = backend.generate([frame], [instruction], stop=("</answer>",), script=[ids])
+        assert out.text == completion and out.generated_tokens == len(ids)
+        assert backend.last_forward_passes == passes
+    assert forward_passes(grammar, policy.tokenizer, completion) < len(ids)
+    generate = TransformersPolicy(policy.model, policy.processor, engine="generate")
+    with pytest.raises(ValueError, match="needs engine='engine'"):
+        generate.generate([frame], [instruction], script=[ids])
+
+
 # ---------------------------------------------------------------------- vision tower
 
 
-@pytest.mark.parametrize("grid", [(1, 8, 8), (1, 20, 28), (1, 36, 14)])
-def test_grouped_vision_attention_equals_transformers(random_policy, grid) -> None:
-    """Windows of several sizes (edge windows are cut): same features within float32
-    tolerance, and transformers' own path is restored afterwards."""
-    from wise_perception.policy.vision_attention import grouped_vision_attention, window_groups
+@pytest.mark.parametrize(
+    "grids",
+    [[(1, 8, 8)], [(1, 20, 28)], [(1, 36, 14)], [(1, 20, 28), (1, 8, 12)]],
+    ids=["8x8", "20x28", "36x14", "two-images"],
+)
+def test_vision_tower_equals_transformers(random_policy, grids) -> None:
+    """Windows of several sizes (edge windows are cut), one or two images: the same features
+    as transformers' tower within float32 tolerance, from a layout computed once per grid."""
+    from wise_perception.policy.vision import VisionTower, group_by_length
 
     visual = random_policy.model.model.visual
     config = visual.config
-    t, h, w = grid
-    generator = torch.Generator().manual_seed(h * w)
+    tokens = sum(t * h * w for t, h, w in grids)
+    generator = torch.Generator().manual_seed(tokens)
     channels = config.in_channels * config.temporal_patch_size * config.patch_size**2
-    pixels = torch.randn(t * h * w, channels, generator=generator)
-    grid_thw = torch.tensor([grid])
+    pixels = torch.randn(tokens, channels, generator=generator)
+    grid_thw = torch.tensor(grids)
+    tower = VisionTower(visual)
     with torch.inference_mode():
         want = visual(pixels, grid_thw=grid_thw).pooler_output
-        with grouped_vision_attention(visual):
-            got = visual(pixels, grid_thw=grid_thw).pooler_output
-        again = visual(pixels, grid_thw=grid_thw).pooler_output
+        got = tower(pixels, grid_thw)
+        again = tower(pixels, grid_thw)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
-    assert torch.equal(again, want)
-    assert "forward" not in visual.blocks[0].attn.__dict__
+    assert torch.equal(again, got)
+    assert tower.layout(grid_thw) is tower.layout(grid_thw.clone())  # computed once per grid
     # Three window sizes for a 20x28 grid: (4x4 merged units), cut at one edge, at both.
-    cu = torch.tensor([0, 64, 128, 160, 200])
-    assert sorted(g.shape[1] for g in window_groups(cu)) == [32, 40, 64]
+    groups = group_by_length([0, 64, 128, 160, 200], torch.device("cpu"))
+    assert sorted(g.shape[1] for g in groups) == [32, 40, 64]
+    assert sorted(torch.cat([g.flatten() for g in groups]).tolist()) == list(range(200))
 
 
 # ---------------------------------------------------------------------- counts, int8, CUDA
@@ -343,6 +372,32 @@ def test_int8_weights_stay_close(random_policy) -> None:
     assert quantized.weight_int8.dtype == torch.int8
     torch.testing.assert_close(quantized(x), linear(x), rtol=0.05, atol=0.02)
     assert quantize_language_model(model) == 7 * len(model.model.language_model.layers)
+
+
+def test_what_compile_captures_traces_as_whole_graphs(random_policy) -> None:
+    """The decode step (both widths) and the vision tower trace with ``fullgraph=True``, no
+    graph break, and give the eager results. Checked on the CPU with torch.compile's
+    ``aot_eager`` backend (tracing and functionalisation of the cache writes, no kernels
+    generated); the CUDA graphs themselves need a GPU."""
+    policy = random_policy
+    engine = Qwen25VLEngine(policy.model)
+    texts = [policy.prompt_text(c) for c in COMMANDS]
+    images = [_image(200, 300, 1), _image(320, 240, 2)]
+    inputs = policy.processor(text=texts, images=images, padding=True, return_tensors="pt")
+    length = inputs["input_ids"].shape[1]
+    with torch.inference_mode():
+        logits, offsets, padding, cache = engine.prefill(inputs, engine.cache_length(length, 8, 4))
+        cursors = torch.full((2,), length, dtype=torch.long)
+        for width, counts in ((1, [1, 1]), (4, [4, 2])):
+            tokens = logits.argmax(-1)[:, None].repeat(1, width)
+            args = (tokens, torch.tensor(counts), cursors, offsets, padding, cache.layers)
+            want = engine._decode(*args)
+            traced = torch.compile(engine._decode, backend="aot_eager", fullgraph=True)
+            torch.testing.assert_close(traced(*args), want, rtol=1e-5, atol=1e-5)
+        pixels, grid = inputs["pixel_values"], inputs["image_grid_thw"]
+        layout = engine.vision.layout(grid)
+        tower = torch.compile(engine.vision._forward, backend="aot_eager", fullgraph=True)
+        torch.testing.assert_close(tower(pixels, layout), engine.vision(pixels, grid))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs / torch.compile need a GPU")

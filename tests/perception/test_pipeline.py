@@ -16,7 +16,7 @@ from wise_perception.core.limits import CheckedImage
 from wise_perception.core.manifest import Manifest, ManifestError, write_manifest
 from wise_perception.pipeline import PipelineConfig, WisePipeline
 from wise_perception.policy.base import PolicyBackend, PolicyOutput
-from wise_perception.result import Status
+from wise_perception.result import Status, mask_union
 
 THINK = " the red square is on the left "  # the taught <think> text, unstripped
 
@@ -344,12 +344,15 @@ def test_manifest_folder_loads_with_no_other_settings(
             brevity=None,
             segmenter=str(tiny_sam2_dir),
             max_new_tokens=80,
+            system_prompt="You segment for a robot.",
             files=("model.safetensors",),
         ),
     )
     with WisePipeline.from_pretrained(folder) as pipeline:
         assert pipeline.config.mode == "wise" and pipeline.config.max_new_tokens == 80
         assert pipeline.manifest is not None
+        # The system turn the checkpoint was trained with reaches the policy's prompt.
+        assert "You segment for a robot." in pipeline.policy.prompt_text("the cup")
         result = pipeline.segment(_image(100, 80, 12), "the red square")
     assert result.ok and result.mode == "wise", result.error
     # Explicit arguments override the manifest.
@@ -427,3 +430,22 @@ def test_an_unreachable_policy_has_its_own_status(taught_pipeline) -> None:
         batch = pipeline.segment_batch([_image(32, 32, 1)] * 2, ["a", "b"])
     assert one.status is Status.POLICY_UNAVAILABLE and "unreachable" in one.error
     assert [r.status for r in batch] == [Status.POLICY_UNAVAILABLE] * 2
+
+
+def test_settings_are_the_config_fields_and_a_typo_is_named(tiny_policy_dir, tiny_sam2_dir):
+    """from_pretrained's keyword settings are PipelineConfig's fields (as a Hugging Face config's
+    overrides); a misspelt one fails before anything loads, naming it and the valid ones."""
+    with pytest.raises(TypeError, match=r"unknown pipeline settings \['cache_sise'\].*cache_size"):
+        WisePipeline.from_pretrained(tiny_policy_dir, tiny_sam2_dir, cache_sise=3)
+    with WisePipeline.from_pretrained(
+        tiny_policy_dir, tiny_sam2_dir, device="cpu", cache_size=3, batch_size=2, brevity=""
+    ) as pipeline:
+        assert (pipeline.config.cache_size, pipeline.config.batch_size) == (3, 2)
+        assert pipeline.config.brevity == PipelineConfig().brevity  # "" is "not given"
+
+
+def test_a_results_mask_is_the_union_of_its_objects() -> None:
+    a, b = np.zeros((4, 4), bool), np.zeros((4, 4), bool)
+    a[:2, :2], b[2:, 2:] = True, True
+    assert mask_union([a, b], (4, 4)).sum() == 8
+    assert not mask_union([], (4, 4)).any()

@@ -6,11 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
-try:
-    from .conftest_eval import TAUGHT_COMPLETION
-except ImportError:  # tests/training is not a package
-    from conftest_eval import TAUGHT_COMPLETION
+from support.eval_data import TAUGHT_COMPLETION
 
 
 @pytest.fixture(scope="session")

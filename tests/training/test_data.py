@@ -113,6 +113,36 @@ def test_segzero_parquet_release_format(tmp_path):
     assert samples[0]["gt_box"] == [10, 100, 200, 210]  # already in the 840 frame
 
 
+def test_segzero_saved_dataset_dict_reads_its_train_split(tmp_path):
+    """A ``DatasetDict.save_to_disk`` folder of the release (decoded PIL images, an ``id``
+    column): the train split is read, and a folder with no data fails clearly."""
+    import datasets
+
+    from wise_training.tables import DatasetError
+
+    solution = "<box>(10,100),(200,210)</box><points>(30,110),(35,180)</points>"
+    image = Image.fromarray(np.zeros((420, 420, 3), np.uint8))
+    split = {"id": ["a7"], "image": [image], "problem": ["The red mug."], "solution": [solution]}
+    features = datasets.Features(
+        {
+            "id": datasets.Value("string"),
+            "image": datasets.Image(),
+            "problem": datasets.Value("string"),
+            "solution": datasets.Value("string"),
+        }
+    )
+    train = datasets.Dataset.from_dict(split, features=features)
+    other = datasets.Dataset.from_dict({**split, "id": ["b1"], "problem": [""]}, features=features)
+    datasets.DatasetDict({"train": train, "test": other}).save_to_disk(str(tmp_path / "saved"))
+    samples, report = load_training_samples(tmp_path / "saved", SPEC)
+    assert report.loaded == 1 and not report.skipped
+    # 420 px source: the solution is in source pixels, doubled into the 840 frame.
+    assert samples[0]["gt_box"] == [20, 200, 400, 420]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetError, match="no parquet files or saved dataset"):
+        load_training_samples(tmp_path / "empty", SPEC)
+
+
 def test_missing_dataset_and_bad_format(tmp_path):
     with pytest.raises(FileNotFoundError):
         load_training_samples(tmp_path / "nope.jsonl", SPEC)

@@ -12,6 +12,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support.eval_data import (
+    TAUGHT_COMPLETION,
+    Truth,
+    check_png,
+    lisa_score,
+    read_png_mask,
+    rect_mask,
+    rect_polygon,
+    write_reasonseg,
+    write_segzero_parquet,
+)
 
 from wise_perception.core.tokens import reasoning_tokens
 from wise_perception.result import Result, Status, Timings
@@ -20,38 +31,13 @@ from wise_training.datasets_eval import (
     DatasetError,
     EvalSample,
     SkippedSample,
-    detect_format,
+    eval_data_format,
     rasterize_reasonseg,
     read_dataset,
     read_reasonseg,
     read_segzero,
 )
 from wise_training.report import PER_SAMPLE_NAME, PLOT_NAME, REPORT_NAME, TABLE_NAME
-
-try:
-    from .conftest_eval import (
-        TAUGHT_COMPLETION,
-        Truth,
-        check_png,
-        lisa_score,
-        read_png_mask,
-        rect_mask,
-        rect_polygon,
-        write_reasonseg,
-        write_segzero_parquet,
-    )
-except ImportError:  # tests/training is not a package
-    from conftest_eval import (
-        TAUGHT_COMPLETION,
-        Truth,
-        check_png,
-        lisa_score,
-        read_png_mask,
-        rect_mask,
-        rect_polygon,
-        write_reasonseg,
-        write_segzero_parquet,
-    )
 
 
 @pytest.fixture
@@ -71,7 +57,7 @@ def refcoco(tmp_path: Path) -> tuple[Path, dict[str, np.ndarray]]:
 
 def test_reasonseg_reader_masks_flags_and_skips(reasonseg) -> None:
     folder, truths = reasonseg
-    assert detect_format(folder) == "reasonseg"
+    assert eval_data_format(folder) == "reasonseg"
     items = list(read_reasonseg("rs", folder))
     samples = [i for i in items if isinstance(i, EvalSample)]
     skipped = [i for i in items if isinstance(i, SkippedSample)]
@@ -124,7 +110,7 @@ def test_rasterization_draws_larger_polygons_first() -> None:
 def test_segzero_parquet_reader(refcoco, tmp_path: Path) -> None:
     path, truths = refcoco
     for location in (path, path.parent.parent):  # a parquet file, or a hub snapshot folder
-        assert detect_format(location) == "segzero"
+        assert eval_data_format(location) == "segzero"
         items = list(read_dataset("refcoco_testA", location))
         samples = [i for i in items if isinstance(i, EvalSample)]
         skipped = [i for i in items if isinstance(i, SkippedSample)]
@@ -147,10 +133,10 @@ def test_segzero_parquet_reader(refcoco, tmp_path: Path) -> None:
 
 def test_unreadable_datasets_raise_dataset_error(tmp_path: Path) -> None:
     with pytest.raises(DatasetError):
-        detect_format(tmp_path / "missing")
+        eval_data_format(tmp_path / "missing")
     (tmp_path / "empty").mkdir()
     with pytest.raises(DatasetError):
-        detect_format(tmp_path / "empty")
+        eval_data_format(tmp_path / "empty")
     broken = tmp_path / "broken.parquet"
     broken.write_bytes(b"PAR1 not really")
     with pytest.raises(DatasetError):
@@ -197,6 +183,47 @@ class ScriptedPipeline:
         self.closed = True
 
 
+def test_run_dataset_yields_skips_and_scored_outcomes_in_order(reasonseg) -> None:
+    """The runner alone: skipped samples pass through, batches are filled in reading order, a
+    failed result is an empty prediction, each outcome makes its per-sample record, and
+    ``limit`` counts evaluated samples."""
+    from wise_training.eval_runner import Outcome, run_dataset
+
+    folder, truths = reasonseg
+    pipeline = ScriptedPipeline("wise_s")
+    items = list(run_dataset(pipeline, read_reasonseg("rs", folder), batch_size=3))
+    outcomes = [i for i in items if isinstance(i, Outcome)]
+    assert [o.sample.sample_id for o in outcomes] == ["a#0", "a#1", "b#0", "c#0"]
+    assert sorted(i.sample_id for i in items if isinstance(i, SkippedSample)) == ["d", "e"]
+    assert pipeline.batches == [3, 1]
+    unicorn = outcomes[3]  # "the unicorn": the answer does not parse
+    assert unicorn.prediction is None and unicorn.error == "missing_answer_tag"
+    assert (unicorn.score.intersection, unicorn.score.union, unicorn.score.iou) == (0, 0, 1.0)
+    record = outcomes[2].record("ckpt", "wise_s")
+    pred = rect_mask(40, 50, 10, 10, 30, 25)
+    assert record["intersection"] == int((pred & truths["b#0"].target).sum())
+    assert (record["model"], record["mode"], record["status"], record["error"]) == (
+        "ckpt",
+        "wise_s",
+        "ok",
+        "",
+    )
+    assert record["reasoning_tokens"] == 5 and record["timings_ms"]["total_ms"] == 250.0
+    limited = run_dataset(
+        ScriptedPipeline("wise"), read_reasonseg("rs", folder), batch_size=3, limit=2
+    )
+    assert [o.sample.sample_id for o in limited] == ["a#0", "a#1"]
+
+
+def both_sets_in_two_modes(
+    policy: str, reasonseg: Path, refcoco: Path, out: Path, *extra: str
+) -> list[str]:
+    """evaluate's arguments: ReasonSeg ("rs") and RefCOCO, modes wise and wise_s, masks saved."""
+    datasets = ["--dataset", f"rs={reasonseg}", "--dataset", f"refcoco_testA={refcoco}"]
+    modes = ["--modes", "wise", "wise_s"]
+    return ["--policy", policy, *datasets, *modes, "--save-masks", "--out", str(out), *extra]
+
+
 def _recompute(
     out: Path, truths: dict[str, Truth], mode: str, dataset: str = "rs"
 ) -> tuple[float, float, list[dict]]:
@@ -222,22 +249,7 @@ def test_evaluate_with_scripted_pipeline(reasonseg, refcoco, tmp_path: Path, cap
         return pipelines[-1]
 
     out = tmp_path / "out"
-    argv = [
-        "--policy",
-        "ckpt=/models/x",
-        "--dataset",
-        f"rs={folder}",
-        "--dataset",
-        f"refcoco_testA={refcoco[0]}",
-        "--modes",
-        "wise",
-        "wise_s",
-        "--batch-size",
-        "3",
-        "--save-masks",
-        "--out",
-        str(out),
-    ]
+    argv = both_sets_in_two_modes("ckpt=/models/x", folder, refcoco[0], out, "--batch-size", "3")
     assert ev.main(argv, factory=factory) == 0
     assert [p.mode for p in pipelines] == ["wise", "wise_s"] and all(p.closed for p in pipelines)
     assert pipelines[0].batches == [3, 1, 2]  # 4 ReasonSeg samples, then 2 RefCOCO, batched by 3
@@ -349,28 +361,14 @@ def test_end_to_end_with_taught_policy(
 
     folder, truths = reasonseg
     out = tmp_path / "e2e"
-    argv = [
-        "--policy",
+    argv = both_sets_in_two_modes(
         str(eval_taught_policy_dir),
-        "--segmenter",
-        str(tiny_sam2_dir),
-        "--dataset",
-        f"rs={folder}",
-        "--dataset",
-        f"refcoco_testA={refcoco[0]}",
-        "--modes",
-        "wise",
-        "wise_s",
-        "--batch-size",
-        "2",
-        "--save-masks",
-        "--device",
-        "cpu",
-        "--dtype",
-        "float32",
-        "--out",
-        str(out),
-    ]
+        folder,
+        refcoco[0],
+        out,
+        *("--segmenter", str(tiny_sam2_dir), "--batch-size", "2"),
+        *("--device", "cpu", "--dtype", "float32"),
+    )
     assert ev.main(argv) == 0
     report = json.loads((out / REPORT_NAME).read_text())
     rows = {(r["mode"], r["dataset"]): r for r in report["results"]}

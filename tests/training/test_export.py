@@ -6,13 +6,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from support.training import run_module, train_tiny_cpu
 
 from wise_dev.train_smoke import SMOKE_COMPLETION
 from wise_perception.core.manifest import (
@@ -25,7 +24,6 @@ from wise_perception.core.manifest import (
 from wise_training import export as ex
 from wise_training.config import load_config
 
-REPO = Path(__file__).resolve().parents[2]
 TRAINING_CONFIG = {
     "model_name_or_path": "Qwen/Qwen2.5-VL-7B-Instruct",
     "learning_rate": 1e-6,
@@ -38,6 +36,17 @@ TRAINING_CONFIG = {
 def _copy_checkpoint(src: Path, dst: Path) -> Path:
     shutil.copytree(src, dst, ignore=shutil.ignore_patterns(".*"))
     return dst
+
+
+class _Payload:
+    """Runs a shell command when unpickled without weights_only."""
+
+    def __reduce__(self):
+        return (os.system, ("echo should-never-run",))
+
+
+def _write_unsafe_pickle(folder: Path) -> None:
+    torch.save({"weight": _Payload()}, folder / "pytorch_model.bin")
 
 
 @pytest.fixture(scope="module")
@@ -139,26 +148,17 @@ def test_exported_folder_loads_with_no_other_settings(export_dir: Path, tiny_che
 
 def test_segment_cli_runs_on_export(export_dir: Path, tiny_checkpoints, tmp_path: Path) -> None:
     out = tmp_path / "cli"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "wise_perception.segment",
-            str(tiny_checkpoints.demo_image),
-            "the red square",
-            "--model",
-            str(export_dir),
-            "--segmenter",
-            str(tiny_checkpoints.sam2),
-            "--out",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
+    proc = run_module(
+        "wise_perception.segment",
+        tiny_checkpoints.demo_image,
+        "the red square",
+        "--model",
+        export_dir,
+        "--segmenter",
+        tiny_checkpoints.sam2,
+        "--out",
+        out,
         timeout=180,
-        cwd=REPO,
-        env=env,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     stem = tiny_checkpoints.demo_image.stem
@@ -228,11 +228,7 @@ def test_pickle_checkpoint_is_exported_only_when_weights_only_loads(
     assert "model.safetensors" in manifest.files
     assert not any(f.endswith(".bin") for f in manifest.files)
 
-    class Payload:
-        def __reduce__(self):
-            return (os.system, ("echo should-never-run",))
-
-    torch.save({"weight": Payload()}, pickled / "pytorch_model.bin")
+    _write_unsafe_pickle(pickled)
     with pytest.raises(ex.ExportError, match="weights_only=True"):
         ex.export(pickled, tmp_path / "out2", segmenter=str(tiny_sam2_dir))
     assert not (tmp_path / "out2").exists()
@@ -299,34 +295,9 @@ def test_export_errors_exit_2(tmp_path: Path, trained_checkpoint: Path, capsys) 
     (occupied / "keep.txt").write_text("mine")
     assert ex.main(["--checkpoint", str(trained_checkpoint), "--out", str(occupied)]) == 2
     assert "--force" in capsys.readouterr().err and (occupied / "keep.txt").is_file()
-    assert (
-        ex.main(
-            [
-                "--checkpoint",
-                str(trained_checkpoint),
-                "--out",
-                str(tmp_path / "x"),
-                "--policy-frame",
-                "800",
-            ]
-        )
-        == 2
-    )
-    assert (
-        ex.main(
-            [
-                "--checkpoint",
-                str(trained_checkpoint),
-                "--out",
-                str(tmp_path / "x"),
-                "--mode",
-                "wise_s",
-                "--brevity",
-                "  ",
-            ]
-        )
-        == 2
-    )
+    for bad in (["--policy-frame", "800"], ["--mode", "wise_s", "--brevity", "  "]):
+        args = ["--checkpoint", str(trained_checkpoint), "--out", str(tmp_path / "x"), *bad]
+        assert ex.main(args) == 2, bad
     assert not (tmp_path / "o").exists() and not (tmp_path / "x").exists()
 
 
@@ -416,25 +387,7 @@ def test_train_one_step_then_export_and_load(
         )
     )
     run = tmp_path / "run"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "wise_training.train",
-            "--config",
-            "tiny_cpu",
-            f"model.path={eval_taught_policy_dir}",
-            f"data.train={data}",
-            f"trainer.output_dir={run}",
-            "trainer.max_steps=1",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=REPO,
-        env=env,
-    )
+    proc = train_tiny_cpu(eval_taught_policy_dir, data, run, "trainer.max_steps=1", timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     final = run / "final"
     trained_config = json.loads((final / ex.TRAINING_CONFIG_NAME).read_text())
@@ -462,3 +415,26 @@ def test_train_one_step_then_export_and_load(
         result = pipeline.segment(image, "the red square")
     assert result.status.value == "ok", result.error
     assert result.mask is not None and result.mask.shape == image.shape[:2]
+
+
+def test_training_loads_a_checkpoint_as_the_export_does(
+    trained_checkpoint: Path, tmp_path: Path
+) -> None:
+    """One loader: training and inference refuse the pickle the export refuses, and load the
+    same folder."""
+    from wise_perception.policy.checkpoint import CheckpointError
+    from wise_perception.policy.transformers_backend import TransformersPolicy
+    from wise_training.train import load_policy
+
+    model, processor = load_policy(load_config("tiny_cpu", [f"model.path={trained_checkpoint}"]))
+    assert processor.tokenizer.padding_side == "left" and model.dtype == torch.float32
+
+    pickled = _copy_checkpoint(trained_checkpoint, tmp_path / "pickled")
+    (pickled / "model.safetensors").unlink()
+    _write_unsafe_pickle(pickled)
+    with pytest.raises(CheckpointError, match="weights_only=True"):
+        load_policy(load_config("tiny_cpu", [f"model.path={pickled}"]))
+    with pytest.raises(CheckpointError, match="weights_only=True"):
+        TransformersPolicy.from_pretrained(pickled, device="cpu")
+    served = TransformersPolicy.from_pretrained(trained_checkpoint, device="cpu")
+    assert type(served.model) is type(model)

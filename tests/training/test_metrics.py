@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from wise_training.metrics import SegmentationScores, mask_union, score_masks, token_stats
+from wise_training.metrics import SegmentationScores, score_masks, token_stats
 
 
 def square(shape, y0, y1, x0, x1):
@@ -70,9 +70,3 @@ def test_token_stats():
     assert stats["p90"] == pytest.approx(37.0)
     assert sum(stats["histogram"]["counts"]) == 4
     assert token_stats([])["n"] == 0
-
-
-def test_mask_union():
-    a, b = square((4, 4), 0, 2, 0, 2), square((4, 4), 2, 4, 2, 4)
-    assert mask_union([a, b], (4, 4)).sum() == 8
-    assert not mask_union([], (4, 4)).any()

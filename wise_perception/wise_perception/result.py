@@ -7,6 +7,7 @@ is the schema of the node's ``result`` topic and of the CLI's JSON file.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -54,6 +55,15 @@ class ObjectResult:
     points: tuple[Point, ...]
     score: float
     mask: np.ndarray | None = field(default=None, repr=False)
+
+
+def mask_union(masks: Sequence[np.ndarray], shape: tuple[int, int]) -> np.ndarray:
+    """A result's mask: the union of its objects' masks (multi-object answers); empty when
+    there are none."""
+    out = np.zeros(shape, dtype=bool)
+    for mask in masks:
+        out |= np.asarray(mask, dtype=bool)
+    return out
 
 
 @dataclass

@@ -1,7 +1,10 @@
 """Training configuration: YAML files (one per paper row, ``configs/``) plus dotted overrides.
 
 A config may name a ``base`` YAML (relative to itself) and override parts of it, so every
-ablation is its parent plus the one switch the paper changes. Unknown keys are errors.
+ablation is its parent plus the one switch the paper changes. ``model``, ``data``, ``prompt``
+and ``reward`` are WISE's own sections, checked here; ``trainer`` holds ``trl.GRPOConfig``
+options by their TRL names, converted and checked by TRL's own parser (``trainer_args``).
+Unknown keys are errors.
 """
 
 from __future__ import annotations
@@ -13,12 +16,15 @@ from typing import Any
 
 import yaml
 
-from wise_perception.core.prompts import DEFAULT_BREVITY, PromptMode
+from wise_perception.core.prompts import DEFAULT_BREVITY, PromptMode, spec_for
 
 from .rewards import DEFAULT_SENTENCE_MODEL, RewardConfig
+from .trainer_args import grpo_config, parse_trainer
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 MAX_BASE_DEPTH = 8
+# The resolved configuration, saved next to the trained weights and read by the export.
+TRAINING_CONFIG_NAME = "wise_training_config.json"
 
 
 class ConfigError(ValueError):
@@ -49,73 +55,54 @@ class PromptSection:
 
 
 @dataclass
-class TrainerSection:
-    """Passed to ``trl.GRPOConfig``; defaults from §4 and the release (seg_zero_7b.yaml)."""
-
-    output_dir: str = "outputs/wise"
-    learning_rate: float = 1.0e-6  # §4 / release optim.lr
-    weight_decay: float = 0.01  # §4 AdamW weight decay
-    # Global batch: 2 completions x 8 GPUs x 8 accumulation = 128 = 16 prompts x 8 generations
-    # per optimizer step (§4 "total batch size of 16"; release rollout_batch_size 16, n 8).
-    per_device_train_batch_size: int = 2  # release micro_batch_size_per_device_for_experience
-    gradient_accumulation_steps: int = 8
-    num_generations: int = 8  # release rollout.n
-    max_completion_length: int = 1300  # release max_response_length (prompt: 1300, no TRL knob)
-    temperature: float = 1.0  # release rollout.temperature
-    beta: float = 5.0e-3  # release kl_loss_coef; TRL's KL is the k3 estimator = verl low_var_kl
-    epsilon: float = 0.2  # PPO clip ratio (verl default clip_ratio)
-    entropy_coef: float = 1.0e-3  # verl entropy_coeff, an entropy bonus as in TRL
-    loss_type: str = "dapo"  # verl token-mean aggregation over the batch
-    max_grad_norm: float = 1.0  # release max_grad_norm
-    num_train_epochs: float = 1.0  # release total_episodes: 1
-    max_steps: int = -1
-    logging_steps: int = 1
-    save_steps: int = 50  # release save_freq
-    save_total_limit: int | None = 3
-    seed: int = 42  # release data.seed
-    bf16: bool = True
-    gradient_checkpointing: bool = True  # release enable_gradient_checkpointing
-    report_to: str = "tensorboard"
-    use_cpu: bool = False
-    use_vllm: bool = False
-    vllm_mode: str = "colocate"  # or "server" (trl vllm-serve)
-    vllm_gpu_memory_utilization: float = 0.5  # release rollout.gpu_memory_utilization
-    deepspeed: str | None = None
-    dataloader_num_workers: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)  # any other GRPOConfig argument
-
-
-@dataclass
 class TrainConfig:
     name: str = "wise"
     model: ModelSection = field(default_factory=ModelSection)
     data: DataSection = field(default_factory=DataSection)
     prompt: PromptSection = field(default_factory=PromptSection)
     reward: dict[str, Any] = field(default_factory=dict)  # RewardConfig fields
-    trainer: TrainerSection = field(default_factory=TrainerSection)
+    trainer: dict[str, Any] = field(default_factory=dict)  # GRPOConfig options, typed by TRL
+
+    @property
+    def output_dir(self) -> Path:
+        return Path(self.trainer["output_dir"])
 
     def reward_config(self) -> RewardConfig:
+        """The reward section; its span order always follows the prompt mode, so the format
+        reward and the prompt agree (Eq. 2, Table 5)."""
+        order = spec_for(self.prompt.mode, brevity=self.prompt.brevity).order
         try:
-            return RewardConfig(**self.reward)
+            reward = RewardConfig(**{"order": order, **self.reward})
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"reward: {exc}") from exc
+        if reward.order != order:
+            raise ConfigError(
+                f"reward.order {list(reward.order)} contradicts prompt mode {self.prompt.mode}"
+            )
+        return reward
+
+    def grpo_config(self) -> Any:
+        """``trl.GRPOConfig`` of the trainer section, with the reward weights the reward
+        section implies (one per TRL reward function, in ``WiseRewards``' order)."""
+        values = {**self.trainer, "reward_weights": self.reward_config().reward_weights()}
+        try:
+            return grpo_config(values)
+        except ValueError as exc:  # GRPOConfig's own checks of the whole
+            raise ConfigError(f"trainer: {exc}") from exc
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
-_SECTIONS = {
-    "model": ModelSection,
-    "data": DataSection,
-    "prompt": PromptSection,
-    "trainer": TrainerSection,
-}
+_SECTIONS = {"model": ModelSection, "data": DataSection, "prompt": PromptSection}
+# Derived from the reward section (TrainConfig.grpo_config), never set by hand.
+DERIVED_TRAINER_KEYS = ("reward_weights",)
 
 
 def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in override.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict) and key != "extra":
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
             out[key] = _merge(out[key], value)
         else:
             out[key] = value
@@ -164,15 +151,33 @@ def _coerce(cls: type, values: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _trainer_section(values: Any) -> dict[str, Any]:
+    if not isinstance(values, dict):
+        raise ConfigError("'trainer' must be a mapping")
+    derived = sorted(set(values) & set(DERIVED_TRAINER_KEYS))
+    if derived:
+        raise ConfigError(
+            f"trainer.{derived[0]} follows from the reward section (every summed term weight 1, "
+            "monitors 0); change the reward switches instead"
+        )
+    if not values.get("output_dir"):
+        raise ConfigError("trainer.output_dir is required (checkpoints, metrics.jsonl, model card)")
+    try:
+        return parse_trainer(values)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
 def build_config(data: dict[str, Any]) -> TrainConfig:
-    unknown = sorted(set(data) - {"name", "reward", *_SECTIONS})
+    unknown = sorted(set(data) - {"name", "reward", "trainer", *_SECTIONS})
     if unknown:
         raise ConfigError(
-            f"unknown top-level keys {unknown}; known: name, reward, {', '.join(_SECTIONS)}"
+            f"unknown top-level keys {unknown}; known: name, reward, trainer, {', '.join(_SECTIONS)}"
         )
     kwargs: dict[str, Any] = {
         "name": str(data.get("name", "wise")),
         "reward": dict(data.get("reward") or {}),
+        "trainer": _trainer_section(data.get("trainer") or {}),
     }
     for section, cls in _SECTIONS.items():
         values = data.get(section) or {}
@@ -188,7 +193,7 @@ def build_config(data: dict[str, Any]) -> TrainConfig:
         PromptMode(config.prompt.mode)
     except ValueError as exc:
         raise ConfigError(f"prompt.mode: {exc}") from exc
-    config.reward_config()  # validates the reward switches
+    config.reward_config()  # validates the reward switches against the prompt
     return config
 
 

@@ -36,10 +36,11 @@ from PIL import Image
 from wise_perception.core.geometry import ResizeProtocol
 from wise_perception.core.prompts import PromptSpec, build_messages, spec_for
 
+from .tables import MAX_IMAGE_PIXELS, DatasetError, read_rows
+
 LOG = logging.getLogger(__name__)
 
 MAX_SAMPLES = 1_000_000
-MAX_IMAGE_PIXELS = 50_000_000  # bound decoded images (PIL's decompression-bomb limit is ~89 MP)
 MAX_JSONL_LINE = 1_000_000
 
 # Seg-Zero's ground-truth string (verl/utils/reward_score/seg*.py patterns).
@@ -125,10 +126,11 @@ def _open_image(source: Any) -> Image.Image:
     try:
         if isinstance(source, Image.Image):
             image = source
-        elif isinstance(source, dict) and source.get("bytes"):
+        elif isinstance(source, bytes) or (isinstance(source, dict) and source.get("bytes")):
             import io
 
-            image = Image.open(io.BytesIO(source["bytes"]))
+            data = source if isinstance(source, bytes) else source["bytes"]
+            image = Image.open(io.BytesIO(data))
         else:
             path = source.get("path") if isinstance(source, dict) else source
             image = Image.open(Path(path))
@@ -144,22 +146,10 @@ def _open_image(source: Any) -> Image.Image:
         raise SampleError(f"unreadable image ({type(exc).__name__}: {exc})") from exc
 
 
-def _segzero_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
-    import datasets
-
-    if path.is_file() and path.suffix == ".parquet":
-        ds = datasets.load_dataset("parquet", data_files=str(path), split="train")
-    elif (path / "dataset_info.json").is_file() or (path / "state.json").is_file():
-        ds = datasets.load_from_disk(str(path))
-        if isinstance(ds, datasets.DatasetDict):
-            ds = ds["train"]
-    else:
-        files = sorted(str(p) for p in path.rglob("*.parquet"))
-        if not files:
-            raise FileNotFoundError(f"{path}: no parquet files or saved dataset found")
-        ds = datasets.load_dataset("parquet", data_files=files, split="train")
-    for i, row in enumerate(ds):
-        yield str(row.get("id", i)), row
+def _segzero_release_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Seg-Zero's training release: ``image``, ``problem``, ``solution`` (and maybe ``id``)."""
+    for number, row in enumerate(read_rows(path, split="train")):
+        yield str(row.values.get("id", number)), row.values
 
 
 def _jsonl_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -229,7 +219,9 @@ def _convert_jsonl(
     )
 
 
-def detect_format(path: Path) -> str:
+def training_data_format(path: Path) -> str:
+    """Which training-data reader ``path`` needs: ``jsonl`` for a JSON-lines file, else
+    ``segzero`` (Seg-Zero's training release as parquet or a saved dataset)."""
     return "jsonl" if path.suffix in (".jsonl", ".json") else "segzero"
 
 
@@ -246,11 +238,11 @@ def load_training_samples(
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"training data {path} does not exist")
-    fmt = detect_format(path) if fmt == "auto" else fmt
+    fmt = training_data_format(path) if fmt == "auto" else fmt
     if fmt not in ("segzero", "jsonl"):
         raise ValueError(f"unknown data format {fmt!r}; use segzero or jsonl")
     proto = ResizeProtocol(policy_frame)
-    rows = _jsonl_rows(path) if fmt == "jsonl" else _segzero_rows(path)
+    rows = _jsonl_rows(path) if fmt == "jsonl" else _segzero_release_rows(path)
     convert = _convert_jsonl if fmt == "jsonl" else _convert_segzero
     report, samples = DataReport(), []
     cap = min(limit or MAX_SAMPLES, MAX_SAMPLES)
@@ -358,7 +350,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         samples, report = load_training_samples(
             args.path, spec_for("wise_train"), fmt=args.format, limit=args.limit
         )
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, DatasetError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(report.summary())

@@ -33,13 +33,14 @@ from typing import Any, Literal
 
 import numpy as np
 
+from .tables import MAX_IMAGE_PIXELS, DatasetError, is_table, parquet_files, read_rows
+
 DatasetFormat = Literal["reasonseg", "segzero"]
 FORMATS: tuple[str, ...] = ("reasonseg", "segzero")
 
 # Bounds: evaluation data is trusted more than robot input, but a broken file must not take
 # the run down (decompression bombs, runaway polygons, multi-GB JSON).
 MAX_IMAGE_BYTES = 64 * 1024 * 1024
-MAX_IMAGE_PIXELS = 50_000_000  # about 8k x 6k
 MAX_JSON_BYTES = 16 * 1024 * 1024
 MAX_POLYGON_POINTS = 100_000
 MAX_SHAPES = 1_000
@@ -47,10 +48,6 @@ MAX_COORD = 1_000_000.0
 MAX_QUERY_CHARS = 4_000  # the pipeline has its own (smaller) bound and reports invalid_command
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 IGNORE_LABEL = 255  # LISA's value for "ignore" pixels
-
-
-class DatasetError(RuntimeError):
-    """The dataset cannot be opened at all (missing path, unknown format, unreadable file)."""
 
 
 @dataclass
@@ -89,9 +86,17 @@ ReaderItem = EvalSample | SkippedSample
 # --------------------------------------------------------------------------- shared helpers
 
 
-def _safe_id(text: str) -> str:
+def safe_name(text: str) -> str:
+    """``text`` as one file name: sample ids, and the model and dataset folders of saved masks."""
     keep = "".join(c if c.isalnum() or c in "-_.#" else "_" for c in str(text))
     return keep.strip(".")[:120] or "sample"
+
+
+QUERY_PROBLEM = "query is empty, not text or too long"
+
+
+def _usable_query(text: Any) -> bool:
+    return isinstance(text, str) and bool(text.strip()) and len(text) <= MAX_QUERY_CHARS
 
 
 def _decode_image_bytes(data: bytes, what: str) -> np.ndarray:
@@ -120,18 +125,15 @@ def _read_image_file(path: Path) -> np.ndarray:
     return _decode_image_bytes(path.read_bytes(), path.name)
 
 
-def detect_format(path: str | Path) -> DatasetFormat:
-    """``reasonseg`` for a folder of ``*.json`` annotations, ``segzero`` for parquet/arrow data."""
+def eval_data_format(path: str | Path) -> DatasetFormat:
+    """Which evaluation-set reader ``path`` needs: ``segzero`` for parquet/arrow data (Seg-Zero's
+    evaluation format), ``reasonseg`` for a folder of ``*.json`` annotations (LISA's)."""
     path = Path(path)
     if not path.exists():
         raise DatasetError(f"{path} does not exist")
-    if path.is_file():
-        if path.suffix == ".parquet":
-            return "segzero"
+    if path.is_file() and path.suffix != ".parquet":
         raise DatasetError(f"{path}: a dataset file must be .parquet (or give a folder)")
-    if (path / "state.json").is_file() or (path / "dataset_dict.json").is_file():
-        return "segzero"
-    if next(iter(sorted(path.rglob("*.parquet"))), None) is not None:
+    if is_table(path):
         return "segzero"
     if next(iter(path.glob("*.json")), None) is not None:
         return "reasonseg"
@@ -145,7 +147,7 @@ def read_dataset(
     name: str, path: str | Path, fmt: DatasetFormat | None = None
 ) -> Iterator[ReaderItem]:
     """Samples of one dataset; the format is detected from the path unless given."""
-    fmt = fmt or detect_format(path)
+    fmt = fmt or eval_data_format(path)
     if fmt == "reasonseg":
         return read_reasonseg(name, path)
     if fmt == "segzero":
@@ -225,7 +227,7 @@ def read_reasonseg(name: str, folder: str | Path) -> Iterator[ReaderItem]:
 
 def _iter_reasonseg(name: str, json_files: list[Path]) -> Iterator[ReaderItem]:
     for json_path in json_files:
-        stem = _safe_id(json_path.stem)
+        stem = safe_name(json_path.stem)
         try:
             if json_path.stat().st_size > MAX_JSON_BYTES:
                 raise ValueError(f"annotation larger than {MAX_JSON_BYTES} bytes")
@@ -250,10 +252,8 @@ def _iter_reasonseg(name: str, json_files: list[Path]) -> Iterator[ReaderItem]:
             continue
         for k, text in enumerate(texts):
             sample_id = f"{stem}#{k}"
-            if not isinstance(text, str) or not text.strip() or len(text) > MAX_QUERY_CHARS:
-                yield SkippedSample(
-                    name, sample_id, "query is empty, not text or too long", str(json_path)
-                )
+            if not _usable_query(text):
+                yield SkippedSample(name, sample_id, QUERY_PROBLEM, str(json_path))
                 continue
             yield EvalSample(
                 dataset=name,
@@ -308,58 +308,6 @@ def _segzero_mask(value: Any, what: str) -> np.ndarray:
     return mask.astype(bool)
 
 
-def _segzero_rows(path: Path) -> Iterator[tuple[str, int, dict[str, Any]]]:
-    """(source file, row index within it, row) for a parquet file/folder or a save_to_disk folder."""
-    if path.is_dir() and (
-        (path / "state.json").is_file() or (path / "dataset_dict.json").is_file()
-    ):
-        yield from _arrow_rows(path)
-        return
-    files = [path] if path.is_file() else sorted(path.rglob("*.parquet"))
-    if not files:
-        raise DatasetError(f"{path} holds no parquet files")
-    import pyarrow.parquet as pq
-
-    for file in files:
-        try:
-            parquet = pq.ParquetFile(file)
-        except Exception as exc:  # pyarrow raises several types for a broken file
-            raise DatasetError(f"{file} is not a readable parquet file: {exc}") from exc
-        names = set(parquet.schema_arrow.names)
-        missing = [c for c in _REQUIRED_COLUMNS if c not in names]
-        if missing:
-            raise DatasetError(f"{file} lacks the columns {missing} of Seg-Zero's format")
-        columns = [c for c in _SEGZERO_COLUMNS if c in names]
-        row = 0
-        for batch in parquet.iter_batches(batch_size=8, columns=columns):
-            for record in batch.to_pylist():
-                yield str(file), row, record
-                row += 1
-
-
-def _arrow_rows(path: Path) -> Iterator[tuple[str, int, dict[str, Any]]]:
-    import datasets
-
-    try:
-        loaded = datasets.load_from_disk(str(path))
-    except Exception as exc:  # datasets raises several types for a broken folder
-        raise DatasetError(f"{path} is not a readable save_to_disk dataset: {exc}") from exc
-    if isinstance(loaded, datasets.DatasetDict):
-        if len(loaded) != 1:
-            raise DatasetError(
-                f"{path} holds the splits {list(loaded)}: point at one split's folder"
-            )
-        loaded = next(iter(loaded.values()))
-    missing = [c for c in _REQUIRED_COLUMNS if c not in loaded.column_names]
-    if missing:
-        raise DatasetError(f"{path} lacks the columns {missing} of Seg-Zero's format")
-    for column, feature in loaded.features.items():
-        if isinstance(feature, datasets.Image):  # keep bytes; decode (bounded) ourselves
-            loaded = loaded.cast_column(column, datasets.Image(decode=False))
-    for row, record in enumerate(loaded):
-        yield str(path), row, record
-
-
 def read_segzero(name: str, path: str | Path) -> Iterator[ReaderItem]:
     """Seg-Zero-format samples, in file and row order; ids are ``<row>`` (``<file>-<row>`` for
     several files)."""
@@ -370,15 +318,16 @@ def read_segzero(name: str, path: str | Path) -> Iterator[ReaderItem]:
 
 
 def _iter_segzero(name: str, path: Path) -> Iterator[ReaderItem]:
-    several = path.is_dir() and len(list(path.rglob("*.parquet"))) > 1
-    for source, row, record in _segzero_rows(path):
-        prefix = f"{_safe_id(Path(source).stem)}-" if several else ""
+    several = len(parquet_files(path)) > 1
+    for item in read_rows(path, columns=_SEGZERO_COLUMNS, required=_REQUIRED_COLUMNS):
+        source, row, record = item.source, item.index, item.values
+        prefix = f"{safe_name(Path(source).stem)}-" if several else ""
         sample_id = f"{prefix}{row:06d}"
         what = f"row {row}"
         try:
             text = record.get("text")
-            if not isinstance(text, str) or not text.strip() or len(text) > MAX_QUERY_CHARS:
-                raise ValueError(f"{what}: query is empty, not text or too long")
+            if not _usable_query(text):
+                raise ValueError(f"{what}: {QUERY_PROBLEM}")
             image = _segzero_image(record.get("image"), what)
             target = _segzero_mask(record.get("mask"), what)
             if target.shape != image.shape[:2]:

@@ -10,7 +10,9 @@ writes to ``--out``:
 - ``table.md``: the paper's Table 3 layout; ``tokens.png``: Figure 4's token-length densities;
 - ``masks/<model>/<mode>/<dataset>/<sample_id>.png`` (0/255) with ``--save-masks``.
 
-Scoring is ``wise_training.metrics.score_masks``. The IoU convention (``--convention``)
+Each (policy, mode) pipeline runs over each dataset through ``eval_runner.run_dataset``;
+this module reads the command line and writes the outputs. Scoring is
+``wise_training.metrics.score_masks``. The IoU convention (``--convention``)
 defaults to ``lisa`` (ignore regions excluded, an empty union scores 1); ``seg_zero`` is
 Seg-Zero's (ignore counts as target, empty union scores 0). An answer that does not parse, or
 any other failed result, is an empty prediction: intersection 0, union = ground-truth area, as
@@ -26,16 +28,17 @@ Example::
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Protocol
+from typing import IO, Any
 
 import numpy as np
 
@@ -45,33 +48,18 @@ from wise_perception.core.prompts import PromptMode
 from .datasets_eval import (
     FORMATS,
     DatasetError,
-    EvalSample,
+    DatasetFormat,
     SkippedSample,
-    detect_format,
+    eval_data_format,
     read_dataset,
+    safe_name,
 )
-from .metrics import score_masks
-from .report import (
-    PER_SAMPLE_NAME,
-    REPORT_SCHEMA_VERSION,
-    summarize,
-    write_outputs,
-)
+from .eval_runner import Outcome, SegmentPipeline, run_dataset
+from .metrics import Convention
+from .report import PER_SAMPLE_NAME, REPORT_SCHEMA_VERSION, summarize, write_outputs
 
 LOG = logging.getLogger("wise_training.evaluate")
-INFERENCE_MODES = ("wise", "wise_s", "wise_f", "seg_zero")
 MAX_SKIP_DETAILS = 200  # skipped samples listed by id in report.json (all are counted)
-MAX_COMPLETION_CHARS_LOGGED = 8_000
-
-
-class SegmentPipeline(Protocol):
-    """What the evaluator needs from ``wise_perception.pipeline.WisePipeline``."""
-
-    def segment_batch(self, images: list[np.ndarray], commands: list[str]) -> list[Any]: ...
-
-    def segment(self, image_rgb: np.ndarray, command: str) -> Any: ...
-
-    def close(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -84,7 +72,7 @@ class PolicySpec:
 class DatasetSpec:
     name: str
     path: str
-    format: str
+    format: DatasetFormat
 
 
 @dataclass
@@ -94,7 +82,7 @@ class EvalConfig:
     out: Path
     modes: list[str] = field(default_factory=lambda: ["wise_s"])
     segmenter: str | None = None
-    convention: str = "lisa"
+    convention: Convention = "lisa"
     batch_size: int = 8
     limit: int | None = None
     brevity: str | None = None
@@ -103,168 +91,83 @@ class EvalConfig:
     dtype: str | None = None
     save_masks: bool = False
 
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "out": str(self.out)}
 
-PipelineFactory = Callable[[EvalConfig, PolicySpec, str], SegmentPipeline]
+
+EvalPipelineFactory = Callable[[EvalConfig, PolicySpec, str], SegmentPipeline]
 
 
-def load_pipeline(config: EvalConfig, policy: PolicySpec, mode: str) -> SegmentPipeline:
+def open_eval_pipeline(config: EvalConfig, policy: PolicySpec, mode: str) -> SegmentPipeline:
     """The real pipeline for one policy and mode; unset options are left to the pipeline
     (and to the policy folder's ``wise_manifest.json``)."""
     from wise_perception.pipeline import WisePipeline
 
     kwargs: dict[str, Any] = {"policy": policy.path, "mode": mode, "batch_size": config.batch_size}
-    for key in ("segmenter", "device", "dtype", "brevity", "max_new_tokens"):
-        value = getattr(config, key)
-        if value is not None:
-            kwargs[key] = value
+    options = {
+        "segmenter": config.segmenter,
+        "device": config.device,
+        "dtype": config.dtype,
+        "brevity": config.brevity,
+        "max_new_tokens": config.max_new_tokens,
+    }
+    kwargs.update({key: value for key, value in options.items() if value is not None})
     return WisePipeline.from_pretrained(**kwargs)
 
 
-# --------------------------------------------------------------------------- one batch
-
-
-def _status(result: Any) -> str:
-    status = getattr(result, "status", "internal_error")
-    return str(getattr(status, "value", status))
-
-
-def _predicted_mask(result: Any, shape: tuple[int, ...]) -> tuple[np.ndarray | None, str]:
-    """The result's mask when it is usable, else None (scored as an empty prediction)."""
-    if _status(result) != "ok":
-        return None, str(getattr(result, "error", ""))
-    mask = getattr(result, "mask", None)
-    if mask is None:
-        return None, "ok result without a mask"
-    mask = np.asarray(mask)
-    if mask.shape != shape:
-        return None, f"mask shape {mask.shape} differs from the ground truth {shape}"
-    return mask.astype(bool), ""
+# --------------------------------------------------------------------------- outputs
 
 
 @dataclass
-class _Failed:
-    """Stand-in result when the pipeline itself raised for a sample."""
+class DatasetStatus:
+    """A dataset's entry in ``report.json``: counted on the first (policy, mode) pass."""
 
-    error: str
-    status: str = "internal_error"
-    mask: None = None
-    reasoning_tokens: int = 0
-    generated_tokens: int = 0
-    rationale: str = ""
-    completion: str = ""
+    path: str
+    format: str
+    samples: int = 0
+    skipped: int = 0
+    skipped_samples: list[dict[str, str]] = field(default_factory=list)
+    error: str | None = None
 
-
-def _run_batch(pipeline: SegmentPipeline, batch: list[EvalSample]) -> tuple[list[Any], float]:
-    images = [s.image for s in batch]
-    commands = [s.query for s in batch]
-    start = time.perf_counter()
-    try:
-        results = list(pipeline.segment_batch(images, commands))
-        if len(results) != len(batch):
-            raise RuntimeError(f"segment_batch returned {len(results)} results for {len(batch)}")
-    except Exception as exc:  # keep going sample by sample; one bad batch is not fatal
-        LOG.warning("segment_batch failed (%s); retrying the batch one sample at a time", exc)
-        results = []
-        for image, command in zip(images, commands, strict=True):
-            try:
-                results.append(pipeline.segment(image, command))
-            except Exception as inner:
-                results.append(_Failed(error=f"{type(inner).__name__}: {inner}"))
-    return results, time.perf_counter() - start
+    def count(self, name: str, samples: int, skipped: list[SkippedSample]) -> None:
+        self.samples, self.skipped = samples, len(skipped)
+        self.skipped_samples = [
+            {"id": s.sample_id, "reason": s.reason, "source": s.source}
+            for s in skipped[:MAX_SKIP_DETAILS]
+        ]
+        for s in skipped:
+            LOG.warning("skipped %s/%s: %s", name, s.sample_id, s.reason)
 
 
-def _safe_name(text: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_.#" else "_" for c in text).strip(".") or "x"
+class Records:
+    """``per_sample.jsonl``, written as samples are scored, and the records for the report."""
+
+    def __init__(self, handle: IO[str]) -> None:
+        self.handle = handle
+        self.all: list[dict[str, Any]] = []
+
+    def add(self, record: dict[str, Any]) -> None:
+        self.all.append(record)
+        self.handle.write(json.dumps(record) + "\n")
+        self.handle.flush()
 
 
-def _save_mask(path: Path, mask: np.ndarray | None, shape: tuple[int, ...]) -> None:
+def save_mask(config: EvalConfig, outcome: Outcome, model: str, mode: str) -> str:
+    """``masks/<model>/<mode>/<dataset>/<sample_id>.png`` (0/255; all 0 for no prediction)."""
     import cv2
 
+    sample = outcome.sample
+    relative = Path(
+        "masks", safe_name(model), mode, safe_name(sample.dataset), f"{sample.sample_id}.png"
+    )
+    path = config.out / relative
     path.parent.mkdir(parents=True, exist_ok=True)
+    shape = sample.target.shape
+    mask = outcome.prediction
     pixels = np.zeros(shape, dtype=np.uint8) if mask is None else mask.astype(np.uint8) * 255
     if not cv2.imwrite(str(path), pixels):
         raise OSError(f"could not write {path}")
-
-
-def _record(
-    config: EvalConfig,
-    policy: PolicySpec,
-    mode: str,
-    sample: EvalSample,
-    result: Any,
-    wall_s: float,
-) -> dict[str, Any]:
-    pred, error = _predicted_mask(result, sample.target.shape)
-    score = score_masks(pred, sample.target, ignore=sample.ignore, convention=config.convention)
-    timings = getattr(result, "timings", None)
-    timings_ms = timings.as_ms() if hasattr(timings, "as_ms") else {}
-    completion = str(getattr(result, "completion", ""))
-    record: dict[str, Any] = {
-        "model": policy.label,
-        "mode": mode,
-        "dataset": sample.dataset,
-        "sample_id": sample.sample_id,
-        "source": sample.source,
-        "image_id": sample.image_id,
-        "ann_id": sample.ann_id,
-        "query": sample.query,
-        "is_sentence": sample.is_sentence,
-        "status": _status(result),
-        "error": error,
-        "intersection": score.intersection,
-        "union": score.union,
-        "iou": score.iou,
-        "gt_area": sample.gt_area,
-        "pred_area": int(pred.sum()) if pred is not None else 0,
-        "reasoning_tokens": int(getattr(result, "reasoning_tokens", 0) or 0),
-        "generated_tokens": int(getattr(result, "generated_tokens", 0) or 0),
-        "wall_s": wall_s,
-        "timings_ms": timings_ms,
-        "rationale": str(getattr(result, "rationale", "")),
-        "completion": completion[:MAX_COMPLETION_CHARS_LOGGED],
-    }
-    if config.save_masks:
-        rel = Path(
-            "masks",
-            _safe_name(policy.label),
-            mode,
-            _safe_name(sample.dataset),
-            f"{sample.sample_id}.png",
-        )
-        _save_mask(config.out / rel, pred, sample.target.shape)
-        record["mask_file"] = rel.as_posix()
-    return record
-
-
-# --------------------------------------------------------------------------- the run
-
-
-def _limited(
-    items: Iterator[EvalSample | SkippedSample], limit: int | None
-) -> Iterator[EvalSample | SkippedSample]:
-    taken = 0
-    for item in items:
-        if limit is not None and taken >= limit:
-            return
-        if isinstance(item, EvalSample):
-            taken += 1
-        yield item
-
-
-def _batches(
-    items: Iterator[EvalSample | SkippedSample], size: int, skipped: list[SkippedSample]
-) -> Iterator[list[EvalSample]]:
-    batch: list[EvalSample] = []
-    for item in items:
-        if isinstance(item, SkippedSample):
-            skipped.append(item)
-            continue
-        batch.append(item)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
+    return relative.as_posix()
 
 
 def _policy_info(policy: PolicySpec) -> dict[str, Any]:
@@ -295,101 +198,108 @@ def _environment() -> dict[str, str]:
     return env
 
 
-def evaluate(config: EvalConfig, factory: PipelineFactory = load_pipeline) -> dict[str, Any]:
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def _evaluate_dataset(
+    config: EvalConfig,
+    pipeline: SegmentPipeline,
+    labels: tuple[str, str],
+    spec: DatasetSpec,
+    records: Records,
+) -> tuple[int, list[SkippedSample], str | None]:
+    """Scores one dataset into ``records``: (samples evaluated, samples skipped, the error
+    that stopped the dataset, if one did)."""
+    model, mode = labels
+    skipped: list[SkippedSample] = []
+    n = 0
+    try:
+        outcomes = run_dataset(
+            pipeline,
+            read_dataset(spec.name, spec.path, spec.format),
+            batch_size=config.batch_size,
+            convention=config.convention,
+            limit=config.limit,
+        )
+        for outcome in outcomes:
+            if isinstance(outcome, SkippedSample):
+                skipped.append(outcome)
+                continue
+            record = outcome.record(model, mode)
+            if config.save_masks:
+                record["mask_file"] = save_mask(config, outcome, model, mode)
+            records.add(record)
+            n += 1
+            if n % config.batch_size == 0:
+                LOG.info("[%s/%s/%s] %d samples", model, mode, spec.name, n)
+    except DatasetError as exc:
+        LOG.error("dataset %s: %s", spec.name, exc)
+        return n, skipped, str(exc)
+    return n, skipped, None
+
+
+def _evaluate_pipeline(
+    config: EvalConfig,
+    pipeline: SegmentPipeline,
+    labels: tuple[str, str],
+    datasets: dict[str, DatasetStatus],
+    records: Records,
+    first_pass: bool,
+) -> None:
+    """Every dataset through one (policy, mode) pipeline; a dataset that failed is not retried."""
+    for spec in config.datasets:
+        status = datasets[spec.name]
+        if status.error:
+            continue
+        n, skipped, status.error = _evaluate_dataset(config, pipeline, labels, spec, records)
+        if first_pass:
+            status.count(spec.name, n, skipped)
+
+
+def evaluate(
+    config: EvalConfig, factory: EvalPipelineFactory = open_eval_pipeline
+) -> dict[str, Any]:
     """Run every (policy, mode, dataset) and write the outputs; returns the report dict."""
     if config.convention not in ("lisa", "seg_zero"):
         raise ValueError(f"unknown convention {config.convention!r}")
     if config.batch_size < 1:
         raise ValueError("batch size must be >= 1")
-    out = config.out
-    out.mkdir(parents=True, exist_ok=True)
-    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    datasets: dict[str, dict[str, Any]] = {
-        d.name: {
-            "path": d.path,
-            "format": d.format,
-            "samples": 0,
-            "skipped": 0,
-            "skipped_samples": [],
-            "error": None,
-        }
-        for d in config.datasets
-    }
-    records: list[dict[str, Any]] = []
+    config.out.mkdir(parents=True, exist_ok=True)
+    started = _now()
+    datasets = {d.name: DatasetStatus(d.path, d.format) for d in config.datasets}
     loads: list[dict[str, Any]] = []
-    first_pass = True
-    with open(out / PER_SAMPLE_NAME, "w", encoding="utf-8") as per_sample:
-        for policy in config.policies:
-            for mode in config.modes:
-                LOG.info("loading %s in mode %s", policy.label, mode)
-                load_start = time.perf_counter()
-                pipeline = factory(config, policy, mode)
-                loads.append(
-                    {
-                        "model": policy.label,
-                        "mode": mode,
-                        "load_time_s": time.perf_counter() - load_start,
-                    }
-                )
-                try:
-                    for spec in config.datasets:
-                        info = datasets[spec.name]
-                        if info["error"]:
-                            continue
-                        skipped: list[SkippedSample] = []
-                        n = 0
-                        try:
-                            items = _limited(
-                                read_dataset(spec.name, spec.path, spec.format), config.limit
-                            )  # type: ignore[arg-type]
-                            for batch in _batches(items, config.batch_size, skipped):
-                                results, wall = _run_batch(pipeline, batch)
-                                for sample, result in zip(batch, results, strict=True):
-                                    record = _record(
-                                        config, policy, mode, sample, result, wall / len(batch)
-                                    )
-                                    records.append(record)
-                                    per_sample.write(json.dumps(record) + "\n")
-                                per_sample.flush()
-                                n += len(batch)
-                                LOG.info("[%s/%s/%s] %d samples", policy.label, mode, spec.name, n)
-                        except DatasetError as exc:
-                            LOG.error("dataset %s: %s", spec.name, exc)
-                            info["error"] = str(exc)
-                        if first_pass:
-                            info["samples"] = n
-                            info["skipped"] = len(skipped)
-                            info["skipped_samples"] = [
-                                {"id": s.sample_id, "reason": s.reason, "source": s.source}
-                                for s in skipped[:MAX_SKIP_DETAILS]
-                            ]
-                            for s in skipped:
-                                LOG.warning("skipped %s/%s: %s", spec.name, s.sample_id, s.reason)
-                finally:
-                    pipeline.close()
-                first_pass = False
-    skipped_counts = {name: int(info["skipped"]) for name, info in datasets.items()}
+    with open(config.out / PER_SAMPLE_NAME, "w", encoding="utf-8") as handle:
+        records = Records(handle)
+        for index, (policy, mode) in enumerate(itertools.product(config.policies, config.modes)):
+            LOG.info("loading %s in mode %s", policy.label, mode)
+            load_start = time.perf_counter()
+            pipeline = factory(config, policy, mode)
+            load_s = time.perf_counter() - load_start
+            loads.append({"model": policy.label, "mode": mode, "load_time_s": load_s})
+            try:
+                labels = (policy.label, mode)
+                _evaluate_pipeline(config, pipeline, labels, datasets, records, index == 0)
+            finally:
+                pipeline.close()
     report: dict[str, Any] = {
         "schema_version": REPORT_SCHEMA_VERSION,
         "convention": config.convention,
         "decoding": "greedy",
         "started_at": started,
-        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "config": _config_dict(config),
+        "finished_at": _now(),
+        "config": config.to_dict(),
         "policies": [_policy_info(p) for p in config.policies],
         "environment": _environment(),
-        "datasets": datasets,
+        "datasets": {name: asdict(status) for name, status in datasets.items()},
         "pipelines": loads,
-        "results": summarize(records, skipped_counts),
+        "results": summarize(records.all, {n: s.skipped for n, s in datasets.items()}),
     }
-    write_outputs(out, report, records)
+    write_outputs(config.out, report, records.all)
     return report
-
-
-def _config_dict(config: EvalConfig) -> dict[str, Any]:
-    data = asdict(config)
-    data["out"] = str(config.out)
-    return data
 
 
 # --------------------------------------------------------------------------- CLI
@@ -425,7 +335,7 @@ def _parse_datasets(values: Sequence[str], formats: Sequence[str]) -> list[Datas
     for value in values:
         name, path = _split_label(value)
         name = name or Path(path).name
-        fmt = forced.get(name) or detect_format(path)
+        fmt = forced.get(name) or eval_data_format(path)
         specs.append(DatasetSpec(name, path, fmt))
     names = [s.name for s in specs]
     if len(set(names)) != len(names):
@@ -525,7 +435,9 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
     )
 
 
-def main(argv: Sequence[str] | None = None, factory: PipelineFactory = load_pipeline) -> int:
+def main(
+    argv: Sequence[str] | None = None, factory: EvalPipelineFactory = open_eval_pipeline
+) -> int:
     """Exit codes: 0 done, 1 nothing could be evaluated, 2 bad arguments or data paths."""
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -33,8 +33,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from wise_perception.core.geometry import POLICY_FRAME
+from wise_perception.core.geometry import POLICY_FRAME, ResizeProtocol
 from wise_perception.core.manifest import (
+    DEFAULT_MAX_NEW_TOKENS,
     DEFAULT_SEGMENTER,
     MANIFEST_NAME,
     Manifest,
@@ -44,10 +45,12 @@ from wise_perception.core.manifest import (
     write_manifest,
 )
 from wise_perception.core.prompts import DEFAULT_BREVITY, AnswerSchema, PromptMode, spec_for
+from wise_perception.policy.checkpoint import CheckpointError, find_weights, load_model
+
+from .config import TRAINING_CONFIG_NAME
+from .policy_checkpoint import load_processor
 
 LOG = logging.getLogger("wise_training.export")
-TRAINING_CONFIG_NAME = "wise_training_config.json"
-DEFAULT_MAX_NEW_TOKENS = 1024
 # Keys a training configuration may use for the model it started from (first found wins).
 BASE_MODEL_KEYS = ("base_model", "model_name_or_path", "model_id", "model", "policy")
 
@@ -59,32 +62,6 @@ class ExportError(RuntimeError):
 # --------------------------------------------------------------------------- checks
 
 
-def find_weights(checkpoint: Path) -> tuple[list[Path], list[Path]]:
-    """(safetensors files, pickle .bin files) of a Hugging Face checkpoint folder."""
-    safetensors = sorted(checkpoint.glob("*.safetensors"))
-    pickles = sorted(p for p in checkpoint.glob("*.bin") if p.name.startswith("pytorch_model"))
-    return safetensors, pickles
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0][:200] if lines else type(exc).__name__
-
-
-def check_pickles_are_safe(files: Sequence[Path]) -> None:
-    """Each pickle must load with ``weights_only=True`` (tensors and plain containers only)."""
-    import torch
-
-    for path in files:
-        try:
-            torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except Exception as exc:  # UnpicklingError and friends
-            raise ExportError(
-                f"{path} is a pickle that does not load with weights_only=True ({type(exc).__name__}: "
-                f"{_first_line(exc)}); refusing to unpickle it. Re-save the checkpoint as safetensors."
-            ) from exc
-
-
 def check_checkpoint(checkpoint: Path) -> None:
     if not checkpoint.exists():
         raise ExportError(f"checkpoint folder {checkpoint} does not exist")
@@ -92,14 +69,11 @@ def check_checkpoint(checkpoint: Path) -> None:
         raise ExportError(f"checkpoint {checkpoint} is not a folder")
     if not (checkpoint / "config.json").is_file():
         raise ExportError(f"{checkpoint} has no config.json: not a Hugging Face model folder")
-    safetensors, pickles = find_weights(checkpoint)
-    if not safetensors and not pickles:
+    if find_weights(checkpoint) == ([], []):
         raise ExportError(
             f"{checkpoint} holds no weights (*.safetensors or pytorch_model*.bin); "
             "point --checkpoint at the training's output_dir/final or a checkpoint-N folder"
         )
-    if not safetensors:
-        check_pickles_are_safe(pickles)
 
 
 def _read_config_file(path: Path) -> dict[str, Any]:
@@ -151,62 +125,29 @@ def _base_model(config: dict[str, Any], explicit: str | None) -> str:
     return ""
 
 
+def _system_prompt(config: dict[str, Any]) -> str | None:
+    """The system turn of training's chat envelope (``data.system_prompt``), which inference
+    must send too; None when the config has none (the chat template's default)."""
+    data = config.get("data")
+    value = data.get("system_prompt") if isinstance(data, dict) else None
+    return value if isinstance(value, str) and value else None
+
+
 # --------------------------------------------------------------------------- loading
 
 
-def load_policy(checkpoint: Path) -> Any:
-    """The checkpoint's model with its own built-in transformers class (never remote code)."""
-    import transformers
-    from transformers import AutoConfig, AutoModelForImageTextToText
-
+def load_checkpoint(checkpoint: Path, processor_fallbacks: Sequence[str]) -> tuple[Any, Any]:
+    """Model (its own dtype) and full processor, through the loader training uses."""
     try:
-        config = AutoConfig.from_pretrained(checkpoint, trust_remote_code=False)
-    except Exception as exc:
-        raise ExportError(f"cannot read {checkpoint}/config.json: {exc}") from exc
-    architectures = getattr(config, "architectures", None) or []
-    model_class = getattr(transformers, architectures[0], None) if architectures else None
-    if model_class is None:
-        model_class = AutoModelForImageTextToText
+        model = load_model(checkpoint)
+    except CheckpointError as exc:
+        raise ExportError(str(exc)) from exc
     try:
-        return model_class.from_pretrained(checkpoint, dtype="auto", trust_remote_code=False)
-    except Exception as exc:
+        return model, load_processor(checkpoint, processor_fallbacks)
+    except CheckpointError as exc:
         raise ExportError(
-            f"cannot load the policy from {checkpoint} with {model_class.__name__}: {exc}"
+            f"{exc}; pass --processor with a folder or id of the base model's processor"
         ) from exc
-
-
-def _try_processor(source: str | Path) -> Any | None:
-    from transformers import AutoProcessor, ProcessorMixin
-
-    try:
-        processor = AutoProcessor.from_pretrained(source, trust_remote_code=False)
-    except Exception as exc:
-        LOG.info("no processor in %s (%s)", source, exc)
-        return None
-    return processor if isinstance(processor, ProcessorMixin) else None
-
-
-def load_processor(checkpoint: Path, fallbacks: Sequence[str]) -> Any:
-    """A full multimodal processor (image processor + tokenizer + chat template)."""
-    processor = _try_processor(checkpoint)
-    if processor is not None:
-        return processor
-    for source in fallbacks:
-        processor = _try_processor(source)
-        if processor is None:
-            continue
-        from transformers import AutoTokenizer
-
-        try:  # the checkpoint's tokenizer wins (it may carry added tokens or a chat template)
-            processor.tokenizer = AutoTokenizer.from_pretrained(checkpoint, trust_remote_code=False)
-        except Exception as exc:
-            LOG.info("keeping %s's tokenizer: %s", source, exc)
-        LOG.warning("processor taken from %s (the checkpoint has only a tokenizer or none)", source)
-        return processor
-    raise ExportError(
-        f"{checkpoint} has no full processor (AutoProcessor gave a bare tokenizer or nothing); "
-        "pass --processor with a folder or id of the base model's processor"
-    )
 
 
 # --------------------------------------------------------------------------- export
@@ -254,8 +195,10 @@ def export(
         raise ExportError(str(exc)) from exc
     if max_new_tokens < 1:
         raise ExportError("max_new_tokens must be >= 1")
-    if policy_frame <= 0 or policy_frame % 28:
-        raise ExportError(f"policy frame must be a positive multiple of 28, got {policy_frame}")
+    try:
+        ResizeProtocol(policy_frame)  # the policy frame rule lives in the core
+    except ValueError as exc:
+        raise ExportError(str(exc)) from exc
     check_checkpoint(checkpoint)
     if out.resolve() == checkpoint.resolve():
         raise ExportError("--out must differ from --checkpoint")
@@ -265,9 +208,7 @@ def export(
         checkpoint, Path(training_config) if training_config else None
     )
     base = _base_model(config, base_model)
-    model = load_policy(checkpoint)
-    fallbacks = [s for s in (processor, base) if s]
-    proc = load_processor(checkpoint, fallbacks)
+    model, proc = load_checkpoint(checkpoint, [s for s in (processor, base) if s])
 
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
@@ -290,6 +231,7 @@ def export(
             policy_frame=policy_frame,
             segmenter=segmenter,
             max_new_tokens=max_new_tokens,
+            system_prompt=_system_prompt(config),
             files=tuple(_listing(staging)),
             training_config=config,
             training_config_sha256=config_hash(config) if config else "",
@@ -342,7 +284,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_SEGMENTER,
         help=f"SAM2 folder or id to pair with (default: {DEFAULT_SEGMENTER})",
     )
-    parser.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS)
+    parser.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=DEFAULT_MAX_NEW_TOKENS,
+        help=f"cap on generated tokens when served (default: {DEFAULT_MAX_NEW_TOKENS})",
+    )
     parser.add_argument(
         "--answer-schema",
         default=AnswerSchema.SINGLE.value,

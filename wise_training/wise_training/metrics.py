@@ -15,7 +15,7 @@ evaluation.py), i.e. it is an empty prediction.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -114,11 +114,3 @@ def token_stats(counts: Iterable[int], bins: int = 20) -> dict[str, object]:
         "max": int(values.max()),
         "histogram": {"edges": edges.tolist(), "counts": hist.tolist()},
     }
-
-
-def mask_union(masks: Sequence[np.ndarray], shape: tuple[int, int]) -> np.ndarray:
-    """Union of several object masks (multi-object answers); empty mask when there are none."""
-    out = np.zeros(shape, dtype=bool)
-    for mask in masks:
-        out |= np.asarray(mask, dtype=bool)
-    return out

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any, Literal, Protocol
 
@@ -29,6 +29,12 @@ from wise_perception.core.tokens import TextTokenizer, count_tokens
 DEFAULT_SENTENCE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"  # §3.2 Eq. 6, release
 
 RewardFunction = Callable[..., list[float]]
+# Ground truth per completion, in the policy frame: a box [x1, y1, x2, y2], two points [x, y].
+Boxes = Sequence[Sequence[float]]
+PointPairs = Sequence[Sequence[Sequence[float]]]
+# Logged next to the reward terms with weight 0: span lengths and the share of completions that
+# earned R_distill.
+MONITORS = ("think_tokens", "d_think_tokens", "distill_earned")
 
 
 class SimilarityModel(Protocol):
@@ -78,8 +84,20 @@ class RewardConfig:
         if self.distill and D_THINK not in self.order:
             raise ValueError("the distillation reward needs a <d_think> span in the order")
 
-    def with_overrides(self, **changes: Any) -> RewardConfig:
-        return replace(self, **changes)
+    def summed_terms(self) -> tuple[str, ...]:
+        """The terms GRPO's reward sums: R_format and R_acc (Eq. 3), R_distill (Eq. 4) and the
+        L1 baselines' length term, each one TRL reward function."""
+        names = ["tag_format", "json_format", "iou", "box_l1", "points"]
+        if self.distill:
+            names.append("distill")
+        if self.length_reward != "none":
+            names.append("length")
+        return tuple(names)
+
+    def reward_weights(self) -> list[float]:
+        """``GRPOConfig.reward_weights`` of ``reward_functions() + metric_functions()``: every
+        summed term counts once (Eq. 4), the monitors are only logged."""
+        return [1.0] * len(self.summed_terms()) + [0.0] * len(MONITORS)
 
 
 @dataclass
@@ -97,7 +115,6 @@ class RewardBreakdown:
     correct: bool = False
     think_tokens: int = 0
     d_think_tokens: int = 0
-    terms: dict[str, float] = field(default_factory=dict)
 
     @property
     def format(self) -> float:
@@ -223,10 +240,7 @@ class WiseRewards:
         return max(0.0, 1.0 - count_tokens(think, self.tokenizer) / d_len)  # type: ignore[arg-type]
 
     def score_batch(
-        self,
-        texts: Sequence[str],
-        gt_boxes: Sequence[Sequence[float]],
-        gt_points: Sequence[Sequence[Sequence[float]]],
+        self, texts: Sequence[str], gt_boxes: Boxes, gt_points: PointPairs
     ) -> list[RewardBreakdown]:
         """Every term for a batch; similarities are embedded in one call."""
         key = (tuple(texts), repr(gt_boxes), repr(gt_points))
@@ -237,10 +251,7 @@ class WiseRewards:
         return results
 
     def _score_batch(
-        self,
-        texts: Sequence[str],
-        gt_boxes: Sequence[Sequence[float]],
-        gt_points: Sequence[Sequence[Sequence[float]]],
+        self, texts: Sequence[str], gt_boxes: Boxes, gt_points: PointPairs
     ) -> list[RewardBreakdown]:
         cfg = self.config
         results = []
@@ -273,28 +284,19 @@ class WiseRewards:
 
     # -- TRL reward functions -------------------------------------------------------------
     def reward_functions(self) -> list[RewardFunction]:
-        """One TRL reward function per term (summed by GRPOTrainer with weight 1 each)."""
-        names = ["tag_format", "json_format", "iou", "box_l1", "points"]
-        if self.config.distill:
-            names.append("distill")
-        if self.config.length_reward != "none":
-            names.append("length")
-        return [self._term_function(name) for name in names]
+        """One TRL reward function per summed term (``RewardConfig.summed_terms``)."""
+        return [self._term_function(name) for name in self.config.summed_terms()]
 
     def metric_functions(self) -> list[RewardFunction]:
-        """Zero-weight monitors (lengths, share of completions earning R_distill) for logging."""
-        return [
-            self._term_function("think_tokens"),
-            self._term_function("d_think_tokens"),
-            self._term_function("distill_earned"),
-        ]
+        """The zero-weight monitors (``MONITORS``), for logging."""
+        return [self._term_function(name) for name in MONITORS]
 
     def _term_function(self, name: str) -> RewardFunction:
         def reward(
             prompts: Sequence[object] | None = None,
             completions: Sequence[object] = (),
-            gt_box: Sequence[Sequence[float]] = (),
-            gt_points: Sequence[Sequence[Sequence[float]]] | None = None,
+            gt_box: Boxes = (),
+            gt_points: PointPairs | None = None,
             **_: object,
         ) -> list[float]:
             texts = [completion_text(c) for c in completions]
@@ -304,11 +306,7 @@ class WiseRewards:
                 return [1.0 if s.distill > 0 else 0.0 for s in scored]
             return [float(getattr(s, name)) for s in scored]
 
-        reward.__name__ = (
-            f"{name}_reward"
-            if name not in ("think_tokens", "d_think_tokens", "distill_earned")
-            else name
-        )
+        reward.__name__ = name if name in MONITORS else f"{name}_reward"
         reward.__qualname__ = reward.__name__
         return reward
 

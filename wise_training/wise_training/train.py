@@ -19,70 +19,35 @@ import argparse
 import json
 import logging
 import sys
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from wise_perception.core.prompts import spec_for
+from wise_perception.policy.checkpoint import CheckpointError, load_model
 
 from .callbacks import JsonlLogCallback
-from .config import ConfigError, TrainConfig, load_config, named_configs
+from .config import TRAINING_CONFIG_NAME, ConfigError, TrainConfig, load_config, named_configs
 from .data import DataReport, load_training_samples
 from .model_card import model_card_text, reward_names_of, write_model_card
+from .policy_checkpoint import load_processor
 from .rewards import RewardConfig, SentenceModelError, SentenceSimilarity, WiseRewards
+from .tables import DatasetError
+from .trainer_args import trainer_help
 
 LOG = logging.getLogger("wise_training.train")
-TRAINING_CONFIG_NAME = "wise_training_config.json"  # read by wise_training.export
-
-
-def reward_config_for(config: TrainConfig) -> RewardConfig:
-    """The reward's span order always follows the prompt mode, so format and prompt agree."""
-    spec = spec_for(config.prompt.mode, brevity=config.prompt.brevity)
-    reward = dict(config.reward)
-    reward.setdefault("order", spec.order)
-    if tuple(reward["order"]) != spec.order:
-        raise ConfigError(
-            f"reward.order {reward['order']} contradicts prompt mode {config.prompt.mode}"
-        )
-    try:
-        return RewardConfig(**reward)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"reward: {exc}") from exc
-
-
-def grpo_arguments(config: TrainConfig) -> Any:
-    from trl import GRPOConfig
-
-    t = asdict(config.trainer)
-    extra = t.pop("extra") or {}
-    if t["use_cpu"]:
-        t["bf16"] = False  # GRPOConfig defaults to bf16, which CPU training does not want
-    if not t["use_vllm"]:
-        t.pop("vllm_mode")
-        t.pop("vllm_gpu_memory_utilization")
-    if t["deepspeed"] is None:
-        t.pop("deepspeed")
-    return GRPOConfig(**t, **extra)
 
 
 def load_policy(config: TrainConfig) -> tuple[Any, Any]:
-    """Model and processor through the same HF loaders the pipeline uses (safetensors, no remote code)."""
-    import torch
-    from transformers import AutoModelForImageTextToText, AutoProcessor
-
-    processor = AutoProcessor.from_pretrained(config.model.path)
-    if not hasattr(processor, "image_processor"):
-        raise ConfigError(
-            f"{config.model.path} has no image processor: not a vision-language checkpoint"
-        )
-    processor.tokenizer.padding_side = "left"
-    dtype = torch.float32 if config.trainer.use_cpu else getattr(torch, config.model.dtype)
-    kwargs: dict[str, Any] = {"dtype": dtype, "use_safetensors": True}
-    if config.model.attn_implementation:
-        kwargs["attn_implementation"] = config.model.attn_implementation
-    model = AutoModelForImageTextToText.from_pretrained(config.model.path, **kwargs)
+    """Model and processor through the loader the export uses (safetensors, no remote code)."""
+    processor = load_processor(config.model.path)
+    processor.tokenizer.padding_side = "left"  # GRPO generates after the prompt
+    model = load_model(
+        config.model.path,
+        dtype=config.model.dtype,
+        attn_implementation=config.model.attn_implementation,
+    )
     return model, processor
 
 
@@ -139,7 +104,7 @@ def build_trainer(
     data or loads the policy, not at the first correct completion."""
     import datasets
 
-    reward_cfg = reward_config_for(config)
+    reward_cfg = config.reward_config()
     needs_similarity = reward_cfg.distill and reward_cfg.use_similarity
     if needs_similarity and similarity is None:
         similarity = load_sentence_model(config, reward_cfg)
@@ -156,20 +121,21 @@ def build_trainer(
         )
     if not samples:
         raise ConfigError(f"no usable training samples ({report.summary()})")
+    args = (
+        config.grpo_config()
+    )  # TRL's checks of the whole (bf16 needs a GPU...), before the policy
     model, processor = load_policy(config)
     rewards = WiseRewards(reward_cfg, processor.tokenizer, similarity if needs_similarity else None)
-    terms, monitors = rewards.reward_functions(), rewards.metric_functions()
-    args = grpo_arguments(config)
-    args.reward_weights = [1.0] * len(terms) + [0.0] * len(monitors)  # monitors only log
-    trainer_class = _trainer_class()
-    trainer = trainer_class(
+    # The order of RewardConfig.reward_weights, which GRPOConfig already holds.
+    reward_funcs = rewards.reward_functions() + rewards.metric_functions()
+    trainer = _trainer_class()(
         model=model,
-        reward_funcs=terms + monitors,
+        reward_funcs=reward_funcs,
         args=args,
         train_dataset=datasets.Dataset.from_list(samples),
         processing_class=processor,
         callbacks=[
-            JsonlLogCallback(Path(config.trainer.output_dir) / "metrics.jsonl"),
+            JsonlLogCallback(config.output_dir / "metrics.jsonl"),
             *(callbacks or []),
         ],
     )
@@ -181,14 +147,14 @@ def build_trainer(
 def save_final(trainer: Any, config: TrainConfig) -> Path:
     """``output_dir/final``: HF folder (safetensors) + processor + the resolved training config
     + the WISE model card (also written to ``output_dir``)."""
-    final = Path(config.trainer.output_dir) / "final"
+    final = config.output_dir / "final"
     trainer.save_model(str(final))
     trainer.processing_class.save_pretrained(str(final))
     (final / TRAINING_CONFIG_NAME).write_text(json.dumps(config.to_dict(), indent=2, default=str))
     if trainer.is_world_process_zero():
         card = trainer.wise_model_card()
         write_model_card(final, card)
-        write_model_card(config.trainer.output_dir, card)
+        write_model_card(config.output_dir, card)
     return final
 
 
@@ -202,12 +168,12 @@ def describe_distribution(trainer: Any) -> str:
     return f"{text}, {state.num_processes} process(es), device {state.device}"
 
 
-def resolve_resume(value: str | None, output_dir: str) -> str | bool | None:
+def resolve_resume(value: str | None, output_dir: Path) -> str | bool | None:
     if value is None:
         return None
     if value == "latest":
         checkpoints = sorted(
-            Path(output_dir).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1])
+            output_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1])
         )
         if not checkpoints:
             raise ConfigError(f"--resume latest: no checkpoint-* folder in {output_dir}")
@@ -215,6 +181,17 @@ def resolve_resume(value: str | None, output_dir: str) -> str | bool | None:
     if not Path(value).is_dir():
         raise ConfigError(f"--resume {value}: no such checkpoint folder")
     return value
+
+
+class TrainerHelp(argparse.Action):
+    """``--trainer-help``: like ``--help``, it needs no other argument."""
+
+    def __init__(self, option_strings: list[str], dest: str, help: str | None = None) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> None:
+        print(trainer_help())
+        parser.exit()
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -233,6 +210,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--print-config", action="store_true", help="print the resolved config and exit"
     )
+    parser.add_argument(
+        "--trainer-help",
+        action=TrainerHelp,
+        help="list every trainer.KEY (trl.GRPOConfig options) with TRL's help and exit",
+    )
     return parser.parse_args(argv)
 
 
@@ -243,13 +225,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         config = load_config(args.config, args.overrides)
-        reward_config_for(config)
         if args.print_config:
             print(yaml.safe_dump(config.to_dict(), sort_keys=False))
             return 0
-        resume = resolve_resume(args.resume, config.trainer.output_dir)
+        resume = resolve_resume(args.resume, config.output_dir)
         trainer, report = build_trainer(config)
-    except (ConfigError, FileNotFoundError) as exc:
+    except (ConfigError, CheckpointError, DatasetError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     LOG.info("config %s: %s", config.name, report.summary())

@@ -13,14 +13,18 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .geometry import POLICY_FRAME
+from .geometry import POLICY_FRAME, ResizeProtocol
 from .prompts import DEFAULT_BREVITY, AnswerSchema, PromptMode
 
 MANIFEST_NAME = "wise_manifest.json"
-FORMAT_VERSION = 1
+# 2: adds system_prompt (format 1 manifests read as before: the chat template's default).
+FORMAT_VERSION = 2
 DEFAULT_SEGMENTER = "facebook/sam2-hiera-large"  # paper §4: frozen SAM2-Large
 # With no WISE checkpoint: the paper's base model with the wise_s prompt (§4, Table 8 row 1).
 DEFAULT_POLICY = "Qwen/Qwen2.5-VL-7B-Instruct"
+# The policy's token budget when neither the manifest nor the caller sets one: far above the
+# paper's longest mean reasoning (Table 7: 221 tokens) plus the answer.
+DEFAULT_MAX_NEW_TOKENS = 1024
 
 
 class ManifestError(ValueError):
@@ -34,7 +38,10 @@ class Manifest:
     answer_schema: str = AnswerSchema.SINGLE.value
     policy_frame: int = POLICY_FRAME
     segmenter: str = DEFAULT_SEGMENTER
-    max_new_tokens: int = 1024
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
+    # The system turn the policy was trained with (core.prompts.chat_messages); None: the chat
+    # template's default.
+    system_prompt: str | None = None
     files: tuple[str, ...] = ()
     training_config: dict[str, Any] = field(default_factory=dict)
     training_config_sha256: str = ""
@@ -93,8 +100,10 @@ def read_manifest(folder: str | Path) -> Manifest:
         AnswerSchema(manifest.answer_schema)
     except (TypeError, ValueError) as exc:
         raise ManifestError(f"{path} is malformed: {exc}") from exc
-    if not isinstance(manifest.policy_frame, int) or manifest.policy_frame % 28:
-        raise ManifestError(f"{path}: policy_frame must be a multiple of 28")
+    try:
+        ResizeProtocol(manifest.policy_frame)  # the one home of the multiple-of-28 rule
+    except (TypeError, ValueError) as exc:
+        raise ManifestError(f"{path}: {exc}") from exc
     missing = [name for name in manifest.files if not (Path(folder) / name).exists()]
     if missing:
         raise ManifestError(f"{path} lists files that are missing from {folder}: {missing}")

@@ -213,20 +213,29 @@ def build_instruction(
     return f"{head}Output {_join(listed)} tags.{target}{lead}{example_spans}"
 
 
-def build_messages(
-    question: str, spec: PromptSpec, *, system: str | None = None
+def chat_messages(
+    instruction: str, *, system: str | None = None, image: dict[str, object] | None = None
 ) -> list[dict[str, object]]:
-    """Conversational prompt (image first, then the instruction), as TRL and processors expect."""
+    """The chat envelope of every policy call, in training and inference alike: an optional
+    system turn, then one user turn with the image first and the instruction after it.
+
+    ``system``: None or empty leaves the system turn to the chat template's default (Qwen's
+    writes "You are a helpful assistant."); an exported checkpoint's manifest carries the one
+    it was trained with. ``image``: the image part, ``{"type": "image"}`` by default (the
+    processors fill it in); a vLLM server gets an ``image_url`` part instead.
+    """
     messages: list[dict[str, object]] = []
     if system:
         messages.append({"role": "system", "content": [{"type": "text", "text": system}]})
+    image_part = image if image is not None else {"type": "image"}
     messages.append(
-        {
-            "role": "user",
-            "content": [
-                {"type": "image"},
-                {"type": "text", "text": build_instruction(question, spec)},
-            ],
-        }
+        {"role": "user", "content": [image_part, {"type": "text", "text": instruction}]}
     )
     return messages
+
+
+def build_messages(
+    question: str, spec: PromptSpec, *, system: str | None = None
+) -> list[dict[str, object]]:
+    """The envelope of ``question`` rendered in ``spec``'s mode (TRL's conversational prompt)."""
+    return chat_messages(build_instruction(question, spec), system=system)

@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ..core.manifest import DEFAULT_MAX_NEW_TOKENS
 from .base import PolicyBackend, PolicyOutput
 
 __all__ = ["BACKENDS", "PolicyBackend", "PolicyOutput", "load_policy"]
@@ -21,7 +22,7 @@ def load_policy(
     backend: str = "auto",
     device: str | None = None,
     dtype: Any = None,
-    max_new_tokens: int = 1024,
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
     **options: Any,
 ) -> PolicyBackend:
     """Load a policy backend.

@@ -6,8 +6,11 @@ known tokens in one forward (needed by the forced answer schema, :mod:`.schema`)
 engine runs the model's own modules (embeddings, vision tower, decoder layers' projections,
 norms and MLPs, ``lm_head``) with its own attention over a KV cache it owns:
 
-* The cache is sized to what the request needs (prompt + token budget + the longest forced
-  piece), rounded up to ``CACHE_BUCKET`` so that compiled steps are reused across commands.
+* The cache is allocated once per batch size and kept (:class:`KVCache`): its tensors keep
+  their addresses from one command to the next, which is what lets a captured CUDA graph
+  write into them. Its length covers the longest request seen so far (prompt + token budget
+  + the longest forced piece), rounded up to ``CACHE_BUCKET``; slots a request does not
+  write are masked, and stale slots of an earlier request are never visible.
 * Every row has its own cursor (its next cache slot), so rows can append different numbers of
   tokens in one forward (forced schema pieces); a row's unused input slots write into slots
   past its cursor, which stay masked and are overwritten by its next step.
@@ -17,25 +20,32 @@ norms and MLPs, ``lm_head``) with its own attention over a KV cache it owns:
 * Logits are computed for one position per row only (the last real input of the step).
 * Free decoding checks for the end (end-of-turn, stop strings) every ``check_every`` steps
   instead of after each one; end-of-turn is tracked on the device in between.
+* A decode step has one of two widths: one token per row, or (forced schema) the decided
+  token plus the longest forced piece, padded. Both are whole functions of integer tensors and
+  the cache, from embedding to logits.
 
-On CPU everything runs eagerly. On CUDA ``compile=True`` wraps the one-token decode step in
-``torch.compile(mode="reduce-overhead")`` (a CUDA graph) and the prefill in ``torch.compile``
-with dynamic shapes; that path is not exercised without a GPU.
+On CPU everything runs eagerly. On CUDA ``compile=True`` hands each step width to
+``torch.compile(mode="reduce-overhead", fullgraph=True)`` (a CUDA graph per width), the prefill
+to ``torch.compile`` with dynamic shapes (its length changes with the command) and the vision
+tower (:mod:`.vision`) to ``torch.compile`` with static shapes. The tests trace the step with
+``fullgraph=True`` on CPU, so a graph break fails there; the graphs themselves need a GPU.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 LOG = logging.getLogger(__name__)
 
-# Cache length granularity: compiled decode steps are keyed by the cache shape, so requests of
-# nearby lengths share one graph.
+# Cache length granularity: a longer request grows the cache by whole buckets (and a compiled
+# step re-specialises once per new length, not per command).
 CACHE_BUCKET = 256
+# Batch sizes whose caches are kept (the node's 1 and the evaluator's batch, say).
+KEPT_CACHES = 2
 # Free decoding reads the generated tokens back to the host this often (end-of-turn and stop
 # string checks); the steps generated after a row's real end are discarded.
 DEFAULT_CHECK_EVERY = 8
@@ -52,11 +62,43 @@ class EngineResult:
     passes_per_row: list[int] = field(default_factory=list)
 
 
+class KVCache:
+    """Per-layer key and value buffers, (batch, kv_heads, length, head_dim), kept across
+    requests (see the module docstring)."""
+
+    def __init__(self, layers: list[tuple[Any, Any]]) -> None:
+        self.layers = layers
+
+    @property
+    def length(self) -> int:
+        return int(self.layers[0][0].shape[2])
+
+    @classmethod
+    def allocate(
+        cls, layers: int, shape: tuple[int, int, int, int], dtype: Any, device: Any, *, static: bool
+    ) -> KVCache:
+        import torch
+
+        buffers = []
+        for _ in range(layers):
+            pair = (
+                torch.zeros(shape, dtype=dtype, device=device),
+                torch.zeros(shape, dtype=dtype, device=device),
+            )
+            if static:  # compiled steps (CUDA graphs) may write into these addresses
+                for tensor in pair:
+                    torch._dynamo.mark_static_address(tensor)
+            buffers.append(pair)
+        return cls(buffers)
+
+
 class Qwen25VLEngine:
     """Greedy generation for a ``Qwen2_5_VLForConditionalGeneration`` with the loop above."""
 
-    def __init__(self, model: Any, *, compile: bool = False, grouped_vision: bool = True) -> None:
+    def __init__(self, model: Any, *, compile: bool = False) -> None:
         import torch
+
+        from .vision import VisionTower
 
         self.model = model
         self.core = model.model
@@ -67,19 +109,43 @@ class Qwen25VLEngine:
         self.num_kv_heads = text.num_key_value_heads
         self.head_dim = getattr(text, "head_dim", None) or text.hidden_size // self.num_heads
         self.scaling = self.head_dim**-0.5
-        # Vision attention with windows grouped by size (vision_attention.py) instead of one
-        # SDPA call per window.
-        self.grouped_vision = grouped_vision
         self.device = next(model.parameters()).device
         self.dtype = next(model.parameters()).dtype
         self.compile = bool(compile) and self.device.type == "cuda"
-        self._step: Callable[..., Any] = self._forward
+        self.vision = VisionTower(self.core.visual, compile=self.compile)
+        # One request at a time uses them (the policy backend serialises generate calls).
+        self._caches: OrderedDict[int, KVCache] = OrderedDict()
         self._prefill: Callable[..., Any] = self._forward
+        self._steps: dict[int, Callable[..., Any]] = {}
         if self.compile:
-            # One decode step (one token per row) becomes a CUDA graph; the prefill is compiled
-            # with dynamic shapes (its length changes with the command).
-            self._step = torch.compile(self._forward, mode="reduce-overhead", fullgraph=True)
+            # The prompt's length changes with the command: dynamic shapes for the prefill.
             self._prefill = torch.compile(self._forward, dynamic=True)
+
+    def step_function(self, width: int) -> Callable[..., Any]:
+        """The decode step for ``width`` tokens per row (compiled once per width on CUDA)."""
+        step = self._steps.get(width)
+        if step is None:
+            step = self._decode
+            if self.compile:
+                import torch
+
+                step = torch.compile(self._decode, mode="reduce-overhead", fullgraph=True)
+            self._steps[width] = step
+        return step
+
+    def cache_for(self, batch: int, length: int) -> KVCache:
+        """The kept cache of ``batch`` rows, grown to at least ``length`` slots."""
+        cache = self._caches.get(batch)
+        if cache is None or cache.length < length:
+            self._caches.pop(batch, None)
+            shape = (batch, self.num_kv_heads, length, self.head_dim)
+            layers = len(self.lm.layers)
+            cache = KVCache.allocate(layers, shape, self.dtype, self.device, static=self.compile)
+            self._caches[batch] = cache
+            while len(self._caches) > KEPT_CACHES:
+                self._caches.popitem(last=False)
+        self._caches.move_to_end(batch)
+        return cache
 
     # ------------------------------------------------------------------ model pieces
 
@@ -148,20 +214,11 @@ class Qwen25VLEngine:
     # ------------------------------------------------------------------ prefill
 
     def _image_embeds(self, inputs: Any) -> Any:
-        import torch
+        return self.vision(inputs["pixel_values"], inputs["image_grid_thw"])
 
-        pixel_values = inputs["pixel_values"].to(self.dtype)
-        grid = inputs["image_grid_thw"]
-        from .vision_attention import grouped_vision_attention
-
-        grouped = grouped_vision_attention(self.core.visual)
-        with grouped if self.grouped_vision else contextlib.nullcontext():
-            features = self.core.get_image_features(pixel_values, grid, return_dict=True)
-        return torch.cat(features.pooler_output, dim=0)
-
-    def prefill(self, inputs: Any, cache_len: int) -> tuple[Any, Any, Any, list[tuple[Any, Any]]]:
+    def prefill(self, inputs: Any, cache_len: int) -> tuple[Any, Any, Any, KVCache]:
         """Vision tower, prompt forward, cache filled. Returns first-token logits (B, V), the
-        per-row position offsets (B,), the left padding (B,) and the caches."""
+        per-row position offsets (B,), the left padding (B,) and the cache."""
         import torch
 
         input_ids = inputs["input_ids"]
@@ -192,15 +249,11 @@ class Qwen25VLEngine:
         mask = (causal[None] & attention_mask[:, None, :]) | eye[None]
         last = torch.full((bsz,), length - 1, dtype=torch.long, device=input_ids.device)
         logits, new_kv = self._prefill(embeds, positions, mask[:, None], last, None, None)
-        caches = []
-        shape = (bsz, self.num_kv_heads, cache_len, self.head_dim)
-        for k, v in new_kv:
-            k_cache = torch.zeros(shape, dtype=k.dtype, device=k.device)
-            v_cache = torch.zeros(shape, dtype=v.dtype, device=v.device)
+        cache = self.cache_for(bsz, cache_len)
+        for (k_cache, v_cache), (k, v) in zip(cache.layers, new_kv, strict=True):
             k_cache[:, :, :length] = k
             v_cache[:, :, :length] = v
-            caches.append((k_cache, v_cache))
-        return logits, offsets, padding, caches
+        return logits, offsets, padding, cache
 
     # ------------------------------------------------------------------ steps
 
@@ -211,13 +264,27 @@ class Qwen25VLEngine:
         cursors: Any,
         offsets: Any,
         padding: Any,
-        caches: list[tuple[Any, Any]],
+        cache: KVCache,
     ) -> Any:
         """Append ``tokens`` (B, L; row b uses its first ``counts[b]``) at each row's cursor;
         logits (B, V) after each row's last real token. Cursors are not advanced here."""
+        step = self.step_function(int(tokens.shape[1]))
+        return step(tokens, counts, cursors, offsets, padding, cache.layers)
+
+    def _decode(
+        self,
+        tokens: Any,
+        counts: Any,
+        cursors: Any,
+        offsets: Any,
+        padding: Any,
+        caches: list[tuple[Any, Any]],
+    ) -> Any:
+        """One decode step, embedding to logits: integer tensors and the cache in, logits out
+        (the whole function is what a CUDA graph captures)."""
         import torch
 
-        _bsz, length = tokens.shape
+        length = tokens.shape[1]
         cache_len = caches[0][0].shape[2]
         steps = torch.arange(length, device=tokens.device)
         slots = cursors[:, None] + steps[None]  # (B, L)
@@ -228,8 +295,7 @@ class Qwen25VLEngine:
             keys[None, None] <= slots[:, :, None]
         )
         embeds = self.lm.embed_tokens(tokens)
-        forward = self._step if length == 1 else self._forward
-        logits, _ = forward(embeds, positions, mask[:, None], counts - 1, caches, slots)
+        logits, _ = self._forward(embeds, positions, mask[:, None], counts - 1, caches, slots)
         return logits
 
     # ------------------------------------------------------------------ generation
@@ -249,9 +315,11 @@ class Qwen25VLEngine:
         stop_check: Callable[[list[int]], bool] | None = None,
         check_every: int = DEFAULT_CHECK_EVERY,
         on_first_token: Callable[[], None] | None = None,
+        script: Sequence[Sequence[int]] | None = None,
     ) -> EngineResult:
         """Free greedy decoding. ``stop_check(row)`` says whether a row has ended on a stop
-        string (checked on the host every ``check_every`` steps)."""
+        string (checked on the host every ``check_every`` steps). ``script``: teacher forcing,
+        see :func:`scripted`."""
         import torch
 
         input_ids = inputs["input_ids"]
@@ -260,6 +328,13 @@ class Qwen25VLEngine:
         caches_len = self.cache_length(length, max_new_tokens)
         logits, offsets, padding, caches = self.prefill(inputs, caches_len)
         eos = torch.tensor(sorted(eos_ids), device=device)
+        forced = None
+        if script is not None:
+            end = min(eos_ids)
+            forced = torch.tensor(
+                [scripted(row, i, end) for row in script for i in range(max_new_tokens)],
+                device=device,
+            ).view(bsz, max_new_tokens)
         out = torch.full((bsz, max_new_tokens), pad_id, dtype=torch.long, device=device)
         done = torch.zeros(bsz, dtype=torch.bool, device=device)
         cursors = torch.full((bsz,), length, dtype=torch.long, device=device)
@@ -269,7 +344,8 @@ class Qwen25VLEngine:
         for i in range(max_new_tokens):
             if i < min_new_tokens:  # as generate's min_new_tokens: no end-of-turn before it
                 logits[:, eos] = float("-inf")
-            token = torch.where(done, pad_id, logits.argmax(-1))
+            choice = logits.argmax(-1) if forced is None else forced[:, i]
+            token = torch.where(done, pad_id, choice)
             if i == 0 and on_first_token is not None:
                 on_first_token()
             out[:, i] = token
@@ -300,11 +376,13 @@ class Qwen25VLEngine:
         stop_check: Callable[[list[int]], bool] | None = None,
         extra_slots: int = 0,
         on_first_token: Callable[[], None] | None = None,
+        script: Sequence[Sequence[int]] | None = None,
     ) -> EngineResult:
         """Greedy decoding with the forced answer schema (:mod:`.schema`): after each decided
         token a row's machine may name tokens to append; they go into the same forward as
         that token. The next piece depends on the decided token, so this loop reads one token
-        per row back from the device after every forward (not every ``check_every``)."""
+        per row back from the device after every forward (not every ``check_every``).
+        ``script``: teacher forcing, see :func:`scripted`."""
         import torch
 
         input_ids = inputs["input_ids"]
@@ -320,6 +398,9 @@ class Qwen25VLEngine:
         first = True
         while True:
             decided = logits.argmax(-1).tolist()
+            if script is not None:
+                end = min(eos_ids)
+                decided = [scripted(script[b], len(rows[b]), end) for b in range(bsz)]
             if first and on_first_token is not None:
                 on_first_token()
             first = False
@@ -348,7 +429,11 @@ class Qwen25VLEngine:
                 appended.append([pad_id] if ended else new)
             if all(done):
                 break
+            # Two step widths only: one token per row, or the decided token + the longest
+            # piece (padded), so a compiled engine replays two graphs, not one per piece.
             width = max(len(a) for a in appended)
+            if width > 1:
+                width = max(width, extra_slots)
             tokens = torch.full((bsz, width), pad_id, dtype=torch.long)
             for b, new in enumerate(appended):
                 tokens[b, : len(new)] = torch.tensor(new)
@@ -402,6 +487,15 @@ class Qwen25VLEngine:
                 flags[b] = True
                 done[b] = True
         return all(flags)
+
+
+def scripted(script: Sequence[int], index: int, end: int) -> int:
+    """Teacher forcing: the token a row decides at position ``index`` is its script's (and
+    ``end`` after it) instead of the argmax. Every forward still runs in full, so the time and
+    the forward passes are those of generating that text: the benchmark uses it to time a
+    given completion on random weights, which would otherwise write junk and leave the
+    answer schema."""
+    return int(script[index]) if index < len(script) else end
 
 
 def rows_agree(

@@ -32,6 +32,8 @@ from typing import Any
 
 import numpy as np
 
+from ..core.manifest import DEFAULT_MAX_NEW_TOKENS
+from ..core.prompts import chat_messages
 from ..device import resolve_device, resolve_dtype
 from .base import PolicyBackend, PolicyOutput
 
@@ -72,7 +74,7 @@ class TransformersPolicy(PolicyBackend):
         processor: Any,
         *,
         device: str = "cpu",
-        max_new_tokens: int = 1024,
+        max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
         min_new_tokens: int = 0,
         system_prompt: str | None = None,
         name: str = "",
@@ -104,6 +106,9 @@ class TransformersPolicy(PolicyBackend):
             LOG.warning("compile=True needs a CUDA device; %s generates uncompiled", device)
         self._lock = threading.Lock()  # one generate at a time per model
         self._templates: dict[str, str] = {}
+        from .inputs import PolicyInputs
+
+        self.inputs = PolicyInputs(processor, device)  # on the device, token ids kept
         is_qwen = getattr(getattr(model, "config", None), "model_type", "") == "qwen2_5_vl"
         if engine == "auto":
             engine = "engine" if is_qwen else "generate"
@@ -126,7 +131,7 @@ class TransformersPolicy(PolicyBackend):
         *,
         device: str | None = None,
         dtype: Any = None,
-        max_new_tokens: int = 1024,
+        max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
         min_new_tokens: int = 0,
         system_prompt: str | None = None,
         attn_implementation: str | None = None,
@@ -135,25 +140,17 @@ class TransformersPolicy(PolicyBackend):
         forced_schema: bool = True,
         int8_decode: bool = False,
     ) -> TransformersPolicy:
-        from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
+        from transformers import AutoProcessor
+
+        from .checkpoint import load_model
 
         device = resolve_device(device)
         torch_dtype = resolve_dtype(dtype, device)
         source = str(path)
-        config = AutoConfig.from_pretrained(source, trust_remote_code=False)
-        model_cls: Any = AutoModelForImageTextToText
-        if getattr(config, "model_type", "") == "qwen2_5_vl":
-            from transformers import Qwen2_5_VLForConditionalGeneration
-
-            model_cls = Qwen2_5_VLForConditionalGeneration
-        kwargs: dict[str, Any] = {
-            "dtype": torch_dtype,
-            "use_safetensors": True,
-            "trust_remote_code": False,
-        }
-        if attn_implementation:
-            kwargs["attn_implementation"] = attn_implementation
-        model = model_cls.from_pretrained(source, **kwargs).to(device).eval()
+        # The one loader of inference, training and export (safetensors, or pickles that
+        # load with weights_only=True; never remote code).
+        model = load_model(source, dtype=torch_dtype, attn_implementation=attn_implementation)
+        model = model.to(device).eval()
         processor = AutoProcessor.from_pretrained(source, trust_remote_code=False)
         return cls(
             model,
@@ -171,25 +168,15 @@ class TransformersPolicy(PolicyBackend):
 
     # ------------------------------------------------------------------ generation
 
-    def _messages(self, instruction: str) -> list[dict[str, Any]]:
-        messages: list[dict[str, Any]] = []
-        if self.system_prompt:
-            messages.append(
-                {"role": "system", "content": [{"type": "text", "text": self.system_prompt}]}
-            )
-        messages.append(
-            {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": instruction}]}
-        )
-        return messages
-
     def prompt_text(self, instruction: str) -> str:
         """The chat-formatted prompt for one instruction (image placeholder included); the
         rendering is cached per instruction (the template is fixed, Jinja is not free)."""
         key = f"{self.system_prompt!r}\0{instruction}"
         text = self._templates.get(key)
         if text is None:
+            messages = chat_messages(instruction, system=self.system_prompt)
             text = self.processor.apply_chat_template(
-                self._messages(instruction), add_generation_prompt=True, tokenize=False
+                messages, add_generation_prompt=True, tokenize=False
             )
             if len(self._templates) >= TEMPLATE_CACHE_SIZE:
                 self._templates.pop(next(iter(self._templates)))
@@ -228,9 +215,20 @@ class TransformersPolicy(PolicyBackend):
         return {int(i) for i in ids if i is not None}
 
     def generate(
-        self, images: list[np.ndarray], instructions: list[str], *, stop: Sequence[str] = ()
+        self,
+        images: list[np.ndarray],
+        instructions: list[str],
+        *,
+        stop: Sequence[str] = (),
+        script: Sequence[Sequence[int]] | None = None,
     ) -> list[PolicyOutput]:
+        """See :meth:`PolicyBackend.generate`. ``script`` (own engine only): teacher forcing,
+        the completion's token ids per row chosen instead of the greedy ones with every
+        forward run in full (:func:`.engine.scripted`; for timing a given completion)."""
         import torch
+
+        if script is not None and self.engine_name != "engine":
+            raise ValueError("script (teacher forcing) needs engine='engine'")
 
         if len(images) != len(instructions):
             raise ValueError(f"{len(images)} images for {len(instructions)} instructions")
@@ -244,16 +242,15 @@ class TransformersPolicy(PolicyBackend):
         clock = _FirstTokenClock()
         with self._lock:
             start = time.perf_counter()
-            inputs = self.processor(
-                text=texts, images=list(images), padding=True, return_tensors="pt"
-            )
-            inputs = inputs.to(self.device)
+            inputs = self.inputs(images, texts)
             if "pixel_values" in inputs and self.model.dtype != inputs["pixel_values"].dtype:
                 inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
             eos_ids = self._eos_ids(config)
             with torch.inference_mode():
                 if self.engine_name == "engine":
-                    new = self._engine_rows(inputs, instructions, config, eos_ids, stop, clock)
+                    new = self._engine_rows(
+                        inputs, instructions, config, eos_ids, stop, clock, script
+                    )
                 else:
                     out = self.model.generate(
                         **inputs,
@@ -310,6 +307,7 @@ class TransformersPolicy(PolicyBackend):
         eos_ids: set[int],
         stop: Sequence[str],
         clock: _FirstTokenClock,
+        script: Sequence[Sequence[int]] | None = None,
     ) -> list[list[int]]:
         from .schema import STOP, RowMachine, schema_options
 
@@ -343,6 +341,7 @@ class TransformersPolicy(PolicyBackend):
                 stop_check=stop_check if stop else None,
                 extra_slots=grammar.longest_piece + 1,
                 on_first_token=first_token,
+                script=script,
             )
         else:
             result = engine.generate(
@@ -353,6 +352,7 @@ class TransformersPolicy(PolicyBackend):
                 min_new_tokens=min_new,
                 stop_check=stop_check if stop else None,
                 on_first_token=first_token,
+                script=script,
             )
         self.last_forward_passes = result.forward_passes
         return result.rows

@@ -39,7 +39,8 @@ from typing import Any
 
 import numpy as np
 
-from ..core.prompts import ANSWER, D_THINK, THINK, AnswerSchema
+from ..core.manifest import DEFAULT_MAX_NEW_TOKENS
+from ..core.prompts import ANSWER, D_THINK, THINK, AnswerSchema, chat_messages
 from .base import PolicyBackend, PolicyOutput, PolicyUnavailable
 
 LOG = logging.getLogger(__name__)
@@ -74,18 +75,6 @@ class PolicyServerError(RuntimeError):
 
 class PolicyUnavailableError(PolicyServerError, PolicyUnavailable):
     """The vLLM server could not be reached (refused, unreachable, timed out, stream broken)."""
-
-
-def _messages(
-    instruction: str, image_part: dict[str, Any], system_prompt: str | None
-) -> list[dict[str, Any]]:
-    messages: list[dict[str, Any]] = []
-    if system_prompt:
-        messages.append({"role": "system", "content": [{"type": "text", "text": system_prompt}]})
-    messages.append(
-        {"role": "user", "content": [image_part, {"type": "text", "text": instruction}]}
-    )
-    return messages
 
 
 def completion_regex(
@@ -141,7 +130,7 @@ class VllmPolicy(PolicyBackend):
         llm: Any,
         processor: Any,
         *,
-        max_new_tokens: int = 1024,
+        max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
         min_new_tokens: int = 0,
         system_prompt: str | None = None,
         structured_output: bool | str = False,
@@ -163,7 +152,7 @@ class VllmPolicy(PolicyBackend):
         path: str | Path,
         *,
         dtype: Any = None,
-        max_new_tokens: int = 1024,
+        max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
         min_new_tokens: int = 0,
         system_prompt: str | None = None,
         structured_output: bool | str = False,
@@ -248,7 +237,7 @@ class VllmPolicy(PolicyBackend):
         prompts = []
         for image, instruction in zip(images, instructions, strict=True):
             text = self.processor.apply_chat_template(
-                _messages(instruction, {"type": "image"}, self.system_prompt),
+                chat_messages(instruction, system=self.system_prompt),
                 add_generation_prompt=True,
                 tokenize=False,
             )
@@ -340,7 +329,7 @@ class VllmServerPolicy(PolicyBackend):
         url: str,
         *,
         model: str | None = None,
-        max_new_tokens: int = 1024,
+        max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
         min_new_tokens: int = 0,
         timeout_s: float = 120.0,
         tokenizer: str | Path | Any | None = None,
@@ -468,7 +457,7 @@ class VllmServerPolicy(PolicyBackend):
         image_part = {"type": "image_url", "image_url": {"url": self.image_data_url(image)}}
         body: dict[str, Any] = {
             "model": self.model,
-            "messages": _messages(instruction, image_part, self.system_prompt),
+            "messages": chat_messages(instruction, system=self.system_prompt, image=image_part),
             "max_tokens": self.max_new_tokens,
             "temperature": 0.0,
             "stream": self.stream,

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from ..core.answer import ObjectPrompt
+from ..device import SideStream
 from .base import ImageEncoding, SegmentedObject, Segmenter
 
 SAM2_INSTALL = "uv pip install --no-build-isolation-package sam2 sam2==1.1.0"
@@ -170,17 +171,12 @@ class Sam2MetaSegmenter(Segmenter):
         autocast_dtype: Any = None,
         name: str = "",
     ) -> None:
-        import torch
 
         self.predictor = predictor
         self.device = device
         self.autocast_dtype = autocast_dtype
         self.name = name
-        self._stream = (
-            torch.cuda.Stream(device=device)
-            if device.startswith("cuda") and torch.cuda.is_available()
-            else None
-        )
+        self._stream = SideStream(device)
 
     @classmethod
     def from_checkpoint(
@@ -238,16 +234,13 @@ class Sam2MetaSegmenter(Segmenter):
         that stream at the end, so results are ready without waiting for the policy's work."""
         import torch
 
-        stream_ctx = torch.cuda.stream(self._stream) if self._stream is not None else nullcontext()
         autocast = (
             torch.autocast(device_type="cuda", dtype=self.autocast_dtype)
             if self.autocast_dtype is not None
             else nullcontext()
         )
-        with stream_ctx, autocast, torch.inference_mode():
+        with self._stream.active(), autocast, torch.inference_mode():
             yield
-        if self._stream is not None:
-            self._stream.synchronize()
 
     def encode(self, image: np.ndarray) -> ImageEncoding:
         if self.predictor is None:

@@ -1,6 +1,6 @@
-"""Fixtures and helpers shared by the evaluation / export / report tests.
+"""Evaluation data for the evaluation / export / report tests (``support.eval_data``).
 
-Imported by those test modules; the taught-policy fixture is in ``tests/training/conftest.py``.
+The taught-policy fixture that answers ``TAUGHT_COMPLETION`` is in ``tests/training/conftest.py``.
 Ground truth here is computed with numpy slicing from the rectangles the tests write, NOT with
 the reader's cv2 rasterisation, so the reader and the scores are checked independently.
 """
