@@ -55,7 +55,7 @@ def load(settings: Settings) -> NodePipeline:
         mode=settings.mode or None,
         brevity=settings.brevity or None,
         max_new_tokens=settings.max_new_tokens or None,
-        policy_options={"compile": True} if settings.compile else None,
+        compile=settings.compile,  # the policy's decode and prefill, and SAM2's encoder
         max_image_pixels=settings.max_image_pixels,
         max_command_chars=settings.max_command_chars,
     )

@@ -96,7 +96,7 @@ class Settings:
     )
     compile: bool = _param(
         False,
-        "CUDA: static KV cache + compiled decode step (faster; compiles on warm-up)",
+        "CUDA: compiled decode steps, prefill, vision tower and SAM2 encoder (compiles on warm-up)",
         read_only=True,
     )
     warmup: bool = _param(
