@@ -9,6 +9,7 @@ from wise_perception.core.prompts import (
     build_instruction,
     build_messages,
     chat_messages,
+    check_question,
     normalize_question,
     spec_for,
 )
@@ -120,6 +121,22 @@ def test_huge_and_non_text_commands_are_rejected():
     assert normalize_question("a" * MAX_QUESTION_CHARS)
     with pytest.raises(ValueError, match="text"):
         normalize_question(None)  # type: ignore[arg-type]
+
+
+def test_a_question_checked_once_is_quoted_as_it_is():
+    question = check_question("The Red Mug.", 1000)
+    assert (question.sent, question.text, question.max_chars) == (
+        "The Red Mug.",
+        "the red mug",
+        1000,
+    )
+    spec = spec_for("wise")
+    assert build_instruction(question, spec) == build_instruction("The Red Mug.", spec)
+    # checked against a looser limit than this one: checked again, here
+    with pytest.raises(ValueError, match="the limit is 5"):
+        build_instruction(question, spec, max_chars=5)
+    with pytest.raises(ValueError, match="empty"):
+        check_question("  ", 1000)
 
 
 def test_messages_put_the_image_before_the_instruction():

@@ -194,7 +194,7 @@ def test_launch_file_is_installed_by_setup_py():
 
 def test_config_sets_exactly_the_declared_parameters():
     pytest.importorskip("rclpy", reason="the node module needs rclpy")
-    from wise_perception.node import PARAMETERS
+    from wise_perception.node_settings import PARAMETERS
 
     data = yaml.safe_load(CONFIG.read_text())
     assert list(data) == ["/**"]

@@ -1,9 +1,10 @@
 """The lifecycle node, running in its own process, driven over real DDS by this process.
 
-Two node processes are started once for the module (in parallel): ``/wise`` with the taught
-tiny policy (always answers) and ``/wise_random`` with the random tiny policy (unparsable
-output). Tests run in file order on the shared ``/wise`` node; every bad input is answered
-with an error result, after which a good command must still succeed.
+Three node processes are started once for the module (in parallel): ``/wise`` with the taught
+tiny policy (always answers), ``/wise_random`` with the random tiny policy (unparsable
+output) and ``/wise_ahead``, the taught policy with ``encode_ahead: true``. Tests run in file
+order on the shared ``/wise`` node; every bad input is answered with an error result, after
+which a good command must still succeed.
 """
 
 from __future__ import annotations
@@ -71,8 +72,13 @@ def nodes(taught_policy_dir, tiny_policy_dir, tiny_sam2_dir, tmp_path_factory):
     """The two node processes and a client for each; stopped (SIGINT) after the module."""
     logs = tmp_path_factory.mktemp("node_logs")
     commands = {}
-    for ns, policy in (("/wise", taught_policy_dir), ("/wise_random", tiny_policy_dir)):
-        cmd = node_command(_params(policy, tiny_sam2_dir), ns)
+    for ns, policy, extra in (
+        ("/wise", taught_policy_dir, {}),
+        ("/wise_random", tiny_policy_dir, {}),
+        # `true` reaches ROS as a bool, as from a command line or a YAML file: accepted too
+        ("/wise_ahead", taught_policy_dir, {"encode_ahead": True}),
+    ):
+        cmd = node_command({**_params(policy, tiny_sam2_dir), **extra}, ns)
         # the documented way to start without launch: the YAML, then per-test overrides
         cmd[cmd.index("--ros-args") + 1 : cmd.index("--ros-args") + 1] = [
             "--params-file",
@@ -287,6 +293,55 @@ def test_unparsable_policy_output(nodes):
     assert result["error"] and result["frame_id"] == "cam_random"
     assert client.masks.empty() and client.rationales.empty()  # successes only
     assert procs["/wise_random"].poll() is None
+
+
+def _encode_cache(values: dict) -> dict:
+    return json.loads(values.get("encode_cache", "{}"))
+
+
+def test_without_encode_ahead_the_command_pays_the_encoder(wise):
+    """encode_ahead: auto (segment.yaml) is off where SAM2 runs on the CPU, as here."""
+    wise.publish_image(RGB, frame_id="cam_encode_off")
+    # diagnostics made after the frame came, so after every earlier command was served
+    values = wise.wait_for_diagnostics(
+        lambda v: v.get("newest_frame") == "cam_encode_off", "frame 'cam_encode_off'"
+    )
+    assert (values["encode_ahead"], values["encoded_ahead"]) == ("off", "")
+    before = _encode_cache(values)
+    result = ask(wise, "the red square, encoded by its command")
+    assert result["status"] == "ok", result["error"]
+    assert result["frame_id"] == "cam_encode_off"
+    assert result["timings"]["segmenter_encode_ms"] > 0  # the command paid for the encoder
+    after = _encode_cache(
+        wise.wait_for_diagnostics(
+            lambda v: _encode_cache(v).get("misses") == before["misses"] + 1, "one cache miss"
+        )
+    )
+    assert after["hits"] == before["hits"]
+
+
+def test_encode_ahead_a_command_on_a_frame_encoded_while_idle_pays_no_encoder(nodes):
+    clients, procs, _ = nodes
+    client = clients["/wise_ahead"]
+    client.drain()
+    client.publish_image(RGB, frame_id="cam_ahead")
+    values = client.wait_for_diagnostics(
+        lambda v: v.get("encoded_ahead") == "cam_ahead", "frame 'cam_ahead' encoded ahead"
+    )
+    assert values["encode_ahead"] == "on" and values["newest_frame"] == "cam_ahead"
+    before = _encode_cache(values)
+    assert before["misses"] >= 1  # the encoding ahead started it
+    result = ask(client, "the red square on a frame encoded ahead")
+    assert result["status"] == "ok", result["error"]
+    assert result["frame_id"] == "cam_ahead"
+    assert result["timings"]["segmenter_encode_ms"] == 0  # the encoder was paid while idle
+    after = _encode_cache(
+        client.wait_for_diagnostics(
+            lambda v: _encode_cache(v).get("hits") == before["hits"] + 1, "one cache hit"
+        )
+    )
+    assert after["misses"] == before["misses"]  # the command encoded nothing
+    assert procs["/wise_ahead"].poll() is None
 
 
 def test_diagnostics(wise):

@@ -2,6 +2,7 @@
 the node's input limits are the pipeline's."""
 
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import rclpy
@@ -9,11 +10,9 @@ from rclpy.lifecycle import TransitionCallbackReturn
 
 from wise_dev.stub_node import StubPipeline
 from wise_perception.core.manifest import Manifest, write_manifest
-from wise_perception.node import PARAMETERS, Settings, WisePerceptionNode, load_pipeline
-
-
-def settings(**values):
-    return Settings({**{p.name: p.default for p in PARAMETERS}, **values})
+from wise_perception.node import WisePerceptionNode
+from wise_perception.node_pipeline import load as load_pipeline
+from wise_perception.node_settings import Settings
 
 
 def test_empty_mode_and_brevity_take_the_manifest(taught_policy_dir, tiny_sam2_dir, tmp_path):
@@ -23,14 +22,14 @@ def test_empty_mode_and_brevity_take_the_manifest(taught_policy_dir, tiny_sam2_d
         export,
         Manifest(prompt_mode="wise", brevity=None, segmenter=str(tiny_sam2_dir), max_new_tokens=77),
     )
-    pipeline = load_pipeline(settings(policy_model=str(export), device="cpu", dtype="float32"))
+    pipeline = load_pipeline(Settings(policy_model=str(export), device="cpu", dtype="float32"))
     try:
         assert pipeline.config.mode == "wise"
         assert pipeline.config.max_new_tokens == 77
     finally:
         pipeline.close()
     explicit = load_pipeline(
-        settings(policy_model=str(export), device="cpu", dtype="float32", mode="seg_zero")
+        Settings(policy_model=str(export), device="cpu", dtype="float32", mode="seg_zero")
     )
     try:
         assert explicit.config.mode == "seg_zero"  # an explicit parameter wins
@@ -41,7 +40,7 @@ def test_empty_mode_and_brevity_take_the_manifest(taught_policy_dir, tiny_sam2_d
 def test_the_nodes_limits_are_the_pipelines(taught_policy_dir, tiny_sam2_dir):
     """A command or image the node accepts is not rejected by the pipeline's own defaults."""
     pipeline = load_pipeline(
-        settings(
+        Settings(
             policy_model=str(taught_policy_dir),
             segmenter_model=str(tiny_sam2_dir),
             device="cpu",
@@ -64,9 +63,9 @@ def test_the_nodes_limits_are_the_pipelines(taught_policy_dir, tiny_sam2_dir):
 
 
 def test_compile_parameter_reaches_the_policy(tiny_policy_dir, tiny_sam2_dir, caplog):
-    params = settings(policy_model=str(tiny_policy_dir), segmenter_model=str(tiny_sam2_dir))
+    params = Settings(policy_model=str(tiny_policy_dir), segmenter_model=str(tiny_sam2_dir))
     with caplog.at_level("WARNING"):
-        pipeline = load_pipeline(Settings({**params.values, "device": "cpu", "compile": True}))
+        pipeline = load_pipeline(replace(params, device="cpu", compile=True))
     try:
         # On this CPU-only machine the policy turns it down, and says so.
         assert pipeline.policy.compile is False and "needs a CUDA device" in caplog.text

@@ -10,7 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from wise_perception.core import prompts
 from wise_perception.core.answer import FailureReason
+from wise_perception.core.limits import CheckedImage
 from wise_perception.core.manifest import Manifest, ManifestError, write_manifest
 from wise_perception.pipeline import PipelineConfig, WisePipeline
 from wise_perception.policy.base import PolicyBackend, PolicyOutput
@@ -66,16 +68,22 @@ def test_ok_path_maps_the_answer_back_to_original_pixels(taught_pipeline) -> Non
     assert data["status"] == "ok" and data["mask_pixels"] == int(result.mask.sum())
 
 
-def test_same_frame_is_encoded_once(taught_pipeline, monkeypatch) -> None:
-    segmenter = taught_pipeline.segmenter
-    real_encode = segmenter.encode
+@pytest.fixture
+def encoded(taught_pipeline, monkeypatch) -> list[tuple[int, int]]:
+    """The sizes of the images SAM2 encodes: a spy on the real encoder, not a mock model."""
+    real_encode = taught_pipeline.segmenter.encode
     calls: list[tuple[int, int]] = []
 
-    def counting_encode(image: np.ndarray):  # a spy on the real encoder, not a mock model
+    def counting_encode(image: np.ndarray):
         calls.append(image.shape[:2])
         return real_encode(image)
 
-    monkeypatch.setattr(segmenter, "encode", counting_encode)
+    monkeypatch.setattr(taught_pipeline.segmenter, "encode", counting_encode)
+    return calls
+
+
+def test_same_frame_is_encoded_once(taught_pipeline, encoded) -> None:
+    calls = encoded
     frame = _image(320, 240, 1)
     first = taught_pipeline.segment(frame, "the red square", frame_key=("camera", 1))
     second = taught_pipeline.segment(frame, "the blue cup", frame_key=("camera", 1))
@@ -97,6 +105,53 @@ def test_same_frame_is_encoded_once(taught_pipeline, monkeypatch) -> None:
         taught_pipeline.segment(_image(32, 24, seed), "x")
     info = taught_pipeline.cache_info()
     assert info["size"] == info["capacity"] == taught_pipeline.config.cache_size
+
+
+def test_a_frame_encoded_ahead_is_encoded_once(taught_pipeline, encoded) -> None:
+    """encode_ahead (the node, while idle) then segment on the same key: one encoding, and the
+    command pays nothing for it."""
+    calls = encoded
+    frame = _image(320, 240, 21)
+    before = taught_pipeline.cache_info()
+    encoding = taught_pipeline.encode_ahead(CheckedImage(frame, 0), ("camera", "ahead"))
+    assert encoding.result().seconds > 0 and calls == [(240, 320)]
+    again = taught_pipeline.encode_ahead(frame, ("camera", "ahead"))  # in the cache: not again
+    result = taught_pipeline.segment(frame, "the red square", frame_key=("camera", "ahead"))
+    assert again is encoding and result.ok and len(calls) == 1
+    assert result.timings.segmenter_encode == 0.0
+    after = taught_pipeline.cache_info()
+    assert (after["misses"], after["hits"]) == (before["misses"] + 1, before["hits"] + 2)
+    with pytest.raises(ValueError, match="HxWx3"):  # an image it cannot serve is refused
+        taught_pipeline.encode_ahead(np.zeros((4, 4), np.uint8), ("camera", "bad"))
+
+
+def test_inputs_checked_where_they_came_in_are_not_checked_again(
+    taught_pipeline, monkeypatch
+) -> None:
+    """The node and the CLI hand the pipeline a Question and a CheckedImage: served without a
+    second check when checked within the pipeline's limits, checked when the limit was looser."""
+    checks: list[str] = []
+    normalize, image_problem = prompts.normalize_question, taught_pipeline._image_problem
+    monkeypatch.setattr(
+        prompts, "normalize_question", lambda q, n: checks.append("command") or normalize(q, n)
+    )
+    monkeypatch.setattr(
+        taught_pipeline, "_image_problem", lambda i: checks.append("image") or image_problem(i)
+    )
+    limit = taught_pipeline.config.max_image_pixels
+    question = prompts.Question("The red square.", "the red square", 1000)
+    image = CheckedImage(_image(64, 48, 22), limit)
+    served = taught_pipeline.segment(image, question)
+    assert served.ok and checks == []
+    assert served.command == "The red square."  # the echo is the command as sent
+    # checked against looser limits than the pipeline's: checked again, and refused
+    loose_question = prompts.Question("x" * 1500, "x" * 1500, 2000)
+    refused = taught_pipeline.segment(image, loose_question)
+    assert refused.status is Status.INVALID_COMMAND and "the limit is 1000" in refused.error
+    big = CheckedImage(np.zeros((4097, 4097, 3), np.uint8), 0)  # checked with no limit
+    refused = taught_pipeline.segment(big, question)
+    assert refused.status is Status.INVALID_IMAGE and "max_image_pixels" in refused.error
+    assert checks == ["command", "image"]
 
 
 def test_warmup_serves_one_request_and_leaves_the_cache_alone(taught_pipeline, monkeypatch) -> None:

@@ -14,6 +14,8 @@ from diagnostic_msgs.msg import DiagnosticStatus
 from sensor_msgs.msg import Image
 
 from wise_perception import ros_messages as rm
+from wise_perception import visualize
+from wise_perception.core.prompts import Question
 from wise_perception.result import ObjectResult, Result, Status, Timings
 
 pytestmark = pytest.mark.ros
@@ -126,8 +128,11 @@ def test_commands_plain_or_json_with_an_id(data, text, ident):
     command = rm.parse_command(data, 1000)
     if text is None:  # starts with "{": read as JSON, and it is not
         assert "does not parse" in command.error and command.id is None
+        assert command.question is None
         return
     assert (command.text, command.id, command.error) == (text, ident, "")
+    # checked once, here: the pipeline quotes it as it is, within the same limit
+    assert command.question == Question(text, text, 1000)
 
 
 @pytest.mark.parametrize(
@@ -149,6 +154,7 @@ def test_commands_plain_or_json_with_an_id(data, text, ident):
 def test_bad_commands_say_why_and_keep_the_id_they_could_read(data, ident, needle):
     command = rm.parse_command(data, 1000)
     assert needle in command.error and command.id == ident
+    assert command.question is None
 
 
 def test_a_huge_command_is_refused_unread():
@@ -212,16 +218,19 @@ def test_result_json_has_the_source_header_and_node_fields():
     assert payload["timings"]["total_ms"] == 500.0 and payload["mask_pixels"] == 9
 
 
-def test_overlay_draws_mask_and_box_within_bounds():
-    result = ok_result()
-    result.objects[0] = ObjectResult(
-        box=(-5.0, 1.0, 99.0, 3.0), points=((float("nan"), 2.0),), score=1
-    )
-    before = RGB.copy()
-    out = rm.overlay_image(RGB, result)
-    assert out.shape == RGB.shape and out.dtype == np.uint8
-    assert not np.array_equal(out, RGB)
-    np.testing.assert_array_equal(RGB, before)  # the input is not drawn on
+def test_a_success_publishes_mask_rationale_overlay_and_detections_with_its_header():
+    messages = rm.success_messages(ok_result(), HEADER, overlay_on=RGB)
+    expected = ["mask", "rationale", "overlay"] + (["detections"] if rm.HAVE_VISION_MSGS else [])
+    assert list(messages) == expected
+    assert messages["rationale"].data == "The cup is left of the laptop."
+    for topic in ("mask", "overlay"):
+        assert messages[topic].header.frame_id == "cam_optical"
+    # the overlay is the one picture of a result (visualize.overlay), as the CLI draws it
+    drawn = rm.image_to_rgb(messages["overlay"])
+    np.testing.assert_array_equal(drawn, visualize.overlay(RGB, ok_result()))
+    assert "overlay" not in rm.success_messages(ok_result(), HEADER)  # not asked for
+    failure = Result.failure("the cup", Status.NO_IMAGE, "no image")
+    assert rm.success_messages(failure, HEADER, overlay_on=RGB) == {}
 
 
 def test_detections_only_with_vision_msgs():

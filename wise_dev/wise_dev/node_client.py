@@ -12,7 +12,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -68,8 +68,8 @@ class NodeClient:
         )
         lifecycle = f"{self.ns}/{node_name}"
         self._node_fqn = lifecycle
-        self._newest_frame = ""
-        self._frame_cv = threading.Condition()
+        self._diagnostics: dict[str, str] = {}  # the node's latest /diagnostics values
+        self._diagnostics_cv = threading.Condition()
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 50)
         self.change_state = self.node.create_client(ChangeState, f"{lifecycle}/change_state")
         self.get_state = self.node.create_client(GetState, f"{lifecycle}/get_state")
@@ -85,26 +85,34 @@ class NodeClient:
         for status in msg.status:
             if status.hardware_id != self._node_fqn:
                 continue
-            values = {kv.key: kv.value for kv in status.values}
-            if "newest_frame" in values:
-                with self._frame_cv:
-                    self._newest_frame = values["newest_frame"]
-                    self._frame_cv.notify_all()
+            with self._diagnostics_cv:
+                self._diagnostics = {kv.key: kv.value for kv in status.values}
+                self._diagnostics_cv.notify_all()
+
+    def wait_for_diagnostics(
+        self, condition: Callable[[dict[str, str]], bool], what: str, timeout: float = 30.0
+    ) -> dict[str, str]:
+        """The node's first /diagnostics values (key -> text, JSON for non-strings) that meet
+        ``condition``, waiting up to ``timeout`` seconds; ``what`` names it in the TimeoutError."""
+        deadline = time.monotonic() + timeout
+        with self._diagnostics_cv:
+            while not condition(self._diagnostics):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(
+                        f"{self._node_fqn} did not report {what} within {timeout} s "
+                        f"(last: {self._diagnostics})"
+                    )
+                self._diagnostics_cv.wait(timeout=min(remaining, 0.1))
+            return dict(self._diagnostics)
 
     def wait_for_frame(self, frame_id: str, timeout: float = 30.0) -> None:
         """Until the node's diagnostics report ``frame_id`` as its newest image. Images and
         commands travel on different topics, so a command published right after an image can
         reach the node before it (under load, by far): wait for this before such a command."""
-        deadline = time.monotonic() + timeout
-        with self._frame_cv:
-            while self._newest_frame != frame_id:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise TimeoutError(
-                        f"{self._node_fqn} did not report frame {frame_id!r} within {timeout} s "
-                        f"(newest: {self._newest_frame!r})"
-                    )
-                self._frame_cv.wait(timeout=min(remaining, 0.1))
+        self.wait_for_diagnostics(
+            lambda values: values.get("newest_frame") == frame_id, f"frame {frame_id!r}", timeout
+        )
 
     def close(self) -> None:
         self.executor.shutdown()

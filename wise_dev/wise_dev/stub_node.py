@@ -11,28 +11,33 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
+from concurrent.futures import Future
 from typing import Any
 
 import numpy as np
 
 from wise_perception.core.answer import ObjectPrompt
+from wise_perception.core.limits import CheckedImage
+from wise_perception.core.prompts import Question
 from wise_perception.result import ObjectResult, Result, Status, Timings
 
 
 class StubPipeline:
-    """A pipeline with ~zero compute: a centred box mask, so only the node's cost remains."""
+    """A node pipeline with ~zero compute: a centred box mask, so only the node's cost remains."""
 
-    def segment(self, image_rgb: np.ndarray, command: str, *, frame_key: object = None) -> Result:
+    def segment(
+        self, image: CheckedImage, command: Question, *, frame_key: Hashable | None = None
+    ) -> Result:
         start = time.perf_counter()
-        height, width = image_rgb.shape[:2]
+        height, width = image.shape[:2]
         mask = np.zeros((height, width), dtype=bool)
         box = (width / 4, height / 4, 3 * width / 4, 3 * height / 4)
         mask[height // 4 : 3 * height // 4, width // 4 : 3 * width // 4] = True
         obj = ObjectPrompt(box=box, points=((width / 2, height / 2),))
         total = time.perf_counter() - start
         return Result(
-            command=command,
+            command=command.sent,
             status=Status.OK,
             rationale="the stub always picks the centre.",
             objects=[ObjectResult(box=obj.box, points=obj.points, score=1.0)],
@@ -41,6 +46,15 @@ class StubPipeline:
             timings=Timings(total=total),
             mode="stub",
         )
+
+    def encode_ahead(self, image: CheckedImage, frame_key: Hashable) -> Future[None]:
+        """Nothing to encode: the stub's "encoding" is done at once."""
+        done: Future[None] = Future()
+        done.set_result(None)
+        return done
+
+    def cache_info(self) -> dict[str, int]:
+        return {"size": 0, "capacity": 0, "hits": 0, "misses": 0}
 
     def warmup(self) -> float:
         return 0.0

@@ -50,6 +50,10 @@ class EncodeCache:
         self.capacity = capacity
         self._entries: OrderedDict[Hashable, Future[Encoded]] = OrderedDict()
         self._lock = threading.Lock()
+        # Requests that found their frame's encoding kept (done or in flight), and those that
+        # had to start one: how often encodings are reused (the node reports them).
+        self._hits = 0
+        self._misses = 0
         self._executor: ThreadPoolExecutor | None = (
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="wise-sam2-encode")
             if concurrent
@@ -64,7 +68,10 @@ class EncodeCache:
             cached = self._entries.get(key) if cache else None
             if cached is not None and not (cached.done() and cached.exception() is not None):
                 self._entries.move_to_end(key)
+                self._hits += 1
                 return cached, True
+            if cache:
+                self._misses += 1
             # The caller may reuse its buffer once segment returns, the worker may not be done.
             pixels = image.copy()
             if self._executor is not None:
@@ -92,7 +99,12 @@ class EncodeCache:
 
     def info(self) -> dict[str, int]:
         with self._lock:
-            return {"size": len(self._entries), "capacity": self.capacity}
+            return {
+                "size": len(self._entries),
+                "capacity": self.capacity,
+                "hits": self._hits,
+                "misses": self._misses,
+            }
 
     def close(self) -> None:
         """Stop the worker (queued encodings are cancelled) and drop every encoding."""

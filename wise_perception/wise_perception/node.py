@@ -1,10 +1,5 @@
 """The WISE perception lifecycle node: camera image + spoken command in, mask + rationale out.
 
-The node only converts messages, pairs commands with frames, queues, publishes and reports;
-the models live in :class:`wise_perception.pipeline.WisePipeline`.
-
-Topics (relative names, so ``-r __ns:=/wise`` puts them under ``/wise``):
-
 ============== ===== ================================ =======================================
 topic          dir   type                             when
 ============== ===== ================================ =======================================
@@ -19,55 +14,50 @@ detections     out   vision_msgs/Detection2DArray     successes, where vision_ms
 /diagnostics   out   diagnostic_msgs/DiagnosticArray  every ``diagnostics_period_s``
 ============== ===== ================================ =======================================
 
-Every output carries the header of the image it was computed on. Results that have no image
-(no_image, not_ready, queue_full, invalid_command before pairing) carry a header stamped
-with the node clock and an empty ``frame_id``.
+Topic names are relative (``-r __ns:=/wise`` puts them under ``/wise``). Every output carries
+the header of the image it was computed on; a result with no image (no_image, not_ready,
+queue_full, invalid_command before pairing) carries the node clock and an empty ``frame_id``.
+
+The node holds the lifecycle, the callbacks and the publishing; the rest has its own module:
+parameters (:mod:`.node_settings`), the newest frame (:mod:`.frame_slot`), the bounded
+command queue (:mod:`.command_queue`), encoding ahead (:mod:`.encode_ahead`), loading the
+models (:mod:`.node_pipeline`) and the messages (:mod:`.ros_messages`). The models live in the
+pipeline; the node never imports torch.
 
 Lifecycle: parameters are declared on construction and read on configure (which also creates
 the publishers, the command subscription and the worker thread); activate loads the models
 and subscribes to images; deactivate unsubscribes and frees the models (and GPU memory);
-cleanup stops the worker. While configured but inactive, commands are still answered, with
-``not_ready`` results. With ``autostart`` (default) the node configures and activates itself.
+cleanup stops the worker. While configured but inactive, commands are answered ``not_ready``.
+With ``autostart`` (default) the node configures and activates itself. Loading never makes
+the node deaf: the lifecycle services, commands, images and diagnostics each have their own
+callback group on a multi-threaded executor, and autostart runs the transitions on a thread
+of their own; SIGINT ends the process at once, whatever is loading or running.
 
-Loading never makes the node deaf: the executor is multi-threaded and the lifecycle services,
-commands, images and diagnostics each have their own callback group, and autostart runs the
-transitions on a thread of their own. While a model loads (minutes for a 7B checkpoint)
-commands get an immediate ``not_ready`` saying so, ``/diagnostics`` reports ``models:
-loading``, and SIGINT ends the process at once (a load or an inference in progress is not
-waited for: the process exit frees its memory).
+A command's way: parsed and checked once on receipt (``invalid_command`` at once); paired
+with the newest frame at most ``max_image_age_s`` old, or waits up to ``command_wait_s`` for
+one (``no_image``); queued (``queue_full`` at once when ``queue_size`` already wait); served
+by one worker thread, which hands the pipeline the checked command and the frame converted
+once; published. An invalid newest frame answers ``invalid_image`` naming its problem.
 
-Commands: plain text, or ``{"id": <string or number>, "command": "<text>"}``; every result
-echoes the caller's ``id`` (null without one) next to the node's own ``node.request_id``.
-The command and image limits (``max_command_chars``, ``max_image_pixels``) are checked here
-with the pipeline's own functions and handed to the pipeline, so both apply the same ones.
-
-Pairing: a command takes the newest image whose age (node clock minus header stamp; the
-receipt time when the stamp is zero) is at most ``max_image_age_s``. Without one it waits up
-to ``command_wait_s`` for a fresh image, then gets ``no_image``. Images are validated at
-receipt (encoding, size, step, ``max_image_pixels``); an invalid newest image is remembered
-with its error, and a command paired with it gets ``invalid_image`` naming the problem (the
-node does not fall back to an older frame: the newest one is what the camera sees now).
-
-Inference runs on one worker thread fed by a bounded queue (``queue_size``); a command that
-finds the queue full is answered at once with ``queue_full``.
+With ``encode_ahead``, the worker starts SAM2's encoding of the newest usable frame whenever
+no command waits: one encoding at a time, each frame once, never while a command is served
+and never waited for, so a command on that frame finds its encoding done or in flight.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import queue
 import sys
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import rclpy
-from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.event_handler import QoSRequestedIncompatibleQoSInfo, SubscriptionEventCallbacks
@@ -75,20 +65,18 @@ from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNodeMixin, State, TransitionCallbackReturn
 from rclpy.node import Node
 from rclpy.publisher import Publisher
-from rclpy.qos import (
-    DurabilityPolicy,
-    HistoryPolicy,
-    QoSProfile,
-    ReliabilityPolicy,
-)
 from rclpy.subscription import Subscription
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header, String
 
+from . import node_pipeline
 from . import ros_messages as rm
-from .core.limits import DEFAULT_MAX_IMAGE_PIXELS, MAX_COMMAND_CHARS
-from .core.manifest import DEFAULT_POLICY
-from .core.prompts import DEFAULT_BREVITY, PromptMode
+from .command_queue import CommandQueue
+from .core.limits import MAX_COMMAND_CHARS
+from .encode_ahead import EncodeAhead
+from .frame_slot import Frame, FrameSlot
+from .node_pipeline import NodePipeline, PipelineFactory
+from .node_settings import PARAMETERS, Settings, descriptor, reliable
 from .result import Result, Status
 
 NODE_NAME = "wise_perception"
@@ -99,175 +87,12 @@ EXECUTOR_THREADS = 4
 SHUTDOWN_WAIT_S = 0.5
 
 
-@dataclass(frozen=True)
-class Param:
-    name: str
-    default: Any
-    description: str
-
-
-# The node's parameters: config/segment.yaml sets exactly these (a test checks it).
-PARAMETERS: tuple[Param, ...] = (
-    Param("autostart", True, "configure and activate right after start"),
-    Param("policy_model", DEFAULT_POLICY, "policy checkpoint: local folder or hub model id"),
-    Param(
-        "segmenter_model",
-        "",
-        "SAM2 folder or hub id; empty: the policy's manifest, else SAM2-Large",
-    ),
-    Param("device", "auto", "torch device: auto, cpu, cuda, cuda:1, ..."),
-    Param("dtype", "auto", "model dtype: auto, bfloat16, float16, float32"),
-    Param(
-        "mode",
-        "",
-        "prompt mode (wise_s, wise, wise_f, seg_zero, ...); empty: manifest, else wise_s",
-    ),
-    Param(
-        "brevity", "", f"brevity instruction of wise_s; empty: manifest, else {DEFAULT_BREVITY!r}"
-    ),
-    Param("max_new_tokens", 0, "generation budget of the policy; 0: the manifest's, else 1024"),
-    Param(
-        "compile",
-        False,
-        "CUDA: static KV cache + compiled decode step (faster; compiles on warm-up)",
-    ),
-    Param(
-        "warmup", True, "serve one synthetic request on activate, so the first command is not slow"
-    ),
-    # Reliable by default: measured with bench_node --stream-seconds (30 Hz 640x480, loaded
-    # 2-core host, two runs), a best-effort subscription received 10-22% of the frames and
-    # paired commands with frames up to 1.7-3.7 s old; a reliable one 76-79%, at most 0.18 s old.
-    Param(
-        "image_reliability",
-        "reliable",
-        "image QoS reliability: reliable | best_effort (for best_effort cameras)",
-    ),
-    Param("image_history", "keep_last", "image QoS history: keep_last | keep_all"),
-    Param("image_depth", 1, "image QoS depth"),
-    Param("image_durability", "volatile", "image QoS durability: volatile | transient_local"),
-    Param("command_depth", 100, "command QoS depth (reliable, keep last)"),
-    Param("result_depth", 100, "result QoS depth (reliable, keep last): results must not be lost"),
-    Param("output_depth", 10, "QoS depth of mask, rationale, overlay and detections"),
-    Param("max_image_age_s", 1.0, "a command only uses an image at most this old"),
-    Param("command_wait_s", 2.0, "how long a command waits for a usable image"),
-    Param("queue_size", 4, "commands waiting for inference; more are rejected (queue_full)"),
-    Param("use_overlay", False, "also publish an rgb8 overlay of mask, box and points"),
-    Param(
-        "max_image_pixels",
-        DEFAULT_MAX_IMAGE_PIXELS,
-        "larger images are rejected, here and in the pipeline (0 = no limit)",
-    ),
-    Param(
-        "max_command_chars",
-        MAX_COMMAND_CHARS,
-        "longer commands are rejected, here and in the pipeline",
-    ),
-    Param("diagnostics_period_s", 1.0, "period of the /diagnostics status"),
-)
-PARAMETER_NAMES: tuple[str, ...] = tuple(p.name for p in PARAMETERS)
-
-_RELIABILITY = {
-    "best_effort": ReliabilityPolicy.BEST_EFFORT,
-    "reliable": ReliabilityPolicy.RELIABLE,
-}
-_HISTORY = {"keep_last": HistoryPolicy.KEEP_LAST, "keep_all": HistoryPolicy.KEEP_ALL}
-_DURABILITY = {
-    "volatile": DurabilityPolicy.VOLATILE,
-    "transient_local": DurabilityPolicy.TRANSIENT_LOCAL,
-}
-
-
-@dataclass(frozen=True)
-class Settings:
-    """The parameters as read on configure."""
-
-    values: dict[str, Any]
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self.values[name]
-        except KeyError:
-            raise AttributeError(name) from None
-
-    def image_qos(self) -> QoSProfile:
-        return QoSProfile(
-            reliability=_choice(_RELIABILITY, "image_reliability", self.image_reliability),
-            history=_choice(_HISTORY, "image_history", self.image_history),
-            depth=max(int(self.image_depth), 1),
-            durability=_choice(_DURABILITY, "image_durability", self.image_durability),
-        )
-
-
-def _choice(table: dict[str, Any], name: str, value: str) -> Any:
-    try:
-        return table[str(value).strip().lower()]
-    except KeyError:
-        raise ValueError(f"parameter {name}={value!r}; expected one of {sorted(table)}") from None
-
-
-class Pipeline(Protocol):
-    """What the node needs from :class:`wise_perception.pipeline.WisePipeline`."""
-
-    def segment(self, image_rgb: np.ndarray, command: str, *, frame_key: Any = None) -> Result: ...
-
-    def close(self) -> None: ...
-
-    def warmup(self) -> float: ...
-
-    def describe(self) -> dict[str, Any]: ...
-
-
-PipelineFactory = Callable[[Settings], Pipeline]
-
-
-def load_pipeline(settings: Settings) -> Pipeline:
-    """The production factory: imports torch and the models only when the node activates.
-
-    Empty ``segmenter_model`` and ``max_new_tokens: 0`` mean "the checkpoint's manifest, else
-    the pipeline's default" (an exported WISE checkpoint names its segmenter and budget).
-    """
-    from .pipeline import WisePipeline
-
-    if not settings.policy_model:
-        raise ValueError("parameter policy_model must name a checkpoint folder or model id")
-    return WisePipeline.from_pretrained(
-        policy=settings.policy_model,
-        segmenter=settings.segmenter_model or None,
-        device=settings.device,
-        dtype=settings.dtype,
-        # Empty means "what the exported checkpoint's manifest says" (else the pipeline default).
-        mode=settings.mode or None,
-        brevity=settings.brevity or None,
-        max_new_tokens=int(settings.max_new_tokens) or None,
-        policy_options={"compile": True} if settings.compile else None,
-        # The node's limits are the pipeline's: what the node accepts, the pipeline serves.
-        max_image_pixels=int(settings.max_image_pixels),
-        max_command_chars=int(settings.max_command_chars),
-    )
-
-
-@dataclass
-class _Frame:
-    """The newest image: kept as a message until a command uses it (no copy per frame)."""
-
-    msg: Image
-    seq: int
-    received: float  # time.monotonic() at receipt
-    error: str = ""  # why the image is unusable, found at receipt
-
-    @property
-    def key(self) -> str:
-        stamp = self.msg.header.stamp
-        return f"{self.msg.header.frame_id}@{stamp.sec}.{stamp.nanosec:09d}#{self.seq}"
-
-
 @dataclass
 class _Job:
-    command: str
+    command: rm.Command
     request_id: int
     received: float  # time.perf_counter() when the command callback started
-    frame: _Frame | None
-    client_id: str | int | float | None = None  # the caller's id, echoed in the result
+    frame: Frame | None = None
 
 
 @dataclass
@@ -287,21 +112,19 @@ class WisePerceptionNode(LifecycleNodeMixin, Node):
         Node.__init__(self, NODE_NAME, **kwargs)
         # get_state must answer "activating" while change_state(activate) loads the models.
         LifecycleNodeMixin.__init__(self, callback_group=ReentrantCallbackGroup())
-        self._pipeline_factory = pipeline_factory or load_pipeline
-        for p in PARAMETERS:
-            self.declare_parameter(p.name, p.default)
+        self._pipeline_factory = pipeline_factory or node_pipeline.load
+        for parameter in PARAMETERS:
+            self.declare_parameter(parameter.name, parameter.default, descriptor(parameter))
         self.settings: Settings | None = None
-        self._pipeline: Pipeline | None = None
-        self._pipeline_lock = threading.Lock()  # held by the worker during inference
+        self._pipeline: NodePipeline | None = None
+        self._pipeline_lock = threading.Lock()  # held by the worker while it uses the pipeline
         self._load_error = ""
         self._loading_since: float | None = None  # time.monotonic() while models load
         self._stopping = False  # set on SIGINT: nothing more is published
         self._image_qos_problem = ""  # a camera whose QoS this subscription cannot match
         self._active = False
-        self._frame: _Frame | None = None
-        self._frame_cv = threading.Condition()
-        self._frame_seq = 0
-        self._queue: queue.Queue[_Job | None] | None = None
+        self._frames = FrameSlot(lambda: self.get_clock().now().nanoseconds)
+        self._queue: CommandQueue[_Job] | None = None
         self._worker: threading.Thread | None = None
         self._request_id = 0
         self._stats = _Stats()
@@ -311,11 +134,12 @@ class WisePerceptionNode(LifecycleNodeMixin, Node):
         self._image_sub: Subscription | None = None
         self._command_group = MutuallyExclusiveCallbackGroup()
         self._image_group = MutuallyExclusiveCallbackGroup()
+        self._encode_ahead = False  # resolved on activate (parameter encode_ahead)
+        self._ahead = EncodeAhead(wake=self._wake_worker)
         # Diagnostics exist in every state, so a monitor sees an unconfigured node too.
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        period = float(self.get_parameter("diagnostics_period_s").value)
         self._diag_timer = self.create_timer(
-            max(period, 0.05),
+            self.get_parameter("diagnostics_period_s").value,
             self._guarded(self._publish_diagnostics),
             callback_group=MutuallyExclusiveCallbackGroup(),
         )
@@ -328,42 +152,32 @@ class WisePerceptionNode(LifecycleNodeMixin, Node):
     # ------------------------------------------------------------------ lifecycle
     def on_configure(self, state: State) -> TransitionCallbackReturn:
         try:
-            settings = Settings({name: self.get_parameter(name).value for name in PARAMETER_NAMES})
-            if settings.mode:
-                PromptMode(settings.mode)
-            if int(settings.max_command_chars) < 1 or int(settings.max_image_pixels) < 0:
-                raise ValueError(
-                    "max_command_chars must be >= 1 and max_image_pixels >= 0 (0: no limit), "
-                    f"got {settings.max_command_chars} and {settings.max_image_pixels}"
-                )
-            image_qos = settings.image_qos()
-        except Exception as exc:
+            values = {p.name: self.get_parameter(p.name).value for p in PARAMETERS}
+            settings = Settings.from_parameters(values)
+        except ValueError as exc:
             self.get_logger().error(f"configure failed: {exc}")
             return TransitionCallbackReturn.FAILURE
         self.settings = settings
-        out = QoSProfile(
-            depth=max(int(settings.output_depth), 1), reliability=ReliabilityPolicy.RELIABLE
-        )
-        res = QoSProfile(
-            depth=max(int(settings.result_depth), 1), reliability=ReliabilityPolicy.RELIABLE
-        )
+        outputs = reliable(settings.output_depth)
         self._pubs = {
-            "result": self.create_publisher(String, "result", res),
-            "mask": self.create_publisher(Image, "mask", out),
-            "rationale": self.create_publisher(String, "rationale", out),
+            "result": self.create_publisher(String, "result", reliable(settings.result_depth)),
+            "mask": self.create_publisher(Image, "mask", outputs),
+            "rationale": self.create_publisher(String, "rationale", outputs),
         }
         if settings.use_overlay:
-            self._pubs["overlay"] = self.create_publisher(Image, "overlay", out)
+            self._pubs["overlay"] = self.create_publisher(Image, "overlay", outputs)
         if rm.HAVE_VISION_MSGS:
-            self._pubs["detections"] = self.create_publisher(rm.Detection2DArray, "detections", out)
-        self._image_qos = image_qos
-        cmd_qos = QoSProfile(
-            depth=max(int(settings.command_depth), 1), reliability=ReliabilityPolicy.RELIABLE
-        )
+            self._pubs["detections"] = self.create_publisher(
+                rm.Detection2DArray, "detections", outputs
+            )
         self._command_sub = self.create_subscription(
-            String, "command", self._on_command, cmd_qos, callback_group=self._command_group
+            String,
+            "command",
+            self._on_command,
+            reliable(settings.command_depth),
+            callback_group=self._command_group,
         )
-        self._queue = queue.Queue(maxsize=max(int(settings.queue_size), 1))
+        self._queue = CommandQueue(settings.queue_size)
         self._worker = threading.Thread(target=self._work, name="wise-inference", daemon=True)
         self._worker.start()
         self.get_logger().info(
@@ -376,13 +190,14 @@ class WisePerceptionNode(LifecycleNodeMixin, Node):
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: State) -> TransitionCallbackReturn:
-        assert self.settings is not None
+        settings = self.settings
+        assert settings is not None
         started = time.perf_counter()
         self._load_error = ""
         self._loading_since = time.monotonic()
-        self.get_logger().info(f"loading models ({self.settings.policy_model})")
+        self.get_logger().info(f"loading models ({settings.policy_model})")
         try:
-            pipeline = self._pipeline_factory(self.settings)
+            pipeline = self._pipeline_factory(settings)
         except Exception as exc:
             self._load_error = f"model loading failed: {type(exc).__name__}: {exc}"
             self.get_logger().error(self._load_error)
@@ -393,27 +208,31 @@ class WisePerceptionNode(LifecycleNodeMixin, Node):
             with contextlib.suppress(Exception):
                 pipeline.close()
             return TransitionCallbackReturn.FAILURE
-        self.get_logger().info(f"loaded: {_describe(pipeline)}")
-        if self.settings.warmup:
+        self.get_logger().info(f"loaded: {node_pipeline.summary(pipeline)}")
+        if settings.warmup:
             try:
                 seconds = pipeline.warmup()
                 self.get_logger().info(f"warm-up request served in {seconds:.2f} s")
             except Exception as exc:  # a failed warm-up costs speed, not service
                 self.get_logger().warning(f"warm-up failed: {type(exc).__name__}: {exc}")
+        self._encode_ahead = node_pipeline.encodes_ahead(settings, pipeline)
         with self._pipeline_lock:
             self._pipeline = pipeline
         self._image_sub = self.create_subscription(
             Image,
             "image",
             self._on_image,
-            self._image_qos,
+            settings.image_qos(),
             callback_group=self._image_group,
             event_callbacks=SubscriptionEventCallbacks(
                 incompatible_qos=self._on_incompatible_image_qos
             ),
         )
         self._active = True
-        self.get_logger().info(f"active: models loaded in {time.perf_counter() - started:.1f} s")
+        self.get_logger().info(
+            f"active: models loaded in {time.perf_counter() - started:.1f} s; "
+            f"encode_ahead={'on' if self._encode_ahead else 'off'} ({settings.encode_ahead})"
+        )
         return TransitionCallbackReturn.SUCCESS
 
     def on_deactivate(self, state: State) -> TransitionCallbackReturn:
@@ -422,8 +241,7 @@ class WisePerceptionNode(LifecycleNodeMixin, Node):
         return TransitionCallbackReturn.SUCCESS
 
     def on_cleanup(self, state: State) -> TransitionCallbackReturn:
-        self._release_models()
-        self._teardown()
+        self.close()
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state: State) -> TransitionCallbackReturn:
@@ -448,13 +266,9 @@ class WisePerceptionNode(LifecycleNodeMixin, Node):
         """
         self._stopping = True
         self._active = False
-        jobs, worker = self._queue, self._worker
-        if jobs is not None:
-            with contextlib.suppress(queue.Empty):
-                while True:
-                    jobs.get_nowait()
-            with contextlib.suppress(queue.Full):
-                jobs.put_nowait(None)
+        if self._queue is not None:
+            self._queue.close(drop_waiting=True)
+        worker = self._worker
         if worker is not None:
             worker.join(timeout=SHUTDOWN_WAIT_S)
         idle = self._loading_since is None and not (worker is not None and worker.is_alive())
@@ -464,14 +278,14 @@ class WisePerceptionNode(LifecycleNodeMixin, Node):
 
     def _release_models(self) -> None:
         self._active = False
+        self._encode_ahead = False
         if self._image_sub is not None:
             self.destroy_subscription(self._image_sub)
             self._image_sub = None
-        with self._frame_cv:
-            self._frame = None
-            self._frame_cv.notify_all()
+        self._frames.clear()
         with self._pipeline_lock:  # waits for a running inference to finish
             pipeline, self._pipeline = self._pipeline, None
+            self._ahead.forget()
         if pipeline is not None:
             try:
                 pipeline.close()  # frees the models and gives their GPU memory back
@@ -480,7 +294,7 @@ class WisePerceptionNode(LifecycleNodeMixin, Node):
 
     def _teardown(self) -> None:
         if self._worker is not None and self._queue is not None:
-            self._queue.put(None)  # after the jobs already queued: each still gets its result
+            self._queue.close()  # after the commands already queued: each gets its result
             self._worker.join(timeout=30.0)
         self._worker, self._queue = None, None
         if self._command_sub is not None:
@@ -502,24 +316,18 @@ class WisePerceptionNode(LifecycleNodeMixin, Node):
 
     def _on_image(self, msg: Image) -> None:
         try:
-            error = ""
-            try:
-                rm.check_image(msg, int(self.settings.max_image_pixels) if self.settings else 0)
-            except rm.ImageError as exc:
-                error = str(exc)
+            settings = self.settings
+            frame = self._frames.put(msg, settings.max_image_pixels if settings else 0)
+            if frame.error:
                 self.get_logger().warning(
-                    f"invalid image (frame_id={msg.header.frame_id!r}): {error}",
+                    f"invalid image (frame_id={frame.frame_id!r}): {frame.error}",
                     throttle_duration_sec=5.0,
                 )
-            # An unusable frame still becomes the newest one: a command paired with it gets
-            # invalid_image naming the problem, never a result computed on an older frame.
-            with self._frame_cv:
-                self._frame_seq += 1
-                self._frame = _Frame(msg, self._frame_seq, time.monotonic(), error)
-                self._frame_cv.notify_all()
             with self._stats_lock:
                 self._stats.images += 1
-                self._stats.invalid_images += bool(error)
+                self._stats.invalid_images += bool(frame.error)
+            if self._encode_ahead:
+                self._wake_worker()  # a new frame to encode while idle
         except Exception as exc:
             self.get_logger().error(f"image callback failed: {type(exc).__name__}: {exc}")
 
@@ -537,8 +345,11 @@ class WisePerceptionNode(LifecycleNodeMixin, Node):
     def _on_command(self, msg: String) -> None:
         received = time.perf_counter()
         self._request_id += 1
-        job = _Job(msg.data, self._request_id, received, None)
+        job = _Job(rm.Command(msg.data), self._request_id, received)
         try:
+            settings = self.settings
+            max_chars = settings.max_command_chars if settings else MAX_COMMAND_CHARS
+            job.command = rm.parse_command(msg.data, max_chars)
             self._accept(job)
         except Exception as exc:
             self.get_logger().error(f"command callback failed: {type(exc).__name__}: {exc}")
@@ -546,19 +357,14 @@ class WisePerceptionNode(LifecycleNodeMixin, Node):
 
     def _accept(self, job: _Job) -> None:
         settings, jobs = self.settings, self._queue
-        max_chars = int(settings.max_command_chars) if settings else MAX_COMMAND_CHARS
-        command = rm.parse_command(job.command, max_chars)
-        job.command, job.client_id = command.text, command.id
         if settings is None or jobs is None or not self._active:
             self._fail(job, Status.NOT_READY, self._not_ready_reason())
             return
-        if command.error:
-            self._fail(job, Status.INVALID_COMMAND, command.error)
+        if job.command.question is None:
+            self._fail(job, Status.INVALID_COMMAND, job.command.error)
             return
-        job.frame = self._usable_frame()
-        try:
-            jobs.put_nowait(job)
-        except queue.Full:
+        job.frame = self._frames.usable(settings.max_image_age_s)
+        if not jobs.offer(job):
             self._fail(
                 job,
                 Status.QUEUE_FULL,
@@ -577,45 +383,6 @@ class WisePerceptionNode(LifecycleNodeMixin, Node):
         reason = f"node is {label}, models are not loaded; activate it through the lifecycle"
         return f"{reason} ({self._load_error})" if self._load_error else reason
 
-    # ------------------------------------------------------------------ pairing
-    def _frame_age(self, frame: _Frame) -> float:
-        stamp = frame.msg.header.stamp
-        if stamp.sec == 0 and stamp.nanosec == 0:  # unstamped: age since receipt
-            return time.monotonic() - frame.received
-        now = self.get_clock().now().nanoseconds
-        return (now - (stamp.sec * 1_000_000_000 + stamp.nanosec)) / 1e9
-
-    def _usable_frame(self) -> _Frame | None:
-        with self._frame_cv:
-            frame = self._frame
-        if frame is None or self.settings is None:
-            return None
-        return frame if self._frame_age(frame) <= float(self.settings.max_image_age_s) else None
-
-    def _wait_for_frame(self, deadline: float) -> _Frame | None:
-        """A usable frame, waiting until ``deadline`` (time.perf_counter()) for a fresh one."""
-        while True:
-            frame = self._usable_frame()
-            if frame is not None or not self._active:
-                return frame
-            remaining = deadline - time.perf_counter()
-            if remaining <= 0:
-                return None
-            with self._frame_cv:
-                self._frame_cv.wait(timeout=min(remaining, 0.05))
-
-    def _no_image_reason(self) -> str:
-        assert self.settings is not None
-        with self._frame_cv:
-            frame = self._frame
-        waited = f"within command_wait_s={self.settings.command_wait_s}"
-        if frame is None:
-            return f"no image received on {self._image_topic()} {waited}"
-        return (
-            f"newest image is stale: {self._frame_age(frame):.3f} s old > "
-            f"max_image_age_s={self.settings.max_image_age_s} (no fresh image {waited})"
-        )
-
     def _image_topic(self) -> str:
         return self._image_sub.topic_name if self._image_sub is not None else "image"
 
@@ -623,12 +390,10 @@ class WisePerceptionNode(LifecycleNodeMixin, Node):
     def _work(self) -> None:
         jobs = self._queue
         assert jobs is not None
-        while True:
-            job = jobs.get()
-            if job is None:
-                return
+        encode_ahead = self._guarded(self._encode_newest_ahead)
+        while (job := jobs.take(idle=encode_ahead)) is not None:
             try:
-                self._run(job)
+                self._serve(job)
             except Exception as exc:
                 if self._stopping:
                     return
@@ -638,36 +403,64 @@ class WisePerceptionNode(LifecycleNodeMixin, Node):
                 with contextlib.suppress(Exception):
                     self._fail(job, Status.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}")
 
-    def _run(self, job: _Job) -> None:
-        assert self.settings is not None
+    def _serve(self, job: _Job) -> None:
+        settings, question = self.settings, job.command.question
+        assert settings is not None and question is not None
         started = time.perf_counter()
         timing = {"queue_wait_ms": (started - job.received) * 1e3}
         frame = job.frame
         if frame is None:
-            frame = self._wait_for_frame(job.received + float(self.settings.command_wait_s))
+            deadline = job.received + settings.command_wait_s
+            frame = self._frames.wait_usable(
+                settings.max_image_age_s, deadline, lambda: self._active
+            )
             timing["image_wait_ms"] = (time.perf_counter() - started) * 1e3
-        if frame is None:
-            status = Status.NO_IMAGE if self._active else Status.NOT_READY
-            reason = self._no_image_reason() if self._active else self._not_ready_reason()
-            self._fail(job, status, reason, None, timing)
+        if frame is None and self._active:
+            reason = self._frames.why_none_usable(
+                self._image_topic(), settings.max_image_age_s, settings.command_wait_s
+            )
+            self._fail(job, Status.NO_IMAGE, reason, None, timing)
             return
-        if frame.error:
+        if frame is None:
+            self._fail(job, Status.NOT_READY, self._not_ready_reason(), None, timing)
+            return
+        if frame.error:  # found at receipt
             self._fail(job, Status.INVALID_IMAGE, frame.error, frame, timing)
             return
-        timing["image_age_ms"] = self._frame_age(frame) * 1e3
-        try:  # validated at receipt (frame.error): only converted here
-            rgb = rm.image_to_rgb(frame.msg, validate=False)
-        except (rm.ImageError, ValueError) as exc:
+        timing["image_age_ms"] = self._frames.age(frame) * 1e3
+        try:  # checked at receipt; converted once, here or by the encoding ahead
+            image = frame.image()
+        except ValueError as exc:
             self._fail(job, Status.INVALID_IMAGE, str(exc), frame, timing)
             return
         with self._pipeline_lock:
             if self._pipeline is None:
-                result = Result.failure(job.command, Status.NOT_READY, self._not_ready_reason())
+                result = Result.failure(
+                    job.command.text, Status.NOT_READY, self._not_ready_reason()
+                )
             else:
+                frame.encoding_started = True  # by the command: nothing to start ahead
                 t0 = time.perf_counter()
-                result = self._pipeline.segment(rgb, job.command, frame_key=frame.key)
+                result = self._pipeline.segment(image, question, frame_key=frame.key)
                 timing["pipeline_ms"] = (time.perf_counter() - t0) * 1e3
-        self._publish(result, job, frame.msg.header, timing, rgb)
+        self._publish(result, job, frame.msg.header, timing, image.pixels)
+
+    def _encode_newest_ahead(self) -> None:
+        """The worker's idle work: start SAM2 on the newest usable frame (:mod:`.encode_ahead`)."""
+        settings = self.settings
+        if not self._encode_ahead or settings is None:
+            return
+        frame = self._frames.usable(settings.max_image_age_s)
+        if frame is None or not self._ahead.wants(frame):
+            return
+        with self._pipeline_lock:
+            if self._pipeline is not None:
+                self._ahead.start(frame, self._pipeline)
+
+    def _wake_worker(self) -> None:
+        jobs = self._queue
+        if jobs is not None:
+            jobs.poke()
 
     # ------------------------------------------------------------------ publishing
     def _fail(
@@ -675,16 +468,17 @@ class WisePerceptionNode(LifecycleNodeMixin, Node):
         job: _Job,
         status: Status,
         error: str,
-        frame: _Frame | None = None,
+        frame: Frame | None = None,
         timing: dict[str, float] | None = None,
     ) -> None:
         """Publish an error result (header of ``frame``, or node clock + empty frame_id)."""
         self.get_logger().warning(
-            f"request {job.request_id} (id={job.client_id!r}) {status.value}: {error}",
+            f"request {job.request_id} (id={job.command.id!r}) {status.value}: {error}",
             throttle_duration_sec=1.0,
         )
         header = frame.msg.header if frame is not None else self._clock_header()
-        self._publish(Result.failure(job.command, status, error), job, header, timing or {}, None)
+        failure = Result.failure(job.command.text, status, error)
+        self._publish(failure, job, header, timing or {}, None)
 
     def _clock_header(self) -> Header:
         return rm.header_of(self.get_clock().now().to_msg(), "")
@@ -695,21 +489,15 @@ class WisePerceptionNode(LifecycleNodeMixin, Node):
         job: _Job,
         header: Header,
         timing: dict[str, float],
-        rgb: np.ndarray | None,
+        image: np.ndarray | None,
     ) -> None:
         if self._stopping or not self.context.ok():
             return  # SIGINT: the ROS context is (being) shut down, nothing can be sent
         pubs = self._pubs
-        if result.ok:
-            if result.mask is not None:
-                pubs["mask"].publish(rm.mask_to_image(result.mask, header))
-            pubs["rationale"].publish(String(data=result.rationale))
-            if "overlay" in pubs and rgb is not None:
-                pubs["overlay"].publish(
-                    rm.numpy_to_image(rm.overlay_image(rgb, result), "rgb8", header)
-                )
-            if "detections" in pubs:
-                pubs["detections"].publish(rm.result_to_detections(result, header))
+        overlay_on = image if "overlay" in pubs else None
+        for topic, msg in rm.success_messages(result, header, overlay_on=overlay_on).items():
+            if topic in pubs:
+                pubs[topic].publish(msg)
         elapsed_ms = (time.perf_counter() - job.received) * 1e3
         waits = sum(timing.get(k, 0.0) for k in ("queue_wait_ms", "image_wait_ms", "pipeline_ms"))
         node_info = {
@@ -719,7 +507,7 @@ class WisePerceptionNode(LifecycleNodeMixin, Node):
             "latency_ms": round(elapsed_ms, 3),
         }
         if "result" in pubs:
-            pubs["result"].publish(rm.result_to_string(result, header, node_info, job.client_id))
+            pubs["result"].publish(rm.result_to_string(result, header, node_info, job.command.id))
         with self._stats_lock:
             self._stats.counts[result.status.value] += 1
             self._stats.last_status = result.status.value
@@ -734,14 +522,14 @@ class WisePerceptionNode(LifecycleNodeMixin, Node):
 
     def _publish_diagnostics(self) -> None:
         label = self._state_machine.current_state[1]
-        models = self._models_state()
+        jobs, pipeline, frame = self._queue, self._pipeline, self._frames.newest()
         with self._stats_lock:
             counts = dict(self._stats.counts)
             values: dict[str, Any] = {
                 "state": label,
-                "models": models,
-                "queue_depth": self._queue.qsize() if self._queue is not None else 0,
-                "queue_size": self._queue.maxsize if self._queue is not None else 0,
+                "models": self._models_state(),
+                "queue_depth": len(jobs) if jobs is not None else 0,
+                "queue_size": jobs.maxsize if jobs is not None else 0,
                 "last_latency_ms": self._stats.last_latency_ms,
                 "last_status": self._stats.last_status,
                 "ok": counts.get(Status.OK.value, 0),
@@ -750,10 +538,12 @@ class WisePerceptionNode(LifecycleNodeMixin, Node):
                 "images": self._stats.images,
                 "invalid_images": self._stats.invalid_images,
             }
-        with self._frame_cv:
-            frame = self._frame
         # The newest frame's frame_id: what the next command will be paired with.
-        values["newest_frame"] = frame.msg.header.frame_id if frame is not None else ""
+        values["newest_frame"] = frame.frame_id if frame is not None else ""
+        values["encode_ahead"] = "on" if self._encode_ahead else "off"
+        values["encoded_ahead"] = self._ahead.encoded  # the last frame encoded ahead
+        if pipeline is not None:  # reuse of SAM2 encodings: hits, misses, size, capacity
+            values["encode_cache"] = pipeline.cache_info()
         since = self._loading_since
         if since is not None:
             level = DiagnosticStatus.WARN
@@ -767,10 +557,9 @@ class WisePerceptionNode(LifecycleNodeMixin, Node):
             level, message = DiagnosticStatus.OK, "active"
         else:
             level, message = DiagnosticStatus.WARN, f"{label}: models not loaded"
-        stamp: Time = self.get_clock().now().to_msg()
         self._diag_pub.publish(
             rm.diagnostics_message(
-                stamp,
+                self.get_clock().now().to_msg(),
                 f"{self.get_name()}: segmentation",
                 self.get_fully_qualified_name(),
                 level,
@@ -780,30 +569,13 @@ class WisePerceptionNode(LifecycleNodeMixin, Node):
         )
 
 
-def _describe(pipeline: Pipeline) -> str:
-    """What was loaded, resolved (policy, segmenter, mode, device, dtype), for the log."""
-    describe = getattr(pipeline, "describe", None)
-    if describe is None:
-        return type(pipeline).__name__
-    info = describe()
-    parts = []
-    for role in ("policy", "segmenter"):
-        part = info.get(role) or {}
-        parts.append(
-            f"{role}={part.get('name', '')} ({part.get('backend', '')}, "
-            f"device={part.get('device', '')}, dtype={part.get('dtype', '')})"
-        )
-    extras = " ".join(f"{k}={info[k]}" for k in ("mode", "brevity", "max_new_tokens") if k in info)
-    return " ".join([*parts, extras])
-
-
 def main(args: list[str] | None = None, pipeline_factory: PipelineFactory | None = None) -> int:
     """Entry point of ``wise-perception-node`` / ``python -m wise_perception.node``."""
     rclpy.init(args=args)  # its SIGINT handler shuts the context down; spin() then returns
     node = WisePerceptionNode(pipeline_factory=pipeline_factory)
     executor = MultiThreadedExecutor(num_threads=EXECUTOR_THREADS)
     executor.add_node(node)
-    if bool(node.get_parameter("autostart").value):
+    if node.get_parameter("autostart").value:
         # The executor spins while the models load, so the node answers from the start.
         threading.Thread(target=node.autostart, name="wise-autostart", daemon=True).start()
     idle = True

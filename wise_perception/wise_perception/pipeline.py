@@ -36,12 +36,18 @@ import numpy as np
 from .checkpoints import check_reachable, manifest_for, segmenter_source
 from .core.answer import ParsedAnswer, parse_completion
 from .core.geometry import ResizeProtocol
-from .core.limits import DEFAULT_MAX_IMAGE_PIXELS, MAX_COMMAND_CHARS, image_size_problem
+from .core.limits import (
+    DEFAULT_MAX_IMAGE_PIXELS,
+    MAX_COMMAND_CHARS,
+    CheckedImage,
+    image_size_problem,
+)
 from .core.manifest import Manifest
 from .core.prompts import (
     AnswerSchema,
     PromptMode,
     PromptSpec,
+    Question,
     build_instruction,
     spec_for,
 )
@@ -233,10 +239,33 @@ class WisePipeline:
     # ------------------------------------------------------------------ public API
 
     def segment(
-        self, image: np.ndarray, command: str, *, frame_key: Hashable | None = None
+        self,
+        image: np.ndarray | CheckedImage,
+        command: str | Question,
+        *,
+        frame_key: Hashable | None = None,
     ) -> Result:
-        """Segment what ``command`` asks for in ``image`` (HxWx3 uint8 RGB). Never raises."""
+        """Segment what ``command`` asks for in ``image`` (HxWx3 uint8 RGB). Never raises.
+
+        An image or command already checked where it came in (a ``CheckedImage``, a
+        ``Question``) within this pipeline's limits is not checked again.
+        """
         return self._serve(image, command, frame_key, cache=True)
+
+    def encode_ahead(
+        self, image: np.ndarray | CheckedImage, frame_key: Hashable
+    ) -> Future[Encoded]:
+        """Start SAM2's encoding of a frame before a command asks for it (the node does, while
+        idle), so that ``segment(..., frame_key=frame_key)`` finds it cached or in flight.
+        Returns the encoding's future, at once with ``concurrent_encode`` (the default); a
+        frame whose encoding is cached or in flight is not encoded again. ValueError for an
+        image that cannot be served."""
+        if self._closed:
+            raise RuntimeError("the pipeline is closed")
+        pixels, problem = self._pixels(image)
+        if problem:
+            raise ValueError(problem)
+        return self.encodings.get(frame_key, np.ascontiguousarray(pixels))[0]
 
     def _serve(
         self, image: Any, command: Any, frame_key: Hashable | None, *, cache: bool
@@ -416,7 +445,7 @@ class WisePipeline:
             return Result.failure(
                 text, Status.INVALID_COMMAND, str(exc), mode=mode, image_size=size
             )
-        problem = self._image_problem(image)
+        image, problem = self._pixels(image)
         if problem:
             return Result.failure(text, Status.INVALID_IMAGE, problem, mode=mode, image_size=size)
         height, width = image.shape[:2]
@@ -427,6 +456,15 @@ class WisePipeline:
         timings = Timings(preprocess=time.perf_counter() - started)
         result = Result(command=text, status=Status.OK, image_size=(width, height), mode=mode)
         return _Request(text, image, frame, instruction, encoding, hit, result, started, timings)
+
+    def _pixels(self, image: Any) -> tuple[Any, str]:
+        """The pixels to serve and why they cannot be ("" when they can). An image checked where
+        it came in, within this pipeline's limit, is not checked again."""
+        if isinstance(image, CheckedImage):
+            if image.within(self.config.max_image_pixels):
+                return image.pixels, ""
+            image = image.pixels
+        return image, self._image_problem(image)
 
     def _image_problem(self, image: Any) -> str:
         if not isinstance(image, np.ndarray):
@@ -504,6 +542,9 @@ def _size_of(image: Any) -> tuple[int, int]:
 
 
 def _safe_command(command: Any) -> str:
+    """The command as sent, for the result's echo ("" for anything that is not text)."""
+    if isinstance(command, Question):
+        return command.sent
     return command if isinstance(command, str) else ""
 
 

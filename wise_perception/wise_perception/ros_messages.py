@@ -1,4 +1,5 @@
-"""ROS message conversions for the node: sensor_msgs/Image <-> numpy, Result -> messages.
+"""ROS message conversions for the node: sensor_msgs/Image <-> numpy, command messages ->
+checked commands, Result -> every message it publishes.
 
 No cv_bridge (not available from any registry the tests use): 8-bit encodings are converted
 with numpy, honouring row padding (``step`` > ``width * channels``). ``is_bigendian`` is
@@ -9,7 +10,8 @@ Commands (:func:`parse_command`) are plain text, or a JSON object
 ``{"id": "pick-7", "command": "the red cup"}`` whose ``id`` (a string of at most
 :data:`MAX_ID_CHARS` characters, or a number) is echoed in the command's result so a caller
 can match results to commands. Sizes are checked with the same ``core`` functions and limits
-the pipeline uses.
+the pipeline uses, once: a valid command comes out as a ``core.prompts.Question``, which the
+pipeline does not check again.
 
 ``vision_msgs`` is optional: :data:`HAVE_VISION_MSGS` says whether Detection2DArray can be
 built (a ROS 2 install usually has it; the PyPI wheels used in tests do not).
@@ -29,8 +31,9 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import Header, String
 
 from .core.limits import image_size_problem
-from .core.prompts import normalize_question
+from .core.prompts import Question, check_question
 from .result import Result
+from .visualize import mask_to_uint8, overlay
 
 try:  # optional: only where vision_msgs is installed
     from vision_msgs.msg import (  # type: ignore[import-not-found]
@@ -51,9 +54,6 @@ ENCODINGS: dict[str, tuple[int, tuple[int, int, int]]] = {
     "bgra8": (4, (2, 1, 0)),
     "mono8": (1, (0, 0, 0)),
 }
-
-OVERLAY_COLOR = np.array([255, 0, 255], dtype=np.float32)  # magenta: visible on most scenes
-OVERLAY_ALPHA = 0.5
 
 # A caller's id is a handle, not a payload: long enough for a UUID with a prefix.
 MAX_ID_CHARS = 128
@@ -95,13 +95,16 @@ def check_image(msg: Image, max_pixels: int = 0) -> None:
         )
 
 
-def image_to_rgb(msg: Image, max_pixels: int = 0, *, validate: bool = True) -> np.ndarray:
-    """HxWx3 uint8 RGB (C-contiguous, owning its memory) from an 8-bit sensor_msgs/Image.
+def image_to_rgb(msg: Image, max_pixels: int = 0) -> np.ndarray:
+    """HxWx3 uint8 RGB (C-contiguous, owning its memory) from an 8-bit sensor_msgs/Image,
+    checked first (:func:`check_image`)."""
+    check_image(msg, max_pixels)
+    return checked_to_rgb(msg)
 
-    ``validate=False`` skips :func:`check_image` for a message that already passed it.
-    """
-    if validate:
-        check_image(msg, max_pixels)
+
+def checked_to_rgb(msg: Image) -> np.ndarray:
+    """:func:`image_to_rgb` of a message that has passed :func:`check_image` (the node checks
+    a frame on receipt and converts it later, once, when it is used)."""
     encoding = msg.encoding.strip().lower()
     channels, (r, g, b) = ENCODINGS[encoding]
     width, height, step = int(msg.width), int(msg.height), int(msg.step)
@@ -140,34 +143,7 @@ def numpy_to_image(array: np.ndarray, encoding: str, header: Header) -> Image:
 
 def mask_to_image(mask: np.ndarray, header: Header) -> Image:
     """mono8 mask, 255 inside the object(s) and 0 elsewhere (Isaac ROS / yolo_ros convention)."""
-    binary = np.ascontiguousarray(mask, dtype=bool).view(np.uint8)  # 0/1 bytes, no copy
-    return numpy_to_image(binary * np.uint8(255), "mono8", header)
-
-
-def overlay_image(rgb: np.ndarray, result: Result) -> np.ndarray:
-    """The source RGB image with the mask blended in and the boxes and points drawn (rgb8)."""
-    out = rgb.copy()
-    if result.mask is not None and result.mask.shape == rgb.shape[:2]:
-        sel = result.mask.astype(bool)
-        out[sel] = (out[sel] * (1.0 - OVERLAY_ALPHA) + OVERLAY_COLOR * OVERLAY_ALPHA).astype(
-            np.uint8
-        )
-    height, width = rgb.shape[:2]
-    for obj in result.objects:
-        x1, y1, x2, y2 = (
-            _clip(v, hi) for v, hi in zip(obj.box, (width, height, width, height), strict=True)
-        )
-        green = np.array([0, 255, 0], dtype=np.uint8)
-        out[y1 : y2 + 1, [x1, x2]] = green
-        out[[y1, y2], x1 : x2 + 1] = green
-        for px, py in obj.points:
-            cx, cy = _clip(px, width), _clip(py, height)
-            out[max(cy - 2, 0) : cy + 3, max(cx - 2, 0) : cx + 3] = (255, 0, 0)
-    return out
-
-
-def _clip(value: float, size: int) -> int:
-    return int(min(max(round(value), 0), size - 1)) if math.isfinite(value) else 0
+    return numpy_to_image(mask_to_uint8(mask, mask.shape), "mono8", header)
 
 
 def header_of(stamp: Time, frame_id: str) -> Header:
@@ -183,11 +159,13 @@ def stamp_to_dict(stamp: Time) -> dict[str, int]:
 
 @dataclass(frozen=True)
 class Command:
-    """A command message, read: its text, the caller's id, and why it is invalid ("" if not)."""
+    """A command message, read: its text as sent (for the echo), the caller's id, and either
+    the checked command (``question``) or why it is invalid (``error``)."""
 
     text: str
     id: str | int | float | None = None
     error: str = ""
+    question: Question | None = None
 
 
 def parse_command(data: str, max_chars: int) -> Command:
@@ -227,10 +205,9 @@ def parse_command(data: str, max_chars: int) -> Command:
         if not isinstance(text, str):
             return Command(data, ident, f'"command" must be a string, got {type(text).__name__}')
     try:
-        normalize_question(text, max_chars)
+        return Command(text, ident, question=check_question(text, max_chars))
     except ValueError as exc:
         return Command(text, ident, str(exc))
-    return Command(text, ident)
 
 
 _FORMS = 'send plain text or {"id": "<string or number>", "command": "<text>"}'
@@ -254,6 +231,25 @@ def _read_id(value: Any) -> tuple[str | int | float | None, str]:
     if isinstance(value, int) and abs(value) >= 2**63:
         return None, '"id" must fit in 64 bits'
     return value, ""
+
+
+def success_messages(
+    result: Result, header: Header, *, overlay_on: np.ndarray | None = None
+) -> dict[str, Any]:
+    """What a success publishes besides its result, by topic: ``mask``, ``rationale``,
+    ``overlay`` (drawn on ``overlay_on``, the source image, when given) and ``detections``
+    (where vision_msgs is installed). Nothing for a failure."""
+    if not result.ok:
+        return {}
+    messages: dict[str, Any] = {}
+    if result.mask is not None:
+        messages["mask"] = mask_to_image(result.mask, header)
+    messages["rationale"] = String(data=result.rationale)
+    if overlay_on is not None:
+        messages["overlay"] = numpy_to_image(overlay(overlay_on, result), "rgb8", header)
+    if HAVE_VISION_MSGS:
+        messages["detections"] = result_to_detections(result, header)
+    return messages
 
 
 def result_to_string(

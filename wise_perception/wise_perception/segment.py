@@ -19,9 +19,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .core.limits import DEFAULT_MAX_IMAGE_PIXELS, MAX_COMMAND_CHARS, image_size_problem
+from .core.limits import (
+    DEFAULT_MAX_IMAGE_PIXELS,
+    MAX_COMMAND_CHARS,
+    CheckedImage,
+    image_size_problem,
+)
 from .core.manifest import DEFAULT_POLICY
-from .core.prompts import DEFAULT_BREVITY, PromptMode, normalize_question
+from .core.prompts import DEFAULT_BREVITY, PromptMode, check_question
 from .result import Result
 
 EXIT_OK, EXIT_NOT_OK, EXIT_BAD_INPUT, EXIT_LOAD_FAILED = 0, 1, 2, 3
@@ -144,9 +149,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    # Every input check comes before the models load (a 7B load takes minutes).
+    # Every input check comes before the models load (a 7B load takes minutes), and only here:
+    # the pipeline is handed the checked command and image, and does not check them again.
     try:
-        normalize_question(args.command, MAX_COMMAND_CHARS)
+        question = check_question(args.command, MAX_COMMAND_CHARS)
     except ValueError as exc:
         print(f"wise-segment: invalid command: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -156,7 +162,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"wise-segment: {args.image} {what}", file=sys.stderr)
         return EXIT_BAD_INPUT
     height, width = image.shape[:2]
-    original = image
     problem = image_size_problem(width, height, args.max_image_pixels)
     if problem and not args.downscale:
         print(
@@ -165,16 +170,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_BAD_INPUT
-    if problem:
-        image = _fit(image, args.max_image_pixels)
+    served: np.ndarray | CheckedImage = CheckedImage(image, args.max_image_pixels)
+    if problem:  # the shrunk copy is a new image: the pipeline checks it
+        served = _fit(image, args.max_image_pixels)
         logging.getLogger("wise-segment").warning(
-            "downscaled %dx%d to %dx%d", width, height, image.shape[1], image.shape[0]
+            "downscaled %dx%d to %dx%d", width, height, served.shape[1], served.shape[0]
         )
 
     import cv2
 
     from .pipeline import WisePipeline
-    from .visualize import mask_png, overlay
+    from .visualize import mask_to_uint8, overlay
 
     try:
         pipeline = WisePipeline.from_pretrained(
@@ -196,7 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_LOAD_FAILED
     logging.getLogger("wise-segment").info("loaded: %s", pipeline.describe())
     try:
-        result = pipeline.segment(image, args.command)
+        result = pipeline.segment(served, question)
     finally:
         pipeline.close()
     if result.image_size != (width, height):
@@ -216,8 +222,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "overlay": args.out / f"{stem}_overlay.png",
         "result": args.out / f"{stem}_result.json",
     }
-    cv2.imwrite(str(paths["mask"]), mask_png(result, (height, width)))
-    cv2.imwrite(str(paths["overlay"]), cv2.cvtColor(overlay(original, result), cv2.COLOR_RGB2BGR))
+    cv2.imwrite(str(paths["mask"]), mask_to_uint8(result.mask, (height, width)))
+    cv2.imwrite(str(paths["overlay"]), cv2.cvtColor(overlay(image, result), cv2.COLOR_RGB2BGR))
     paths["result"].write_text(result.to_json(image=str(args.image)) + "\n", encoding="utf-8")
 
     t = result.timings

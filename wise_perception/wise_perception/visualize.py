@@ -1,7 +1,11 @@
-"""Overlay drawing for results (CLI output, debugging): tinted mask, boxes, points, rationale."""
+"""How a result is drawn, wherever one is shown (the node's ``mask`` and ``overlay`` topics, the
+CLI's PNG files): the mask as a 0/255 image, and one overlay picture (tinted mask, each
+object's box, points and score, the status and rationale on a dark band at the top).
+"""
 
 from __future__ import annotations
 
+import math
 import textwrap
 
 import numpy as np
@@ -9,24 +13,24 @@ import numpy as np
 from .result import Result
 
 MASK_COLOR = (30, 144, 255)  # RGB
+MASK_ALPHA = 0.5
 BOX_COLOR = (0, 255, 0)
 POINT_COLOR = (255, 0, 255)
 TEXT_COLOR = (255, 255, 255)
 
 
-def mask_png(result: Result, shape: tuple[int, int]) -> np.ndarray:
-    """The union mask as a uint8 0/255 image of ``shape`` (height, width): all zero when the
-    result has none (a failure), so every status writes a mask at the image's size."""
-    if result.mask is None or result.mask.shape != tuple(shape):
+def mask_to_uint8(mask: np.ndarray | None, shape: tuple[int, int]) -> np.ndarray:
+    """``mask`` as uint8 of ``shape`` (height, width): 255 inside the object(s), 0 elsewhere
+    (the Isaac ROS / yolo_ros convention). All zero without a mask of that shape (a failure),
+    so every status can write a mask at the image's size."""
+    if mask is None or mask.shape != tuple(shape):
         return np.zeros(shape, dtype=np.uint8)
-    return result.mask.astype(np.uint8) * 255
+    return np.ascontiguousarray(mask, dtype=bool).view(np.uint8) * np.uint8(255)
 
 
-def overlay(
-    image: np.ndarray, result: Result, *, alpha: float = 0.5, text: bool = True
-) -> np.ndarray:
-    """A copy of ``image`` (HxWx3 uint8 RGB) with the mask tinted, each object's box and
-    points drawn, and the status + rationale written on a dark band at the top."""
+def overlay(image: np.ndarray, result: Result) -> np.ndarray:
+    """A copy of ``image`` (HxWx3 uint8 RGB) with the result drawn on it; the input is not
+    drawn on. Coordinates off the image (or not finite) are clipped to its edges."""
     import cv2
 
     out = np.ascontiguousarray(image.copy())
@@ -34,13 +38,15 @@ def overlay(
     if result.mask is not None and result.mask.shape == (height, width) and result.mask.any():
         tint = np.array(MASK_COLOR, dtype=np.float32)
         region = out[result.mask].astype(np.float32)
-        out[result.mask] = (region * (1.0 - alpha) + tint * alpha).astype(np.uint8)
+        out[result.mask] = (region * (1.0 - MASK_ALPHA) + tint * MASK_ALPHA).astype(np.uint8)
     thickness = max(1, round(min(width, height) / 300))
     for obj in result.objects:
-        x1, y1, x2, y2 = (round(float(v)) for v in obj.box)
+        x1, x2 = (_pixel(v, width) for v in (obj.box[0], obj.box[2]))
+        y1, y2 = (_pixel(v, height) for v in (obj.box[1], obj.box[3]))
         cv2.rectangle(out, (x1, y1), (x2, y2), BOX_COLOR, thickness)
         for x, y in obj.points:
-            cv2.circle(out, (round(float(x)), round(float(y))), 3 * thickness + 1, POINT_COLOR, -1)
+            center = (_pixel(x, width), _pixel(y, height))
+            cv2.circle(out, center, 3 * thickness + 1, POINT_COLOR, -1)
         cv2.putText(
             out,
             f"{obj.score:.2f}",
@@ -51,9 +57,13 @@ def overlay(
             1,
             cv2.LINE_AA,
         )
-    if text:
-        _caption(out, result)
+    _caption(out, result)
     return out
+
+
+def _pixel(value: float, size: int) -> int:
+    """A coordinate as a pixel index inside ``size`` (0 for NaN and infinities)."""
+    return int(min(max(round(value), 0), size - 1)) if math.isfinite(value) else 0
 
 
 def _caption(out: np.ndarray, result: Result) -> None:

@@ -1,10 +1,18 @@
 """Input bounds shared by every boundary (node, CLI, pipeline): one number for each limit.
 
 The node validates a message once with these functions and hands the same limits to the
-pipeline, so a command or image accepted at one boundary is never rejected by the next.
+pipeline, so a command or image accepted at one boundary is never rejected by the next; what
+it checked travels as a :class:`CheckedImage` (and a ``prompts.Question``), so the next
+boundary on the same path does not check it again.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
 
 # A robot's instruction is a sentence, not a document (the released prompts quote it whole).
 MAX_COMMAND_CHARS = 1000
@@ -27,6 +35,24 @@ def image_size_problem(width: int, height: int, max_pixels: int = DEFAULT_MAX_IM
             f"max_image_pixels={max_pixels}"
         )
     return ""
+
+
+@dataclass(frozen=True)
+class CheckedImage:
+    """An HxWx3 uint8 RGB image checked once, where it came in (the node at receipt, the CLI
+    on reading it), against ``max_pixels`` (0: no limit). The pipeline serves it without
+    checking it again when that limit is no looser than its own."""
+
+    pixels: np.ndarray
+    max_pixels: int
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.pixels.shape)
+
+    def within(self, max_pixels: int) -> bool:
+        """Whether the check it passed covers a limit of ``max_pixels`` (0: no limit)."""
+        return max_pixels == 0 or 0 < self.max_pixels <= max_pixels
 
 
 def bounded(text: str, limit: int) -> str:

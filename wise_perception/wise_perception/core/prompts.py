@@ -138,6 +138,23 @@ def normalize_question(question: str, max_chars: int = MAX_QUESTION_CHARS) -> st
     return text.lower().strip(".")
 
 
+@dataclass(frozen=True)
+class Question:
+    """A command checked once, where it came in (the node, the CLI): the text as sent (echoed
+    in results), the text the prompt quotes (:func:`normalize_question`), and the limit it was
+    checked against. :func:`build_instruction` quotes it without checking it again when that
+    limit is no looser than its own."""
+
+    sent: str
+    text: str
+    max_chars: int
+
+
+def check_question(command: str, max_chars: int = MAX_COMMAND_CHARS) -> Question:
+    """``command`` checked and normalised once; ValueError (saying why) when it cannot be served."""
+    return Question(command, normalize_question(command, max_chars), max_chars)
+
+
 def _join(clauses: Sequence[str]) -> str:
     if len(clauses) == 1:
         return clauses[0]
@@ -145,10 +162,18 @@ def _join(clauses: Sequence[str]) -> str:
 
 
 def build_instruction(
-    question: str, spec: PromptSpec, *, max_chars: int = MAX_COMMAND_CHARS
+    question: str | Question, spec: PromptSpec, *, max_chars: int = MAX_COMMAND_CHARS
 ) -> str:
-    """Render the user instruction for one question (the text part of the user turn)."""
-    q = normalize_question(question, max_chars)
+    """Render the user instruction for one question (the text part of the user turn).
+
+    Rendering checks the question (ValueError saying why), unless it is a :class:`Question`
+    already checked within ``max_chars``: a command is checked once on its way to the model.
+    """
+    if isinstance(question, Question):
+        checked = question.max_chars <= max_chars
+        q = question.text if checked else normalize_question(question.sent, max_chars)
+    else:
+        q = normalize_question(question, max_chars)
     multi = spec.schema is AnswerSchema.MULTI
     descriptions = {
         D_THINK: "the detailed thinking process in <d_think> </d_think>",

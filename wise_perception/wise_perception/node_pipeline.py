@@ -1,0 +1,83 @@
+"""The pipeline as the node uses it: what the node calls, and how its settings load one.
+
+The node never imports torch or a model: :func:`load` imports the pipeline when the node
+activates, and the pipeline frees the models and their GPU memory on ``close``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable
+from concurrent.futures import Future
+from typing import Any, Protocol
+
+from .core.limits import CheckedImage
+from .core.prompts import Question
+from .node_settings import Settings
+from .result import Result
+
+
+class NodePipeline(Protocol):
+    """What the node needs from :class:`wise_perception.pipeline.WisePipeline`."""
+
+    def segment(
+        self, image: CheckedImage, command: Question, *, frame_key: Hashable | None = None
+    ) -> Result: ...
+
+    def encode_ahead(self, image: CheckedImage, frame_key: Hashable) -> Future[Any]: ...
+
+    def cache_info(self) -> dict[str, int]: ...
+
+    def warmup(self) -> float: ...
+
+    def describe(self) -> dict[str, Any]: ...
+
+    def close(self) -> None: ...
+
+
+PipelineFactory = Callable[[Settings], NodePipeline]
+
+
+def load(settings: Settings) -> NodePipeline:
+    """The production pipeline: loads the models named by the settings (minutes for a 7B).
+
+    Empty ``segmenter_model``, ``mode``, ``brevity`` and ``max_new_tokens: 0`` mean "the
+    checkpoint's manifest, else the pipeline's default" (an exported WISE checkpoint names its
+    segmenter, mode and budget). The node's input limits are the pipeline's, so what the node
+    accepts the pipeline serves without checking it again.
+    """
+    from .pipeline import WisePipeline
+
+    return WisePipeline.from_pretrained(
+        policy=settings.policy_model,
+        segmenter=settings.segmenter_model or None,
+        device=settings.device,
+        dtype=settings.dtype,
+        mode=settings.mode or None,
+        brevity=settings.brevity or None,
+        max_new_tokens=settings.max_new_tokens or None,
+        compile=settings.compile,  # the policy's decode and prefill, and SAM2's encoder
+        max_image_pixels=settings.max_image_pixels,
+        max_command_chars=settings.max_command_chars,
+    )
+
+
+def encodes_ahead(settings: Settings, pipeline: NodePipeline) -> bool:
+    """Whether the node encodes the newest frame while idle. ``auto``: where SAM2 runs on
+    CUDA; on a CPU the encoding would take the cores that the next command's inference needs."""
+    if settings.encode_ahead == "auto":
+        return str(pipeline.describe()["segmenter"].get("device", "")).startswith("cuda")
+    return settings.encode_ahead == "true"
+
+
+def summary(pipeline: NodePipeline) -> str:
+    """What was loaded, resolved (policy, segmenter, mode, device, dtype), for the log."""
+    info = pipeline.describe()
+    parts = []
+    for role in ("policy", "segmenter"):
+        part = info.get(role) or {}
+        parts.append(
+            f"{role}={part.get('name', '')} ({part.get('backend', '')}, "
+            f"device={part.get('device', '')}, dtype={part.get('dtype', '')})"
+        )
+    extras = " ".join(f"{k}={info[k]}" for k in ("mode", "brevity", "max_new_tokens") if k in info)
+    return " ".join([*parts, extras])
