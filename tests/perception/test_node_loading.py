@@ -73,6 +73,22 @@ def test_compile_parameter_reaches_the_policy(tiny_policy_dir, tiny_sam2_dir, ca
         pipeline.close()
 
 
+def test_engine_parameters_reach_the_policy(tiny_policy_dir, tiny_sam2_dir):
+    """forced_schema (default on) and int8_decode (default off) reach the transformers engine."""
+    params = Settings(
+        policy_model=str(tiny_policy_dir), segmenter_model=str(tiny_sam2_dir), device="cpu"
+    )
+    for settings, schema, int8 in (
+        (params, True, False),
+        (replace(params, forced_schema=False, int8_decode=True), False, True),
+    ):
+        pipeline = load_pipeline(settings)
+        try:
+            assert (pipeline.policy.forced_schema, pipeline.policy.int8_decode) == (schema, int8)
+        finally:
+            pipeline.close()
+
+
 class _WarmupFails(StubPipeline):
     closed = False
 

@@ -99,6 +99,18 @@ class Settings:
         "CUDA: compiled decode steps, prefill, vision tower and SAM2 encoder (compiles on warm-up)",
         read_only=True,
     )
+    forced_schema: bool = _param(
+        True,
+        "transformers engine: append the answer's fixed JSON text instead of decoding it token "
+        "by token (same text while the model follows the schema; fewer sequential forwards)",
+        read_only=True,
+    )
+    int8_decode: bool = _param(
+        False,
+        "transformers engine: int8 weight-only language model layers (about half the bytes "
+        "per decode step); re-check accuracy on the real checkpoint before turning it on",
+        read_only=True,
+    )
     warmup: bool = _param(
         True, "serve one synthetic request on activate, so the first command is not slow"
     )

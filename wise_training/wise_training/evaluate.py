@@ -40,10 +40,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any
 
-import numpy as np
-
 from wise_perception.core.manifest import ManifestError, has_manifest, read_manifest
 from wise_perception.core.prompts import PromptMode
+from wise_perception.visualize import mask_to_uint8
 
 from .datasets_eval import (
     FORMATS,
@@ -162,9 +161,7 @@ def save_mask(config: EvalConfig, outcome: Outcome, model: str, mode: str) -> st
     )
     path = config.out / relative
     path.parent.mkdir(parents=True, exist_ok=True)
-    shape = sample.target.shape
-    mask = outcome.prediction
-    pixels = np.zeros(shape, dtype=np.uint8) if mask is None else mask.astype(np.uint8) * 255
+    pixels = mask_to_uint8(outcome.prediction, sample.target.shape)
     if not cv2.imwrite(str(path), pixels):
         raise OSError(f"could not write {path}")
     return relative.as_posix()
