@@ -208,15 +208,13 @@ class WisePipeline:
         LOG.info(
             "loading policy %s (mode %s) and segmenter %s", source, pipeline_config.mode, seg_source
         )
-        options = (
-            {"compile": True, **(policy_options or {})} if compile else dict(policy_options or {})
-        )
-        if manifest is not None and manifest.system_prompt and "system_prompt" not in options:
-            # The envelope the checkpoint was trained with (core.prompts.chat_messages).
-            options["system_prompt"] = manifest.system_prompt
-        seg_options = dict(segmenter_options or {})
+        options, seg_options = dict(policy_options or {}), dict(segmenter_options or {})
         if compile:
+            options.setdefault("compile", True)
             seg_options.setdefault("compile", True)
+        if manifest is not None and manifest.system_prompt:
+            # The envelope the checkpoint was trained with (core.prompts.chat_messages).
+            options.setdefault("system_prompt", manifest.system_prompt)
         policy_obj = load_policy(
             source,
             backend=policy_backend,
