@@ -424,16 +424,18 @@ def test_training_loads_a_checkpoint_as_the_export_does(
     same folder."""
     from wise_perception.policy.checkpoint import CheckpointError
     from wise_perception.policy.transformers_backend import TransformersPolicy
-    from wise_training.train import load_policy
+    from wise_training.train import load_trainable_policy
 
-    model, processor = load_policy(load_config("tiny_cpu", [f"model.path={trained_checkpoint}"]))
+    model, processor = load_trainable_policy(
+        load_config("tiny_cpu", [f"model.path={trained_checkpoint}"])
+    )
     assert processor.tokenizer.padding_side == "left" and model.dtype == torch.float32
 
     pickled = _copy_checkpoint(trained_checkpoint, tmp_path / "pickled")
     (pickled / "model.safetensors").unlink()
     _write_unsafe_pickle(pickled)
     with pytest.raises(CheckpointError, match="weights_only=True"):
-        load_policy(load_config("tiny_cpu", [f"model.path={pickled}"]))
+        load_trainable_policy(load_config("tiny_cpu", [f"model.path={pickled}"]))
     with pytest.raises(CheckpointError, match="weights_only=True"):
         TransformersPolicy.from_pretrained(pickled, device="cpu")
     served = TransformersPolicy.from_pretrained(trained_checkpoint, device="cpu")

@@ -39,7 +39,7 @@ from .trainer_args import trainer_help
 LOG = logging.getLogger("wise_training.train")
 
 
-def load_policy(config: TrainConfig) -> tuple[Any, Any]:
+def load_trainable_policy(config: TrainConfig) -> tuple[Any, Any]:
     """Model and processor through the loader the export uses (safetensors, no remote code)."""
     processor = load_processor(config.model.path)
     processor.tokenizer.padding_side = "left"  # GRPO generates after the prompt
@@ -124,7 +124,7 @@ def build_trainer(
     args = (
         config.grpo_config()
     )  # TRL's checks of the whole (bf16 needs a GPU...), before the policy
-    model, processor = load_policy(config)
+    model, processor = load_trainable_policy(config)
     rewards = WiseRewards(reward_cfg, processor.tokenizer, similarity if needs_similarity else None)
     # The order of RewardConfig.reward_weights, which GRPOConfig already holds.
     reward_funcs = rewards.reward_functions() + rewards.metric_functions()
