@@ -86,7 +86,7 @@ def test_greedy_tokens_equal_transformers(policy, hd32_checkpoints) -> None:
     from PIL import Image
     from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
 
-    from wise_perception.policy.vllm_backend import _messages
+    from wise_perception.core.prompts import chat_messages
 
     folder = hd32_checkpoints.policy_hd32
     processor = AutoProcessor.from_pretrained(folder)
@@ -95,7 +95,7 @@ def test_greedy_tokens_equal_transformers(policy, hd32_checkpoints) -> None:
     expected_ids = []
     for image, instruction in zip(IMAGES, INSTRUCTIONS, strict=True):
         text = processor.apply_chat_template(
-            _messages(instruction, {"type": "image"}, None),
+            chat_messages(instruction),
             add_generation_prompt=True,
             tokenize=False,
         )
