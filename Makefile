@@ -124,7 +124,7 @@ demo: env-dev
 	$(PY) -m wise_dev.tiny_models --out .build/tiny
 	test -f $(DEMO_POLICY)/.taught || \
 		$(PY) -m wise_dev.teach --base .build/tiny/policy --fixture-dir tests/fixtures/policies
-	$(PY) -m wise_perception.segment .build/tiny/demo.png "the red square" \
+	$(PY) -m wise_perception.cli .build/tiny/demo.png "the red square" \
 		--model $(DEMO_POLICY) --segmenter .build/tiny/sam2 --out .build/demo
 
 # Offline CPU smoke run of WISE training: teaches the tiny stand-in policy, writes a synthetic

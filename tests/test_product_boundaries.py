@@ -61,3 +61,30 @@ def test_the_benchmark_console_script_belongs_to_wise_dev():
     scripts = {ep.name: ep.value for ep in entry_points(group="console_scripts")}
     assert scripts["wise-bench"].startswith("wise_dev."), scripts["wise-bench"]
     assert scripts["wise-segment"].startswith("wise_perception.")
+
+
+# ROS lives in one package: a workstation or a training machine uses everything else without
+# ROS, and replacing the ROS glue touches one folder.
+ROS_PACKAGE = PRODUCTS["wise_perception"] / "node"
+
+
+def _is_ros(module: str) -> bool:
+    top = module.split(".")[0]
+    return top in ("rclpy", "rcl_interfaces", "builtin_interfaces", "launch", "launch_ros") or (
+        top.endswith("_msgs") or top.endswith("_srvs")
+    )
+
+
+@pytest.mark.parametrize("name", sorted(PRODUCTS))
+def test_only_the_node_package_imports_ros(name):
+    root = PRODUCTS[name]
+    offenders = [
+        f"{path.relative_to(root)}: {module}"
+        for path in sorted(root.rglob("*.py"))
+        if ROS_PACKAGE not in path.parents
+        for module in _imports(path)
+        if _is_ros(module)
+    ]
+    assert not offenders, offenders
+    # The rule is about real imports: the node package does import ROS.
+    assert any(_is_ros(m) for m in _imports(ROS_PACKAGE / "lifecycle.py"))

@@ -122,7 +122,7 @@ def free_port() -> int:
 
 
 class VllmServer:
-    """``python -m wise_perception.policy.vllm_serve`` on 127.0.0.1 (its own process group, so
+    """``python -m wise_perception.policy.vllm_server`` on 127.0.0.1 (its own process group, so
     its engine process goes with it); small, CPU-friendly engine settings."""
 
     def __init__(self, model_dir: Path, log_path: Path, port: int | None = None) -> None:
@@ -134,7 +134,7 @@ class VllmServer:
 
     def command(self) -> list[str]:
         return [
-            str(vllm_python()), "-m", "wise_perception.policy.vllm_serve", str(self.model_dir),
+            str(vllm_python()), "-m", "wise_perception.policy.vllm_server", str(self.model_dir),
             "--host", "127.0.0.1", "--port", str(self.port),
             "--served-model-name", SERVED_NAME,
             "--dtype", "float32",  # equal to the transformers backend's float32 tokens

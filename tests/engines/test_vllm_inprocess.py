@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from wise_perception.core.answer import FailureReason, parse_completion
-from wise_perception.policy.vllm_backend import VllmPolicy, completion_regex
+from wise_perception.policy.vllm_engine import VllmPolicy
+from wise_perception.policy.vllm_structured import completion_regex
 
 pytestmark = [pytest.mark.vllm, pytest.mark.vllm_env, pytest.mark.slow]
 

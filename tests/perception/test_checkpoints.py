@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from wise_perception.checkpoints import CheckpointUnavailable, check_reachable, is_hub_id
 from wise_perception.pipeline import WisePipeline
+from wise_perception.sources import CheckpointUnavailable, check_reachable, is_hub_id
 
 
 def test_an_uncached_hub_id_offline_says_what_to_do(tiny_sam2_dir: Path) -> None:

@@ -11,14 +11,14 @@ import cv2
 import numpy as np
 
 from wise_dev import bench
-from wise_perception import segment
+from wise_perception import cli
 
 
 def test_cli_writes_mask_overlay_and_json(
     taught_policy_dir, tiny_checkpoints, tmp_path, capsys
 ) -> None:
     out = tmp_path / "out"
-    code = segment.main(
+    code = cli.main(
         [
             str(tiny_checkpoints.demo_image),
             "the red square",
@@ -53,15 +53,15 @@ def test_cli_writes_mask_overlay_and_json(
 
 
 def test_cli_input_errors_exit_2_and_load_errors_exit_3(tiny_checkpoints, tmp_path, capsys) -> None:
-    assert segment.main([str(tmp_path / "missing.png"), "the cup", "--out", str(tmp_path)]) == 2
+    assert cli.main([str(tmp_path / "missing.png"), "the cup", "--out", str(tmp_path)]) == 2
     assert "does not exist" in capsys.readouterr().err
     junk = tmp_path / "junk.png"
     junk.write_bytes(b"not an image")
-    assert segment.main([str(junk), "the cup"]) == 2
+    assert cli.main([str(junk), "the cup"]) == 2
     assert "not a readable image" in capsys.readouterr().err
-    assert segment.main([str(tiny_checkpoints.demo_image), "   "]) == 2
+    assert cli.main([str(tiny_checkpoints.demo_image), "   "]) == 2
     assert "invalid command" in capsys.readouterr().err
-    code = segment.main(
+    code = cli.main(
         [str(tiny_checkpoints.demo_image), "the cup", "--model", str(tmp_path / "nope")]
     )
     assert code == 3
@@ -71,7 +71,7 @@ def test_cli_input_errors_exit_2_and_load_errors_exit_3(tiny_checkpoints, tmp_pa
 
 def test_cli_refuses_a_too_large_image_before_loading(tiny_checkpoints, tmp_path, capsys) -> None:
     # The model path does not exist: exit 2 (not 3) proves the image is checked first.
-    code = segment.main(
+    code = cli.main(
         [
             str(tiny_checkpoints.demo_image),
             "the cup",
@@ -90,7 +90,7 @@ def test_cli_downscale_maps_the_result_back(taught_policy_dir, tiny_checkpoints,
     out = tmp_path / "out"
     args = [str(tiny_checkpoints.demo_image), "the red square", "--model", str(taught_policy_dir)]
     args += ["--segmenter", str(tiny_checkpoints.sam2), "--device", "cpu", "--out", str(out)]
-    assert segment.main([*args, "--max-image-pixels", str(160 * 120), "--downscale"]) == 0
+    assert cli.main([*args, "--max-image-pixels", str(160 * 120), "--downscale"]) == 0
     data = json.loads((out / "demo_result.json").read_text())
     assert data["image_size"] == [320, 240]
     mask = cv2.imread(str(out / "demo_mask.png"), cv2.IMREAD_UNCHANGED)
@@ -107,7 +107,7 @@ def test_cli_failure_writes_full_size_mask_and_the_completion(
     out = tmp_path / "out"
     args = [str(tiny_checkpoints.demo_image), "the red square", "--model", str(tiny_policy_dir)]
     args += ["--segmenter", str(tiny_checkpoints.sam2), "--device", "cpu", "--out", str(out)]
-    assert segment.main([*args, "--max-new-tokens", "12"]) == 1
+    assert cli.main([*args, "--max-new-tokens", "12"]) == 1
     data = json.loads((out / "demo_result.json").read_text())
     assert data["status"] == "unparsable_answer"
     assert data["image_size"] == [320, 240]
@@ -118,7 +118,7 @@ def test_cli_failure_writes_full_size_mask_and_the_completion(
 
 def test_cli_module_entry_point_help() -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "wise_perception.segment", "--help"],
+        [sys.executable, "-m", "wise_perception.cli", "--help"],
         capture_output=True,
         text=True,
         timeout=60,

@@ -68,4 +68,5 @@ def test_ament_layout(install_base):
 def test_installed_package_is_importable(install_base):
     site = next((install_base / "lib").glob("python3*/site-packages"))
     assert (site / "wise_perception" / "core" / "prompts.py").is_file()
-    assert (site / "wise_perception" / "node.py").is_file()
+    assert (site / "wise_perception" / "node" / "lifecycle.py").is_file()
+    assert (site / "wise_perception" / "policy" / "transformers" / "engine.py").is_file()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from wise_perception.command_queue import CommandQueue
+from wise_perception.node.command_queue import CommandQueue
 
 
 def test_bounded_oldest_first_and_refuses_when_full():

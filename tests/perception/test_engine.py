@@ -12,8 +12,9 @@ import torch
 
 from wise_dev.teach import TAUGHT_COMPLETION, TAUGHT_MULTI_COMPLETION
 from wise_perception.core.prompts import build_instruction, spec_for
-from wise_perception.policy.engine import Qwen25VLEngine, rows_agree
-from wise_perception.policy.schema import (
+from wise_perception.policy.transformers.backend import TransformersPolicy
+from wise_perception.policy.transformers.engine import Qwen25VLEngine, rows_agree
+from wise_perception.policy.transformers.forced_schema import (
     MULTI_CLOSE,
     MULTI_NEXT,
     MULTI_OPEN,
@@ -23,7 +24,6 @@ from wise_perception.policy.schema import (
     forward_passes,
     pieces_round_trip,
 )
-from wise_perception.policy.transformers_backend import TransformersPolicy
 from wise_perception.result import Status
 
 # Text where the first number belongs: the schema must let go, the parser must refuse it.
@@ -316,7 +316,7 @@ def test_teacher_forcing_generates_the_script(random_policy) -> None:
 def test_vision_tower_equals_transformers(random_policy, grids) -> None:
     """Windows of several sizes (edge windows are cut), one or two images: the same features
     as transformers' tower within float32 tolerance, from a layout computed once per grid."""
-    from wise_perception.policy.vision import VisionTower, group_by_length
+    from wise_perception.policy.transformers.vision import VisionTower, group_by_length
 
     visual = random_policy.model.model.visual
     config = visual.config
@@ -363,7 +363,7 @@ def test_int8_weights_stay_close(random_policy) -> None:
     """Numerics only (random weights); the speed-up needs a GPU and accuracy real weights."""
     import copy
 
-    from wise_perception.policy.int8 import Int8Linear, quantize_language_model
+    from wise_perception.policy.transformers.int8 import Int8Linear, quantize_language_model
 
     model = copy.deepcopy(random_policy.model)
     linear = model.model.language_model.layers[0].mlp.up_proj

@@ -12,8 +12,8 @@ pytest.importorskip("rclpy", reason="needs the ROS 2 message packages (ros-wheel
 
 from builtin_interfaces.msg import Time
 
-from wise_perception import ros_messages as rm
-from wise_perception.frame_slot import FrameSlot
+from wise_perception.node import messages as rm
+from wise_perception.node.frame_slot import FrameSlot
 
 pytestmark = pytest.mark.ros
 

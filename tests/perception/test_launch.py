@@ -114,15 +114,15 @@ def test_starts_the_installed_node_executable_with_params_and_remap(tree):
     executable = _value(kw["executable"], constants)
 
     tomllib = pytest.importorskip("tomllib", reason="Python 3.11+")
-    # the console script pyproject declares for wise_perception.node:main ...
+    # the console script pyproject declares for wise_perception.node.lifecycle:main ...
     scripts = tomllib.loads((PACKAGE_ROOT / "pyproject.toml").read_text())["project"]["scripts"]
-    assert scripts[executable] == "wise_perception.node:main"
+    assert scripts[executable] == "wise_perception.node.lifecycle:main"
     # ... installed where ros2 run / launch_ros look: lib/<package>
     cfg = configparser.ConfigParser()
     cfg.read(PACKAGE_ROOT / "setup.cfg")
     assert cfg["install"]["install_scripts"] == "$base/lib/wise_perception"
 
-    from wise_perception.node import NODE_NAME
+    from wise_perception.node.lifecycle import NODE_NAME
 
     assert _value(kw["name"], constants) == NODE_NAME
     assert _launch_config_name(kw["namespace"]) == "namespace"
@@ -194,7 +194,7 @@ def test_launch_file_is_installed_by_setup_py():
 
 def test_config_sets_exactly_the_declared_parameters():
     pytest.importorskip("rclpy", reason="the node module needs rclpy")
-    from wise_perception.node_settings import PARAMETERS
+    from wise_perception.node.settings import PARAMETERS
 
     data = yaml.safe_load(CONFIG.read_text())
     assert list(data) == ["/**"]

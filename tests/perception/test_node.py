@@ -29,8 +29,8 @@ from std_msgs.msg import String
 from support.nodes import node_processes
 
 from wise_dev.node_client import NodeClient, node_command
-from wise_perception import ros_messages as rm
 from wise_perception.core.limits import ECHO_CHARS, bounded
+from wise_perception.node import messages as rm
 from wise_perception.result import Status
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]

@@ -10,9 +10,9 @@ from rclpy.lifecycle import TransitionCallbackReturn
 
 from wise_dev.stub_node import StubPipeline
 from wise_perception.core.manifest import Manifest, write_manifest
-from wise_perception.node import WisePerceptionNode
-from wise_perception.node_pipeline import load as load_pipeline
-from wise_perception.node_settings import Settings
+from wise_perception.node.lifecycle import WisePerceptionNode
+from wise_perception.node.models import load as load_pipeline
+from wise_perception.node.settings import Settings
 
 
 def test_empty_mode_and_brevity_take_the_manifest(taught_policy_dir, tiny_sam2_dir, tmp_path):

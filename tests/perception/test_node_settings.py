@@ -11,8 +11,8 @@ from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.parameter import Parameter
 
 from wise_dev.stub_node import StubPipeline
-from wise_perception.node import WisePerceptionNode
-from wise_perception.node_settings import PARAMETERS, Settings, descriptor
+from wise_perception.node.lifecycle import WisePerceptionNode
+from wise_perception.node.settings import PARAMETERS, Settings, descriptor
 
 pytestmark = pytest.mark.ros
 

@@ -26,7 +26,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 
 from wise_dev.node_client import NodeClient, node_command, start_node, stop_node
-from wise_perception import ros_messages as rm
+from wise_perception.node import messages as rm
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from wise_perception.core.answer import ObjectPrompt
-from wise_perception.policy.inputs import PolicyInputs
-from wise_perception.policy.transformers_backend import TransformersPolicy
+from wise_perception.policy.transformers.backend import TransformersPolicy
+from wise_perception.policy.transformers.inputs import PolicyInputs
 from wise_perception.segmenter.sam2_transformers import Sam2TransformersSegmenter
 
 COMMANDS = ("the red cup", "the small thing on the left of the robot arm, next to the bottle")

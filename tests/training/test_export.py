@@ -149,7 +149,7 @@ def test_exported_folder_loads_with_no_other_settings(export_dir: Path, tiny_che
 def test_segment_cli_runs_on_export(export_dir: Path, tiny_checkpoints, tmp_path: Path) -> None:
     out = tmp_path / "cli"
     proc = run_module(
-        "wise_perception.segment",
+        "wise_perception.cli",
         tiny_checkpoints.demo_image,
         "the red square",
         "--model",
@@ -422,8 +422,8 @@ def test_training_loads_a_checkpoint_as_the_export_does(
 ) -> None:
     """One loader: training and inference refuse the pickle the export refuses, and load the
     same folder."""
-    from wise_perception.policy.checkpoint import CheckpointError
-    from wise_perception.policy.transformers_backend import TransformersPolicy
+    from wise_perception.policy.loader import CheckpointError
+    from wise_perception.policy.transformers.backend import TransformersPolicy
     from wise_training.train import load_trainable_policy
 
     model, processor = load_trainable_policy(

@@ -225,7 +225,7 @@ def counting_tokenizer() -> Any:
 def forward_pass_table(think_tokens: Sequence[int]) -> str:
     """Sequential forward passes per command for each engine: a count that holds on any
     hardware, measured by replaying the completion through the engines' schedules."""
-    from wise_perception.policy.schema import AnswerGrammar, forward_passes
+    from wise_perception.policy.transformers.forced_schema import AnswerGrammar, forward_passes
 
     tokenizer = counting_tokenizer()
     name = "real Qwen2.5 tokenizer"
@@ -253,8 +253,8 @@ def verify_engines(cache_dir: Path, log: Any = print) -> bool:
     import torch
 
     from wise_perception.core.prompts import build_instruction, spec_for
-    from wise_perception.policy.engine import Qwen25VLEngine, rows_agree
-    from wise_perception.policy.transformers_backend import TransformersPolicy
+    from wise_perception.policy.transformers.backend import TransformersPolicy
+    from wise_perception.policy.transformers.engine import Qwen25VLEngine, rows_agree
 
     from .teach import TAUGHT_COMPLETION, fixture_name, taught_completion, teach_policy
     from .tiny_models import build_tiny_checkpoints
@@ -354,7 +354,7 @@ def _parse_size(text: str) -> tuple[int, int]:
 def tiny_pipeline_parts(
     cache_dir: Path, device: str | None, dtype: Any, compile: bool = False
 ) -> tuple[Any, Any, str]:
-    from wise_perception.policy.transformers_backend import TransformersPolicy
+    from wise_perception.policy.transformers.backend import TransformersPolicy
     from wise_perception.segmenter.sam2_transformers import Sam2TransformersSegmenter
 
     from .tiny_models import build_tiny_checkpoints
@@ -387,7 +387,7 @@ def full_size_parts(
     )
 
     from wise_perception.device import resolve_device, resolve_dtype
-    from wise_perception.policy.transformers_backend import TransformersPolicy
+    from wise_perception.policy.transformers.backend import TransformersPolicy
     from wise_perception.segmenter.sam2_transformers import Sam2TransformersSegmenter
 
     from .tiny_models import build_tiny_checkpoints
@@ -501,7 +501,7 @@ ENGINE_CHOICES = ("generate", "generate+compile", "engine", "engine+schema", "en
 
 def engine_variant(policy: Any, engine: str, *, compile: bool) -> Any:
     """The same model behind another decode loop (None where it needs CUDA and there is none)."""
-    from wise_perception.policy.transformers_backend import TransformersPolicy
+    from wise_perception.policy.transformers.backend import TransformersPolicy
 
     cuda = str(policy.device).startswith("cuda")
     if engine == "generate+compile" and not cuda:

@@ -42,7 +42,7 @@ from builtin_interfaces.msg import Time
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 
-from wise_perception import ros_messages as rm
+from wise_perception.node import messages as rm
 from wise_perception.result import Status
 
 from .node_client import NodeClient, node_command, start_node, stop_node

@@ -26,7 +26,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 from std_msgs.msg import String
 
-from wise_perception import ros_messages as rm
+from wise_perception.node import messages as rm
 
 
 def node_command(

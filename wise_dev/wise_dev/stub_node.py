@@ -74,7 +74,7 @@ def stub_factory(settings: object, load_delay_s: float = 0.0) -> StubPipeline:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from wise_perception.node import main as node_main
+    from wise_perception.node.lifecycle import main as node_main
 
     argv = list(sys.argv[1:] if argv is None else argv)
     delay = 0.0

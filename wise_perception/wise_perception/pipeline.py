@@ -13,7 +13,7 @@ Flow of one request (``segment``)::
 
 * SAM2's image encoder needs only the image, so it starts on a worker thread while the
   policy generates, and encodings are reused per frame (:mod:`.encode_cache`).
-* Where the checkpoints come from is resolved first (:mod:`.checkpoints`), so a missing or
+* Where the checkpoints come from is resolved first (:mod:`.sources`), so a missing or
   unreachable one fails before anything loads, with what to do.
 * Per-request problems never raise: an invalid command or image, an unparsable completion or
   any internal failure comes back as a :class:`~wise_perception.result.Result` with a named
@@ -33,7 +33,6 @@ from typing import Any
 
 import numpy as np
 
-from .checkpoints import check_reachable, manifest_for, segmenter_source
 from .core.answer import ParsedAnswer, parse_completion
 from .core.geometry import ResizeProtocol
 from .core.limits import (
@@ -57,6 +56,7 @@ from .encode_cache import EncodeCache, Encoded, frame_key_of
 from .policy.base import PolicyBackend, PolicyOutput, PolicyUnavailable
 from .result import ObjectResult, Result, Status, Timings, mask_union
 from .segmenter.base import Segmenter
+from .sources import check_reachable, manifest_for, segmenter_source
 
 LOG = logging.getLogger(__name__)
 

@@ -45,10 +45,10 @@ from wise_perception.core.manifest import (
     write_manifest,
 )
 from wise_perception.core.prompts import DEFAULT_BREVITY, AnswerSchema, PromptMode, spec_for
-from wise_perception.policy.checkpoint import CheckpointError, find_weights, load_model
+from wise_perception.policy.loader import CheckpointError, find_weights, load_model
 
 from .config import TRAINING_CONFIG_NAME
-from .policy_checkpoint import load_processor
+from .processor import load_processor
 
 LOG = logging.getLogger("wise_training.export")
 # Keys a training configuration may use for the model it started from (first found wins).

@@ -25,13 +25,13 @@ from typing import Any
 import yaml
 
 from wise_perception.core.prompts import spec_for
-from wise_perception.policy.checkpoint import CheckpointError, load_model
+from wise_perception.policy.loader import CheckpointError, load_model
 
 from .callbacks import JsonlLogCallback
 from .config import TRAINING_CONFIG_NAME, ConfigError, TrainConfig, load_config, named_configs
 from .data import DataReport, load_training_samples
 from .model_card import model_card_text, reward_names_of, write_model_card
-from .policy_checkpoint import load_processor
+from .processor import load_processor
 from .rewards import RewardConfig, SentenceModelError, SentenceSimilarity, WiseRewards
 from .tables import DatasetError
 from .trainer_args import trainer_help

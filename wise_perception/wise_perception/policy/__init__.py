@@ -37,19 +37,19 @@ def load_policy(
     if backend == "auto":
         backend = "vllm-server" if source.startswith(("http://", "https://")) else "transformers"
     if backend == "transformers":
-        from .transformers_backend import TransformersPolicy
+        from .transformers.backend import TransformersPolicy
 
         return TransformersPolicy.from_pretrained(
             source, device=device, dtype=dtype, max_new_tokens=max_new_tokens, **options
         )
     if backend == "vllm":
-        from .vllm_backend import VllmPolicy
+        from .vllm_engine import VllmPolicy
 
         return VllmPolicy.from_pretrained(
             source, dtype=dtype, max_new_tokens=max_new_tokens, **options
         )
     if backend == "vllm-server":
-        from .vllm_backend import VllmServerPolicy
+        from .vllm_client import VllmServerPolicy
 
         url, _, model = source.partition("#")
         if model and "model" not in options:

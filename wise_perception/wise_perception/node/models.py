@@ -10,10 +10,10 @@ from collections.abc import Callable, Hashable
 from concurrent.futures import Future
 from typing import Any, Protocol
 
-from .core.limits import CheckedImage
-from .core.prompts import Question
-from .node_settings import Settings
-from .result import Result
+from ..core.limits import CheckedImage
+from ..core.prompts import Question
+from ..result import Result
+from .settings import Settings
 
 
 class NodePipeline(Protocol):
@@ -45,7 +45,7 @@ def load(settings: Settings) -> NodePipeline:
     segmenter, mode and budget). The node's input limits are the pipeline's, so what the node
     accepts the pipeline serves without checking it again.
     """
-    from .pipeline import WisePipeline
+    from ..pipeline import WisePipeline
 
     # Options of the transformers engine, passed only when they differ from its defaults (a
     # vLLM policy has no such options and refuses them, by name, at load).

@@ -1,5 +1,5 @@
 """Loading a policy checkpoint for training and export: the model through the product's one
-loader (:mod:`wise_perception.policy.checkpoint`, which inference uses too), and a processor
+loader (:mod:`wise_perception.policy.loader`, which inference uses too), and a processor
 that must be a full multimodal one (image processor + tokenizer + chat template): training
 builds prompts with it, and the pipeline needs it in an export. Unlike inference, training may
 take the processor from the base model when a checkpoint saved only its tokenizer.
@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from wise_perception.policy.checkpoint import CheckpointError, first_line
+from wise_perception.policy.loader import CheckpointError, first_line
 
 LOG = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Start vLLM's OpenAI-compatible server on a WISE policy checkpoint: ``vllm serve``, safely.
 
-    python -m wise_perception.policy.vllm_serve CHECKPOINT [vllm serve options...]
+    python -m wise_perception.policy.vllm_server CHECKPOINT [vllm serve options...]
 
 The same as ``vllm serve CHECKPOINT ...`` (every option passes through), with three differences:
 
@@ -33,7 +33,7 @@ def serve_argv(argv: Sequence[str]) -> list[str]:
     and no remote code. Raises ``ValueError`` on ``--trust-remote-code``."""
     args = list(argv)
     if not args or args[0].startswith("-"):
-        raise ValueError("usage: python -m wise_perception.policy.vllm_serve CHECKPOINT [options]")
+        raise ValueError("usage: python -m wise_perception.policy.vllm_server CHECKPOINT [options]")
     for arg in args:
         if arg.split("=", 1)[0] in _REFUSED:
             raise ValueError("--trust-remote-code is refused: the WISE policy needs no remote code")

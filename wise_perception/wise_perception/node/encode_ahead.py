@@ -23,7 +23,7 @@ from concurrent.futures import Future
 from typing import Any
 
 from .frame_slot import Frame
-from .node_pipeline import NodePipeline
+from .models import NodePipeline
 
 
 class EncodeAhead:

@@ -15,7 +15,7 @@ in 0.91 s instead of 2.2-2.5 s; the first call compiles (about 35 s), so warm up
 
 ``engine="engine"`` (the default for Qwen2.5-VL checkpoints): generation runs in
 :mod:`.engine` (own decode loop, static KV cache sized per request, end checks every few
-steps) with the forced answer schema of :mod:`.schema` (``forced_schema=True``) when the
+steps) with the forced answer schema of :mod:`.forced_schema` (``forced_schema=True``) when the
 tokenizer passes its check, the stop strings include ``</answer>`` and the instruction puts
 the answer right after the rationale. ``engine="generate"`` falls back to ``model.generate``.
 Both give the same completion text and stop behaviour.
@@ -32,10 +32,10 @@ from typing import Any
 
 import numpy as np
 
-from ..core.manifest import DEFAULT_MAX_NEW_TOKENS
-from ..core.prompts import chat_messages
-from ..device import resolve_device, resolve_dtype
-from .base import PolicyBackend, PolicyOutput
+from ...core.manifest import DEFAULT_MAX_NEW_TOKENS
+from ...core.prompts import chat_messages
+from ...device import resolve_device, resolve_dtype
+from ..base import PolicyBackend, PolicyOutput
 
 LOG = logging.getLogger(__name__)
 
@@ -142,7 +142,7 @@ class TransformersPolicy(PolicyBackend):
     ) -> TransformersPolicy:
         from transformers import AutoProcessor
 
-        from .checkpoint import load_model
+        from ..loader import load_model
 
         device = resolve_device(device)
         torch_dtype = resolve_dtype(dtype, device)
@@ -282,7 +282,7 @@ class TransformersPolicy(PolicyBackend):
     def grammar(self) -> Any:
         """The forced-schema grammar of this tokenizer (None when it fails the check)."""
         if not self._grammar_built:
-            from .schema import AnswerGrammar
+            from .forced_schema import AnswerGrammar
 
             self._grammar = AnswerGrammar.build(self.tokenizer)
             self._grammar_built = True
@@ -309,7 +309,7 @@ class TransformersPolicy(PolicyBackend):
         clock: _FirstTokenClock,
         script: Sequence[Sequence[int]] | None = None,
     ) -> list[list[int]]:
-        from .schema import STOP, RowMachine, schema_options
+        from .forced_schema import STOP, RowMachine, schema_options
 
         engine = self.engine()
 

@@ -20,9 +20,9 @@ from typing import Any
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
-from .core.limits import DEFAULT_MAX_IMAGE_PIXELS, MAX_COMMAND_CHARS
-from .core.manifest import DEFAULT_POLICY
-from .core.prompts import DEFAULT_BREVITY, PromptMode
+from ..core.limits import DEFAULT_MAX_IMAGE_PIXELS, MAX_COMMAND_CHARS
+from ..core.manifest import DEFAULT_POLICY
+from ..core.prompts import DEFAULT_BREVITY, PromptMode
 
 _RELIABILITY = {
     "reliable": ReliabilityPolicy.RELIABLE,

@@ -19,8 +19,8 @@ from collections.abc import Callable
 
 from sensor_msgs.msg import Image
 
-from . import ros_messages as rm
-from .core.limits import CheckedImage
+from ..core.limits import CheckedImage
+from . import messages as rm
 
 NANOSECONDS = 1_000_000_000
 

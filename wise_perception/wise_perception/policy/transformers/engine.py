@@ -2,7 +2,7 @@
 
 Why not ``model.generate``: it syncs with the host several times per token (stopping
 criteria), rebuilds masks and positions in Python every step, and cannot append several
-known tokens in one forward (needed by the forced answer schema, :mod:`.schema`). This
+known tokens in one forward (needed by the forced answer schema, :mod:`.forced_schema`). This
 engine runs the model's own modules (embeddings, vision tower, decoder layers' projections,
 norms and MLPs, ``lm_head``) with its own attention over a KV cache it owns:
 
@@ -378,7 +378,7 @@ class Qwen25VLEngine:
         on_first_token: Callable[[], None] | None = None,
         script: Sequence[Sequence[int]] | None = None,
     ) -> EngineResult:
-        """Greedy decoding with the forced answer schema (:mod:`.schema`): after each decided
+        """Greedy decoding with the forced answer schema (:mod:`.forced_schema`): after each decided
         token a row's machine may name tokens to append; they go into the same forward as
         that token. The next piece depends on the decided token, so this loop reads one token
         per row back from the device after every forward (not every ``check_every``).

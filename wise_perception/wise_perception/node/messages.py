@@ -30,10 +30,10 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header, String
 
-from .core.limits import image_size_problem
-from .core.prompts import Question, check_question
-from .result import Result
-from .visualize import mask_to_uint8, overlay
+from ..core.limits import image_size_problem
+from ..core.prompts import Question, check_question
+from ..result import Result
+from ..visualize import mask_to_uint8, overlay
 
 try:  # optional: only where vision_msgs is installed
     from vision_msgs.msg import (  # type: ignore[import-not-found]

@@ -13,9 +13,9 @@ from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticStatus
 from sensor_msgs.msg import Image
 
-from wise_perception import ros_messages as rm
 from wise_perception import visualize
 from wise_perception.core.prompts import Question
+from wise_perception.node import messages as rm
 from wise_perception.result import ObjectResult, Result, Status, Timings
 
 pytestmark = pytest.mark.ros

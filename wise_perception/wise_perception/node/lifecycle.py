@@ -19,9 +19,9 @@ the header of the image it was computed on; a result with no image (no_image, no
 queue_full, invalid_command before pairing) carries the node clock and an empty ``frame_id``.
 
 The node holds the lifecycle, the callbacks and the publishing; the rest has its own module:
-parameters (:mod:`.node_settings`), the newest frame (:mod:`.frame_slot`), the bounded
+parameters (:mod:`.settings`), the newest frame (:mod:`.frame_slot`), the bounded
 command queue (:mod:`.command_queue`), encoding ahead (:mod:`.encode_ahead`), loading the
-models (:mod:`.node_pipeline`) and the messages (:mod:`.ros_messages`). The models live in the
+models (:mod:`.models`) and the messages (:mod:`.messages`). The models live in the
 pipeline; the node never imports torch.
 
 Lifecycle: parameters are declared on construction and read on configure (which also creates
@@ -69,15 +69,15 @@ from rclpy.subscription import Subscription
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header, String
 
-from . import node_pipeline
-from . import ros_messages as rm
+from ..core.limits import MAX_COMMAND_CHARS
+from ..result import Result, Status
+from . import messages as rm
+from . import models
 from .command_queue import CommandQueue
-from .core.limits import MAX_COMMAND_CHARS
 from .encode_ahead import EncodeAhead
 from .frame_slot import Frame, FrameSlot
-from .node_pipeline import NodePipeline, PipelineFactory
-from .node_settings import PARAMETERS, Settings, descriptor, reliable
-from .result import Result, Status
+from .models import NodePipeline, PipelineFactory
+from .settings import PARAMETERS, Settings, descriptor, reliable
 
 NODE_NAME = "wise_perception"
 # Executor threads: one can sit in a lifecycle transition (a model load) while commands,
@@ -112,7 +112,7 @@ class WisePerceptionNode(LifecycleNodeMixin, Node):
         Node.__init__(self, NODE_NAME, **kwargs)
         # get_state must answer "activating" while change_state(activate) loads the models.
         LifecycleNodeMixin.__init__(self, callback_group=ReentrantCallbackGroup())
-        self._pipeline_factory = pipeline_factory or node_pipeline.load
+        self._pipeline_factory = pipeline_factory or models.load
         for parameter in PARAMETERS:
             self.declare_parameter(parameter.name, parameter.default, descriptor(parameter))
         self.settings: Settings | None = None
@@ -208,14 +208,14 @@ class WisePerceptionNode(LifecycleNodeMixin, Node):
             with contextlib.suppress(Exception):
                 pipeline.close()
             return TransitionCallbackReturn.FAILURE
-        self.get_logger().info(f"loaded: {node_pipeline.summary(pipeline)}")
+        self.get_logger().info(f"loaded: {models.summary(pipeline)}")
         if settings.warmup:
             try:
                 seconds = pipeline.warmup()
                 self.get_logger().info(f"warm-up request served in {seconds:.2f} s")
             except Exception as exc:  # a failed warm-up costs speed, not service
                 self.get_logger().warning(f"warm-up failed: {type(exc).__name__}: {exc}")
-        self._encode_ahead = node_pipeline.encodes_ahead(settings, pipeline)
+        self._encode_ahead = models.encodes_ahead(settings, pipeline)
         with self._pipeline_lock:
             self._pipeline = pipeline
         self._image_sub = self.create_subscription(

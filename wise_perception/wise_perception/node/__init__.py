@@ -1,0 +1,11 @@
+"""The ROS 2 side of WISE perception: the only package that imports rclpy or a message package.
+
+``lifecycle`` (the lifecycle node: callbacks, transitions, publishing), ``settings`` (the
+parameter table), ``messages`` (messages in and out), ``frame_slot`` (the newest frame),
+``command_queue`` (bounded, with the worker's idle work), ``encode_ahead`` (SAM2 on the newest
+frame while idle), ``models`` (what the node calls on the pipeline, and loading it).
+
+Run it with ``python -m wise_perception.node`` (or ``wise-perception-node``, or ``ros2 launch
+wise_perception segment.launch.py``). Importing this package imports nothing else: the
+modules import rclpy when they are imported themselves.
+"""
