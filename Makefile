@@ -43,7 +43,7 @@ SAM2_INSTALL = SAM2_BUILD_CUDA=0 VIRTUAL_ENV=$(VENV) $(UV) pip install --quiet -
 uv: $(UV)
 $(UV):
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10))' || \
-		{ echo "$(PYTHON) is older than 3.10; run with PYTHON=python3.11 (or newer)" >&2; exit 1; }
+		{ echo "$(PYTHON) is older than 3.10; run with PYTHON=python3.10 (or newer)" >&2; exit 1; }
 	@$(PYTHON) -m venv $(UV_HOME) || { echo "could not create a venv with $(PYTHON): install \
 	its venv module (Debian/Ubuntu: sudo apt install python3-venv) or set PYTHON=..." >&2; exit 1; }
 	$(UV_HOME)/bin/python -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"

@@ -1,4 +1,4 @@
-"""``wise-bench``: per-stage latency of the pipeline (paper §4.3, wall-clock efficiency).
+"""wise-bench: per-stage latency of the pipeline (paper §4.3, wall-clock efficiency).
 
 Default: the tiny random-weight models (built offline into a cache folder) on the CPU, at
 640x480 and 1280x720. ``--full-size`` (GPU) builds random-weight Qwen2.5-VL-7B and SAM2-Large

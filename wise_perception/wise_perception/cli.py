@@ -3,9 +3,8 @@
 Writes ``<stem>_mask.png`` (0/255), ``<stem>_overlay.png`` (tinted mask, boxes, points,
 rationale) and ``<stem>_result.json`` into ``--out`` and prints a one-line summary.
 
-Exit codes: 0 ok; 1 the pipeline answered with a non-ok status (files still written);
-2 bad input (missing/unreadable image, an image over ``--max-image-pixels``, invalid command),
-found before any model is loaded; 3 the models could not be loaded.
+Exit codes (also in ``--help``): see :data:`EXIT_CODES`. Every input and setting is checked
+before any model loads (a 7B load takes minutes).
 """
 
 from __future__ import annotations
@@ -14,6 +13,7 @@ import argparse
 import logging
 import math
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -27,18 +27,31 @@ from .core.limits import (
 )
 from .core.manifest import DEFAULT_POLICY
 from .core.prompts import DEFAULT_BREVITY, PromptMode, check_question
+from .image_files import ImageFileError, read_rgb
 from .result import Result
 
 EXIT_OK, EXIT_NOT_OK, EXIT_BAD_INPUT, EXIT_LOAD_FAILED = 0, 1, 2, 3
+EXIT_CODES = """exit codes:
+  0  ok: the object was found and segmented
+  1  the model answered with an error status (the completion is printed; files still written)
+  2  bad input or setting (missing, truncated or oversized image, empty command, --out not a
+     folder, a setting out of range), found before any model loads
+  3  the models could not be loaded (missing checkpoint, unreachable hub or server, corrupt file)
+"""
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="wise-segment",
         description="Language-guided segmentation: a WISE policy (concise reasoning -> box + "
-        "points) and SAM2 (mask). Writes the mask, an overlay and the result JSON.",
+        "points) and SAM2 (mask). Writes IMAGE-STEM_mask.png (0/255), IMAGE-STEM_overlay.png and "
+        "IMAGE-STEM_result.json into --out.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("image", type=Path, help="RGB image file (png, jpg, ...)")
+    parser.add_argument(
+        "image", type=Path, help="image file (png, jpg, ...; EXIF orientation is applied)"
+    )
     parser.add_argument("command", help='what to segment, e.g. "the cup left of the laptop"')
     parser.add_argument(
         "--model",
@@ -90,22 +103,30 @@ def build_parser() -> argparse.ArgumentParser:
         help="shrink an image over --max-image-pixels to fit, instead of refusing it; the mask "
         "and boxes are mapped back to the original size",
     )
-    parser.add_argument("--out", type=Path, default=Path("."), help="output folder (default: .)")
+    parser.add_argument(
+        "--out", type=Path, default=Path("."), help="output folder, made if missing (default: .)"
+    )
     parser.add_argument(
         "-v", "--verbose", action="store_true", help="log loading and timing details"
     )
     return parser
 
 
-def _read_rgb(path: Path) -> object:
-    import cv2
+def _output_folder_problem(out: Path) -> str:
+    """Why results cannot be written into ``out`` ("" when they can); the folder is made now,
+    before loading, so a bad ``--out`` costs nothing."""
+    if out.exists() and not out.is_dir():
+        return f"--out {out} is a file; give a folder (it is made if missing)"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return f"--out {out}: cannot make the folder ({exc.strerror or exc})"
+    return ""
 
-    if not path.is_file():
-        return None
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if bgr is None:
-        return None
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+def _say(message: str) -> None:
+    """One line per long stage, on stderr (stdout carries the one-line summary)."""
+    print(f"wise-segment: {message}", file=sys.stderr, flush=True)
 
 
 def _fit(image: np.ndarray, max_pixels: int) -> np.ndarray:
@@ -156,10 +177,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         print(f"wise-segment: invalid command: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    image = _read_rgb(args.image)
-    if image is None:
-        what = "does not exist" if not args.image.exists() else "is not a readable image"
-        print(f"wise-segment: {args.image} {what}", file=sys.stderr)
+    try:
+        image = read_rgb(args.image)
+    except ImageFileError as exc:
+        print(f"wise-segment: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    problem = _output_folder_problem(args.out)
+    if problem:
+        print(f"wise-segment: {problem}", file=sys.stderr)
         return EXIT_BAD_INPUT
     height, width = image.shape[:2]
     problem = image_size_problem(width, height, args.max_image_pixels)
@@ -182,6 +207,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .pipeline import WisePipeline
     from .visualize import mask_to_uint8, overlay
 
+    _say(f"loading the models (policy {args.model})")
+    started = time.perf_counter()
     try:
         pipeline = WisePipeline.from_pretrained(
             args.model,
@@ -200,6 +227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"wise-segment: could not load the models: {type(exc).__name__}: {exc}", file=sys.stderr
         )
         return EXIT_LOAD_FAILED
+    _say(f"loaded in {time.perf_counter() - started:.1f} s; segmenting")
     logging.getLogger("wise-segment").info("loaded: %s", pipeline.describe())
     try:
         result = pipeline.segment(served, question)
@@ -215,7 +243,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         if completion:
             print(f"wise-segment: completion: {completion}", file=sys.stderr)
 
-    args.out.mkdir(parents=True, exist_ok=True)
     stem = args.image.stem
     paths = {
         "mask": args.out / f"{stem}_mask.png",

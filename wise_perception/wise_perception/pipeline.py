@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Iterator, Sequence
 from concurrent.futures import Future
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -215,21 +216,22 @@ class WisePipeline:
         if manifest is not None and manifest.system_prompt:
             # The envelope the checkpoint was trained with (core.prompts.chat_messages).
             options.setdefault("system_prompt", manifest.system_prompt)
-        policy_obj = load_policy(
-            source,
-            backend=policy_backend,
-            device=device,
-            dtype=dtype,
-            max_new_tokens=pipeline_config.max_new_tokens,
-            **options,
-        )
-        try:
-            segmenter_obj = load_segmenter(
-                seg_source, backend=segmenter_backend, device=device, dtype=dtype, **seg_options
+        with _library_progress_bars_off():
+            policy_obj = load_policy(
+                source,
+                backend=policy_backend,
+                device=device,
+                dtype=dtype,
+                max_new_tokens=pipeline_config.max_new_tokens,
+                **options,
             )
-        except BaseException:
-            policy_obj.close()
-            raise
+            try:
+                segmenter_obj = load_segmenter(
+                    seg_source, backend=segmenter_backend, device=device, dtype=dtype, **seg_options
+                )
+            except BaseException:
+                policy_obj.close()
+                raise
         pipeline = cls(policy_obj, segmenter_obj, pipeline_config)
         pipeline.manifest = manifest
         return pipeline
@@ -521,6 +523,24 @@ class WisePipeline:
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+@contextmanager
+def _library_progress_bars_off() -> Iterator[None]:
+    """transformers draws a "Loading weights" bar per model (two per load, more per shard),
+    which floods a node's log and the CLI's console; callers report loading as one stage."""
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:  # a vLLM-server client without transformers
+        yield
+        return
+    was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_on:
+            hf_logging.enable_progress_bar()
 
 
 def _policy_failure(exc: Exception) -> tuple[Status, str]:
