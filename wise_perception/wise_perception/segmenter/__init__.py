@@ -6,11 +6,21 @@ from pathlib import Path
 from typing import Any
 
 from .base import ImageEncoding, SegmentedObject, Segmenter
+from .tracking import TrackedObject, Tracker, TrackingUnsupported, TrackStep
 
 # Files that select the Meta sam2 backend under backend="auto" (Meta ships .pt files).
 CHECKPOINT_SUFFIXES = (".pt", ".pth")
 
-__all__ = ["ImageEncoding", "SegmentedObject", "Segmenter", "load_segmenter"]
+__all__ = [
+    "ImageEncoding",
+    "SegmentedObject",
+    "Segmenter",
+    "TrackStep",
+    "TrackedObject",
+    "Tracker",
+    "TrackingUnsupported",
+    "load_segmenter",
+]
 
 
 def load_segmenter(

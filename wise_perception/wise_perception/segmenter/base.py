@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from ..core.answer import ObjectPrompt
+from .tracking import Tracker, TrackingUnsupported
 
 
 @dataclass
@@ -39,6 +40,12 @@ class Segmenter(ABC):
     def decode(self, encoding: ImageEncoding, objects: list[ObjectPrompt]) -> list[SegmentedObject]:
         """One mask per object from its box and positive points (image pixels); multimask output,
         the highest-scoring mask kept (released evaluation.py)."""
+
+    def tracker(self) -> Tracker:
+        """A new tracker over this segmenter's SAM2 (one per tracked command; trackers share
+        the loaded model). Raises :class:`~.tracking.TrackingUnsupported` with the reason
+        where this backend or checkpoint cannot track."""
+        raise TrackingUnsupported(f"{type(self).__name__} cannot track")
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Free the model (and GPU memory)."""

@@ -36,7 +36,19 @@ import numpy as np
 from ..core.answer import ObjectPrompt
 from ..device import SideStream
 from .base import ImageEncoding, SegmentedObject, Segmenter
+from .tracking import Tracker, TrackingUnsupported
 
+# Read in sam2 1.1.0: SAM2VideoPredictor.init_state(video_path) loads a whole MP4 file or a folder
+# of JPEG files up front (utils/misc.py load_video_frames: "Only MP4 video and JPEG folder are
+# supported"), and propagate_in_video runs over that fixed number of frames. Frames cannot be
+# added one at a time, so a camera stream cannot be tracked through its public API.
+TRACKING_UNSUPPORTED = (
+    "Meta's sam2 package cannot track a live stream: its video predictor (SAM2VideoPredictor) "
+    "takes a whole MP4 file or folder of JPEG frames when its state is made and propagates over "
+    "exactly those frames; it has no way to add frames one at a time. Track with the "
+    "transformers backend instead: a Hugging Face SAM2 folder (facebook/sam2.1-hiera-large, or "
+    "this checkpoint converted with transformers' SAM2 conversion script)."
+)
 SAM2_INSTALL = "uv pip install --no-build-isolation-package sam2 sam2==1.1.0"
 SAM2_MISSING = (
     "Meta's sam2 package is not installed. Install it into this environment (torch must already "
@@ -316,6 +328,9 @@ class Sam2MetaSegmenter(Segmenter):
             SegmentedObject(mask=masks[i, best[i]].astype(bool), score=float(scores[i, best[i]]))
             for i in range(len(objects))
         ]
+
+    def tracker(self) -> Tracker:
+        raise TrackingUnsupported(TRACKING_UNSUPPORTED)
 
     def close(self) -> None:
         self.predictor = None  # the pipeline gives the memory back (device.release_cuda_memory)
