@@ -1,7 +1,9 @@
 """``wise-segment IMAGE "command"``: segment what a command asks for in one image, offline.
 
 Writes ``<stem>_mask.png`` (0/255), ``<stem>_overlay.png`` (tinted mask, boxes, points,
-rationale) and ``<stem>_result.json`` into ``--out`` and prints a one-line summary.
+rationale) and ``<stem>_result.json`` into ``--out`` and prints a one-line summary. Given a
+video file or a folder of images instead, it reasons on one frame and tracks the object to the
+end (:mod:`.cli_video`).
 
 Exit codes (also in ``--help``): see :data:`EXIT_CODES`. Every input and setting is checked
 before any model loads (a 7B load takes minutes).
@@ -14,8 +16,9 @@ import logging
 import math
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -29,10 +32,14 @@ from .core.manifest import DEFAULT_POLICY
 from .core.prompts import DEFAULT_BREVITY, PromptMode, check_question
 from .image_files import ImageFileError, read_rgb
 from .result import Result
+from .video_files import is_image_file
+
+if TYPE_CHECKING:
+    from .pipeline import WisePipeline
 
 EXIT_OK, EXIT_NOT_OK, EXIT_BAD_INPUT, EXIT_LOAD_FAILED = 0, 1, 2, 3
 EXIT_CODES = """exit codes:
-  0  ok: the object was found and segmented
+  0  ok: the object was found and segmented (in a video: and tracked from there)
   1  the model answered with an error status (the completion is printed; files still written)
   2  bad input or setting (missing, truncated or oversized image, empty command, --out not a
      folder, a setting out of range), found before any model loads
@@ -45,12 +52,19 @@ def build_parser() -> argparse.ArgumentParser:
         prog="wise-segment",
         description="Language-guided segmentation: a WISE policy (concise reasoning -> box + "
         "points) and SAM2 (mask). Writes IMAGE-STEM_mask.png (0/255), IMAGE-STEM_overlay.png and "
-        "IMAGE-STEM_result.json into --out.",
+        "IMAGE-STEM_result.json into --out. Given a video file or a folder of images, reasons on "
+        "one frame (--at) and tracks the object to the end with SAM2's video memory: writes "
+        "STEM_result.json, STEM_answer.png, STEM_masks/ (one mask per frame), STEM_track.jsonl "
+        "and STEM_overlay.mp4.",
         epilog=EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "image", type=Path, help="image file (png, jpg, ...; EXIF orientation is applied)"
+        "image",
+        type=Path,
+        metavar="input",
+        help="image file (png, jpg, ...; EXIF orientation is applied), video file (any "
+        "format OpenCV reads: mp4, avi, mkv, ...) or folder of images (sorted by name)",
     )
     parser.add_argument("command", help='what to segment, e.g. "the cup left of the laptop"')
     parser.add_argument(
@@ -109,6 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "-v", "--verbose", action="store_true", help="log loading and timing details"
     )
+    from .cli_video import add_arguments
+
+    add_arguments(parser)
     return parser
 
 
@@ -164,6 +181,35 @@ def _to_original(result: Result, width: int, height: int) -> None:
     result.image_size = (width, height)
 
 
+def load_pipeline(args: argparse.Namespace, say: Callable[[str], None]) -> WisePipeline | None:
+    """The models the options name, loaded; None (the reason printed) when they cannot be."""
+    from .pipeline import WisePipeline
+
+    say(f"loading the models (policy {args.model})")
+    started = time.perf_counter()
+    try:
+        pipeline = WisePipeline.from_pretrained(
+            args.model,
+            args.segmenter,
+            device=args.device,
+            dtype=args.dtype,
+            mode=args.mode,
+            brevity=args.brevity,
+            schema=args.schema,
+            max_new_tokens=args.max_new_tokens,
+            policy_backend=args.backend,
+            max_image_pixels=args.max_image_pixels,
+        )
+    except Exception as exc:
+        print(
+            f"wise-segment: could not load the models: {type(exc).__name__}: {exc}", file=sys.stderr
+        )
+        return None
+    say(f"loaded in {time.perf_counter() - started:.1f} s")
+    logging.getLogger("wise-segment").info("loaded: %s", pipeline.describe())
+    return pipeline
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -177,6 +223,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         print(f"wise-segment: invalid command: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    if args.image.is_dir() or (args.image.is_file() and not is_image_file(args.image)):
+        from .cli_video import segment_video
+
+        return segment_video(args, question, _say)
     try:
         image = read_rgb(args.image)
     except ImageFileError as exc:
@@ -204,31 +254,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     import cv2
 
-    from .pipeline import WisePipeline
     from .visualize import mask_to_uint8, overlay
 
-    _say(f"loading the models (policy {args.model})")
-    started = time.perf_counter()
-    try:
-        pipeline = WisePipeline.from_pretrained(
-            args.model,
-            args.segmenter,
-            device=args.device,
-            dtype=args.dtype,
-            mode=args.mode,
-            brevity=args.brevity,
-            schema=args.schema,
-            max_new_tokens=args.max_new_tokens,
-            policy_backend=args.backend,
-            max_image_pixels=args.max_image_pixels,
-        )
-    except Exception as exc:
-        print(
-            f"wise-segment: could not load the models: {type(exc).__name__}: {exc}", file=sys.stderr
-        )
+    pipeline = load_pipeline(args, _say)
+    if pipeline is None:
         return EXIT_LOAD_FAILED
-    _say(f"loaded in {time.perf_counter() - started:.1f} s; segmenting")
-    logging.getLogger("wise-segment").info("loaded: %s", pipeline.describe())
     try:
         result = pipeline.segment(served, question)
     finally:
