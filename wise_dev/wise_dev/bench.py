@@ -18,6 +18,10 @@ stand-ins. The default lengths 23 and 112 are WISE-S's and Seg-Zero's mean #Tok 
 (paper Table 8), which shows the end-to-end speed-up that shorter reasoning buys.
 
 Each iteration uses a fresh frame key, so the SAM2 encoder runs every time (no cache hits).
+
+``--track``: SAM2 tracking per frame instead (:mod:`wise_dev.bench_tracking`): encoder, memory
+attention, decoder and memory encoder against their floors, the tracked frame rate, and the
+tracker's memory over a long stream.
 """
 
 from __future__ import annotations
@@ -638,6 +642,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     parser.add_argument(
+        "--track",
+        action="store_true",
+        help="benchmark SAM2 tracking per frame instead of commands (with --full-size: "
+        "SAM2.1-Large's architecture, random weights)",
+    )
+    parser.add_argument(
+        "--track-frames",
+        type=int,
+        default=300,
+        help="frames tracked per size with --track (default: %(default)s)",
+    )
+    parser.add_argument(
         "--verify",
         action="store_true",
         help="run every engine on the tiny models (CPU) and exit non-zero unless tokens agree",
@@ -657,6 +673,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     cache = args.cache_dir or Path(
         os.environ.get("WISE_TINY_CACHE") or Path(tempfile.gettempdir()) / "wise_bench_tiny"
     )
+    if args.track:
+        return track_main(args, cache)
     print(forward_pass_table(args.think_tokens))
     if args.verify:
         agree = verify_engines(cache, log=lambda msg: print(msg, file=sys.stderr))
@@ -729,6 +747,55 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "tflop_s": floors.rates.flops / 1e12,
             },
         }
+        args.json.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+def track_main(args: argparse.Namespace, cache: Path) -> int:
+    """``--track`` (bench_tracking's module doc)."""
+    from .bench_tracking import (
+        format_tracking_table,
+        full_size_tracker,
+        rows_as_json,
+        run_tracking_bench,
+        tiny_tracker,
+    )
+    from .floors import measure_rates
+
+    if args.track_frames < 1:
+        print("wise-bench: --track-frames must be >= 1", file=sys.stderr)
+        return 2
+    started = time.perf_counter()
+    try:
+        build = full_size_tracker if args.full_size else lambda d, t: tiny_tracker(cache, d, t)
+        tracker, name = build(args.device, args.dtype)
+    except Exception as exc:
+        print(
+            f"wise-bench: could not build the tracker: {type(exc).__name__}: {exc}", file=sys.stderr
+        )
+        return 3
+    print(
+        f"built {name} on {tracker.device} in {time.perf_counter() - started:.1f} s",
+        file=sys.stderr,
+    )
+    rates = measure_rates(str(tracker.device), next(tracker.model.parameters()).dtype)
+    rows = run_tracking_bench(
+        tracker,
+        name,
+        sizes=args.sizes,
+        frames=args.track_frames,
+        warmup=args.warmup,
+        rates=rates,
+        log=lambda msg: print(msg, file=sys.stderr),
+    )
+    print(
+        f"physical floors on {rates.device}: measured {rates.bandwidth / 1e9:.0f} GB/s copy "
+        f"bandwidth, {rates.flops / 1e9:.0f} GFLOP/s matmul"
+    )
+    print(format_tracking_table(rows))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        figures = {"device": str(tracker.device), "tracking": rows_as_json(rows)}
         args.json.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
     return 0
 
