@@ -48,9 +48,12 @@ def tiny_sam2_video_dir(tiny_checkpoints: TinyCheckpoints) -> Path:
     return tiny_sam2_video(tiny_checkpoints.root)
 
 
-# A tiny SAM2 taught to track moving shapes (python -m wise_dev.train_tracker; the command and
-# its measured figures are in its training.json).
-TRAINED_TRACKER = Path(__file__).parent / "fixtures" / "sam2_tracker"
+@pytest.fixture(scope="session")
+def trained_tracker_dir() -> Path:
+    """A tiny SAM2 taught to track moving shapes, kept in the repository (made by
+    ``python -m wise_dev.train_tracker``; the command and its measured figures are in its
+    ``training.json``)."""
+    return Path(__file__).parent / "fixtures" / "sam2_tracker"
 
 
 # Taught tiny policies kept in the repository: teaching is float arithmetic whose result
