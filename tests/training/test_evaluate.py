@@ -441,3 +441,24 @@ def test_random_policy_answers_are_unparsable(
         assert r["intersection"] == 0 and r["union"] == int(truths[r["sample_id"]].target.sum())
     row = json.loads((out / REPORT_NAME).read_text())["results"][0]
     assert row["cIoU"] == 0.0 and row["failed"] == 3
+
+
+def test_a_mode_the_checkpoint_cannot_be_prompted_in_fails_before_any_sample(
+    eval_taught_policy_dir, tiny_sam2_dir, reasonseg, tmp_path: Path, capsys
+) -> None:
+    """A checkpoint exported for ``wise`` without a brevity instruction asked for ``wise_s``:
+    the one load of the policy finds it (exit 2, saying why) before a sample runs."""
+    import shutil
+
+    from wise_perception.core.manifest import Manifest, write_manifest
+
+    policy = tmp_path / "wise-no-brevity"
+    shutil.copytree(eval_taught_policy_dir, policy)
+    write_manifest(policy, Manifest(prompt_mode="wise", brevity=None, segmenter=str(tiny_sam2_dir)))
+    out = tmp_path / "out"
+    argv = ["--policy", str(policy), "--dataset", f"rs={reasonseg[0]}", "--modes", "wise", "wise_s"]
+    argv += ["--device", "cpu", "--out", str(out)]
+    assert ev.main(argv) == 2
+    error = capsys.readouterr().err
+    assert "mode wise_s" in error and "brevity" in error
+    assert (out / PER_SAMPLE_NAME).read_text() == ""

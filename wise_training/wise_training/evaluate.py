@@ -42,6 +42,7 @@ from typing import IO, Any
 
 from wise_perception.core.manifest import ManifestError, has_manifest, read_manifest
 from wise_perception.core.prompts import PromptMode
+from wise_perception.pipeline import SettingsError
 from wise_perception.visualize import mask_to_uint8
 
 from .datasets_eval import (
@@ -114,12 +115,12 @@ def open_eval_pipeline(config: EvalConfig, policy: PolicySpec) -> SegmentPipelin
     }
     kwargs.update({key: value for key, value in options.items() if value is not None})
     pipeline = WisePipeline.from_pretrained(**kwargs)
-    try:
-        for mode in config.modes:
+    for mode in config.modes:
+        try:
             pipeline.prompt_spec(mode)
-    except ValueError:
-        pipeline.close()
-        raise
+        except ValueError as exc:
+            pipeline.close()
+            raise SettingsError(f"{policy.label} cannot be prompted in mode {mode}: {exc}") from exc
     return pipeline
 
 
@@ -461,7 +462,7 @@ def main(
         parser.exit(2, f"error: {exc}\n")
     try:
         report = evaluate(config, factory)
-    except (ManifestError, FileNotFoundError) as exc:
+    except (ManifestError, FileNotFoundError, SettingsError) as exc:
         print(f"error: cannot load the pipeline: {exc}", file=sys.stderr)
         return 2
     for row in report["results"]:
