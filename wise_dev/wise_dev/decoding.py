@@ -10,10 +10,10 @@ way float arithmetic allows.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
-TokenChooser = Callable[[Any, Any], Any]
+from wise_perception.policy.transformers.engine import TokenChooser
 
 
 def scripted(script: Sequence[int], end: int) -> TokenChooser:

@@ -72,9 +72,6 @@ __all__ = [
     "frame_key_of",
 ]
 
-POLICY_BACKENDS = ("auto", "transformers", "vllm", "vllm-server")
-SEGMENTER_BACKENDS = ("auto", "transformers", "sam2")
-
 
 class SettingsError(ValueError):
     """A setting given to :meth:`WisePipeline.from_pretrained` cannot be served: a bad value
@@ -183,7 +180,6 @@ class WisePipeline:
         self.config = config or PipelineConfig()
         self._specs: dict[str, PromptSpec] = {}
         self.spec = self.prompt_spec()  # the default mode's
-        self.stop = stop_strings(self.spec)
         self.resize = ResizeProtocol(self.config.policy_frame)
         # #Tok is counted with the policy's own tokenizer (core.tokens).
         self.tokenizer = tokenizer if tokenizer is not None else policy.tokenizer
@@ -593,15 +589,17 @@ def check_settings(
     """Every setting that can be checked without the checkpoint, checked (SettingsError): the
     given config values, the backends' names, the device (CUDA asked where there is none) and
     the dtype. Costs a torch import, not a model load."""
-    if policy_backend not in POLICY_BACKENDS:
-        raise SettingsError(
-            f"unknown policy backend {policy_backend!r}; choose one of {', '.join(POLICY_BACKENDS)}"
-        )
-    if segmenter_backend not in SEGMENTER_BACKENDS:
-        raise SettingsError(
-            f"unknown segmenter backend {segmenter_backend!r}; choose one of "
-            f"{', '.join(SEGMENTER_BACKENDS)}"
-        )
+    from .policy import BACKENDS as POLICY_BACKENDS
+    from .segmenter import BACKENDS as SEGMENTER_BACKENDS
+
+    for role, backend, known in (
+        ("policy", policy_backend, POLICY_BACKENDS),
+        ("segmenter", segmenter_backend, SEGMENTER_BACKENDS),
+    ):
+        if backend != "auto" and backend not in known:
+            raise SettingsError(
+                f"unknown {role} backend {backend!r}; choose one of {', '.join(known)} or auto"
+            )
     try:
         PipelineConfig(**given)
         resolve_dtype(dtype, resolve_device(device))

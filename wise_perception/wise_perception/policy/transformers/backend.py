@@ -41,6 +41,7 @@ from ...core.manifest import DEFAULT_MAX_NEW_TOKENS
 from ...core.prompts import PromptSpec, chat_messages
 from ...device import resolve_device, resolve_dtype
 from ..base import PolicyBackend, PolicyOutput
+from .engine import TokenChooser
 
 LOG = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ class _ChosenToken:
     """Logits processor that leaves only the token ``choose`` picks (``model.generate`` then
     takes it greedily): the engines' :data:`.engine.TokenChooser` in ``generate``."""
 
-    def __init__(self, choose: Any, prompt_length: int) -> None:
+    def __init__(self, choose: TokenChooser, prompt_length: int) -> None:
         self.choose, self.prompt_length = choose, prompt_length
 
     def __call__(self, input_ids: Any, scores: Any) -> Any:
@@ -106,7 +107,7 @@ class TransformersPolicy(PolicyBackend):
         engine: str = "auto",
         forced_schema: bool = True,
         int8_decode: bool = False,
-        choose: Any = None,
+        choose: TokenChooser | None = None,
     ) -> None:
         tokenizer = getattr(processor, "tokenizer", None)
         if tokenizer is None or getattr(processor, "image_processor", None) is None:
@@ -143,8 +144,7 @@ class TransformersPolicy(PolicyBackend):
         self.engine_name = engine
         self.forced_schema = bool(forced_schema)
         self.int8_decode = bool(int8_decode)
-        # The token chooser (engine.TokenChooser); None: greedy.
-        self.choose = choose
+        self.choose = choose  # None: greedy (engine.greedy)
         self._info = BackendInfo(name, "transformers", str(device), dtype_name(model.dtype))
         self._engine: Any = None
         self._grammar: Any = None
