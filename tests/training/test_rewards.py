@@ -155,6 +155,41 @@ def test_echoing_the_template_placeholder_scores_zero():
     assert score(rewards(), echo).total == 0
 
 
+def test_malformed_output_is_scored_where_the_release_differs_deliberately():
+    """The deliberate differences from the release's seg_restrict.py (rewards.py's docstring,
+    README "Paper to code"), each shown on a completion the release would score otherwise."""
+    r = rewards()
+    target = {"bbox": GT_BOX, "points_1": [125, 125], "points_2": [175, 175]}
+    # Only a valid <answer> JSON is scored: the release reads the first {...} anywhere, here a
+    # JSON object inside the rationale with no answer tag earns nothing.
+    stray = f"<think> {json.dumps(target)} </think>" + D_THINK
+    s = score(r, stray)
+    assert (s.json_format, s.iou, s.box_l1, s.points) == (0, 0, 0, 0)
+    # ... and box corners out of order are no box (the release computes an "IoU" of them).
+    flipped = score(r, THINK + answer([199, 199, 100, 100], [125, 125], [175, 175]) + D_THINK)
+    assert (flipped.json_format, flipped.iou) == (0, 0)
+    # Whitespace before <think> keeps the tag format (the release's fullmatch gives 0).
+    assert score(r, " \n" + PERFECT).tag_format == 1 == score(r, PERFECT).tag_format
+    # Decimal coordinates are used as written: x=199.5 lies outside the box [100..199] (the
+    # release truncates it to 199, inside, and pays the point reward).
+    decimal = score(r, THINK + answer(GT_BOX, [199.5, 125], [175, 175]) + D_THINK)
+    assert decimal.points == 0
+    assert score(r, THINK + answer(GT_BOX, [199, 125], [175, 175]) + D_THINK).points == 1
+
+
+def test_the_seg_zero_config_zeroes_an_echo_of_wises_placeholder():
+    """WISE's placeholder check stays on in the seg_zero baseline (Seg-Zero's own reward has
+    none): a Seg-Zero completion that copies WISE's template placeholder scores 0."""
+    from wise_training.config import load_config
+
+    config = load_config("seg_zero").reward_config()
+    seg_zero = WiseRewards(config, WhitespaceTokenizer())
+    target = answer(GT_BOX, [125, 125], [175, 175])
+    assert score(seg_zero, THINK + target).total > 0
+    echo = "<think> streamlined thinking process here </think>" + target
+    assert score(seg_zero, echo).total == 0
+
+
 def test_points_outside_the_predicted_box_earn_nothing():
     text = THINK + answer(GT_BOX, [90, 125], [175, 175]) + D_THINK
     assert score(rewards(), text).points == 0

@@ -204,7 +204,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     import cv2
 
-    from .pipeline import WisePipeline
+    from .pipeline import SettingsError, WisePipeline
     from .visualize import mask_to_uint8, overlay
 
     _say(f"loading the models (policy {args.model})")
@@ -222,6 +222,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             policy_backend=args.backend,
             max_image_pixels=args.max_image_pixels,
         )
+    except SettingsError as exc:  # found before any model loaded
+        print(f"wise-segment: invalid setting: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     except Exception as exc:
         print(
             f"wise-segment: could not load the models: {type(exc).__name__}: {exc}", file=sys.stderr

@@ -10,7 +10,9 @@ gIoU = mean of per-sample IoU; cIoU = sum of intersections / sum of unions (LISA
   as target, and an empty union scores IoU 0.
 
 An unparsable answer scores intersection 0 and union = ground-truth area in both (released
-evaluation.py), i.e. it is an empty prediction.
+evaluation.py), i.e. it is an empty prediction. An empty prediction on an empty ground truth is
+kept in both (IoU 1 or 0 by convention); the released evaluation.py drops that sample (its
+``compute_iou`` returns a bare 0 that fails to unpack, and the sample is skipped).
 """
 
 from __future__ import annotations
