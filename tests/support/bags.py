@@ -15,8 +15,23 @@ NS = 1_000_000_000
 T0 = 1_733_900_000 * NS  # a plausible robot clock (Dec 2024), as bag time and stamps
 
 
+# Commands the taught test policy answers to a verified margin on any CPU (wise_dev.teach).
+QUESTIONS = (
+    "the red square",
+    "the cup on the left",
+    "segment the bottle next to the gripper",
+    "the smallest object on the desk",
+)
+
+
 def rgb(seed: int, height: int = 48, width: int = 64) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    """A camera frame like those the taught test policy was verified on (wise_dev.teach): a
+    flat rectangle on noise."""
+    rng = np.random.default_rng(seed)
+    image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    x0, y0 = int(rng.integers(0, width // 2)), int(rng.integers(0, height // 2))
+    image[y0 : y0 + height // 3, x0 : x0 + width // 3] = rng.integers(0, 256, 3, dtype=np.uint8)
+    return image
 
 
 @dataclass
@@ -35,7 +50,11 @@ class BagBuilder:
     def header(self, frame_id: str, stamp_ns: int | None) -> Any:
         Time = self.store.types["builtin_interfaces/msg/Time"]
         Header = self.store.types["std_msgs/msg/Header"]
-        stamp = Time(sec=0, nanosec=0) if stamp_ns is None else Time(sec=stamp_ns // NS, nanosec=stamp_ns % NS)
+        stamp = (
+            Time(sec=0, nanosec=0)
+            if stamp_ns is None
+            else Time(sec=stamp_ns // NS, nanosec=stamp_ns % NS)
+        )
         return Header(stamp=stamp, frame_id=frame_id)
 
     def image(
@@ -44,7 +63,7 @@ class BagBuilder:
         frame_id: str,
         pixels: np.ndarray,
         *,
-        stamp_ns: int | None | str = "at",
+        stamp_ns: int | str | None = "at",
         encoding: str = "rgb8",
         pad: int = 0,
     ) -> int:
@@ -87,6 +106,13 @@ class BagBuilder:
         msg = self.store.types["std_msgs/msg/String"](data=data)
         self.messages.append((time_ns, self.command_topic, "std_msgs/msg/String", msg))
         return time_ns
+
+    def steady(self, count: int, height: int = 48, width: int = 64) -> BagBuilder:
+        """A frame every 0.5 s (``f<i>``) and a command 0.1 s after each (id ``i``)."""
+        for i in range(count):
+            self.image(i * 0.5, f"f{i}", rgb(i, height, width))
+            self.command(i * 0.5 + 0.1, QUESTIONS[i % len(QUESTIONS)], i)
+        return self
 
     def write(self, path: Path, storage: str = "mcap") -> Path:
         from rosbags.rosbag2 import StoragePlugin, Writer

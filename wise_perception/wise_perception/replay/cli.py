@@ -180,28 +180,11 @@ class _LoadError(Exception):
 
 
 def load_pipeline(settings: ReplaySettings) -> Any:
-    """The pipeline as the node loads it for these parameters (node/models.py ``load``)."""
+    """The pipeline as the node loads it for these parameters."""
     from ..pipeline import WisePipeline
 
-    engine_options: dict[str, Any] = {}
-    if not settings.forced_schema:
-        engine_options["forced_schema"] = False
-    if settings.int8_decode:
-        engine_options["int8_decode"] = True
     try:
-        return WisePipeline.from_pretrained(
-            policy=settings.policy_model,
-            segmenter=settings.segmenter_model or None,
-            device=settings.device,
-            dtype=settings.dtype,
-            mode=settings.mode or None,
-            brevity=settings.brevity or None,
-            max_new_tokens=settings.max_new_tokens or None,
-            compile=settings.compile,
-            policy_options=engine_options or None,
-            max_image_pixels=settings.max_image_pixels,
-            max_command_chars=settings.max_command_chars,
-        )
+        return WisePipeline.from_parameters(settings)
     except Exception as exc:
         raise _LoadError(f"{type(exc).__name__}: {exc}") from exc
 
