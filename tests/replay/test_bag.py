@@ -86,6 +86,16 @@ def test_topics_are_chosen_or_named_and_errors_list_what_is_there(tmp_path):
         bag.image_topic("/chatter")
 
 
+def test_the_nodes_own_outputs_recorded_beside_the_camera_are_not_taken_for_it(tmp_path):
+    builder = BagBuilder(image_topic="/camera/color/image_raw")
+    builder.image(0, "cam", rgb(0))
+    outputs = BagBuilder(image_topic="/wise/mask")
+    outputs.image(0.1, "cam", rgb(0)[:, :, 0:1].repeat(3, 2))
+    builder.messages += outputs.messages
+    bag = InputBag.open(builder.write(tmp_path / "robot"))
+    assert bag.image_topic(None).name == "/camera/color/image_raw"
+
+
 def run_cli(capsys, *args) -> tuple[int, str]:
     code = cli.main([*map(str, args), "--quiet"])
     return code, capsys.readouterr().err

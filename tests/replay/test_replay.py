@@ -19,7 +19,7 @@ import pytest
 
 pytest.importorskip("rosbags", reason="needs the replay extra (rosbags)")
 
-from support.bags import NS, T0, BagBuilder, rgb, storage_file
+from support.bags import NS, QUESTIONS, T0, BagBuilder, rgb, storage_file
 
 from wise_perception.replay import cli
 
@@ -317,6 +317,32 @@ def test_a_commands_file_for_a_bag_of_compressed_frames_without_commands(
         ("a", "ok", "png_frame"),
         (None, "ok", "jpeg_frame"),
     ]
+
+
+def test_a_damaged_message_is_skipped_and_named(taught_policy_dir, tiny_sam2_dir, tmp_path):
+    builder = BagBuilder()
+    builder.image(0.0, "f1", rgb(1))
+    builder.damaged(0.5, "/wise/image", "sensor_msgs/msg/Image", b"\x00\x01\x00\x00junk")
+    builder.command(0.6, QUESTIONS[0], "after")
+    bag = builder.write(tmp_path / "bag", "mcap")
+    out = tmp_path / "out"
+    assert replay(bag, out, {"taught": taught_policy_dir}, tiny_sam2_dir) == 0
+    (record,) = journal(out / "taught")
+    assert (record["result"]["status"], record["result"]["frame_id"]) == ("ok", "f1")
+    (problem,) = json.loads((out / "report.json").read_text())["policies"]["taught"][
+        "input_problems"
+    ]
+    assert problem.startswith(f"/wise/image at bag time {T0 + NS // 2}: not a readable")
+    assert "skipped" in problem and "skipped" in (out / "report.md").read_text()
+
+
+def test_models_that_do_not_load_exit_3(bags, tiny_sam2_dir, tmp_path, capsys):
+    missing = tmp_path / "no_such_checkpoint"
+    assert replay(bags["mcap"], tmp_path / "out", {"gone": missing}, tiny_sam2_dir) == 3
+    err = capsys.readouterr().err
+    assert "[gone] could not load the models" in err and "no_such_checkpoint" in err
+    manifest = json.loads((tmp_path / "out" / "gone" / "replay.json").read_text())
+    assert not manifest["finished"] and manifest["commands"] == 0
 
 
 def test_another_replay_in_the_same_folder_is_refused_unless_restarted(

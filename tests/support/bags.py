@@ -107,6 +107,12 @@ class BagBuilder:
         self.messages.append((time_ns, self.command_topic, "std_msgs/msg/String", msg))
         return time_ns
 
+    def damaged(self, at_s: float, topic: str, msgtype: str, data: bytes) -> int:
+        """Bytes that are not a ``msgtype`` message, recorded on ``topic`` anyway."""
+        time_ns = T0 + round(at_s * NS)
+        self.messages.append((time_ns, topic, msgtype, data))
+        return time_ns
+
     def steady(self, count: int, height: int = 48, width: int = 64) -> BagBuilder:
         """A frame every 0.5 s (``f<i>``) and a command 0.1 s after each (id ``i``)."""
         for i in range(count):
@@ -124,7 +130,8 @@ class BagBuilder:
                 key = (topic, msgtype)
                 if key not in connections:
                     connections[key] = writer.add_connection(topic, msgtype, typestore=self.store)
-                writer.write(connections[key], time_ns, self.store.serialize_cdr(msg, msgtype))
+                raw = msg if isinstance(msg, bytes) else self.store.serialize_cdr(msg, msgtype)
+                writer.write(connections[key], time_ns, raw)
         return path
 
 

@@ -26,6 +26,7 @@ from typing import Any
 
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 COMMAND_TYPE = "std_msgs/msg/String"
+NODE_IMAGE_OUTPUTS = ("mask", "overlay")
 STORAGE_SUFFIXES = (".mcap", ".db3")
 EXTRA_HINT = "pip install 'wise-perception[replay]'"
 
@@ -88,6 +89,7 @@ class InputBag:
     storage: str = ""  # "mcap" or "sqlite3"
     topics: dict[str, Topic] = field(default_factory=dict)
     start_ns: int = 0
+    end_ns: int = 0  # the last message's log time
     notes: list[str] = field(default_factory=list)  # how it was read, when not plainly
     end: BagEnd | None = None  # set once reading stopped early
     _parts: list[Path] = field(default_factory=list)  # storage files read one by one
@@ -123,7 +125,9 @@ class InputBag:
             self.storage = _storage_of(reader, target)
             for name, info in reader.topics.items():
                 self._add_topic(name, info.msgtype or "", info.msgcount)
-            self.start_ns = reader.start_time if reader.message_count else 0
+            if reader.message_count:
+                self.start_ns = min(self.start_ns or reader.start_time, reader.start_time)
+                self.end_ns = max(self.end_ns, reader.end_time - 1)  # rosbags: end is exclusive
 
     def _survey_parts(self) -> None:
         for part in self._parts:
@@ -137,15 +141,13 @@ class InputBag:
             self._salvage = True
             self.notes.append(f"{part.name} is not whole ({problem}): reading what it holds")
             counts: dict[tuple[str, str], int] = {}
-            first: int | None = None
             for message in _salvaged(part, None, self):
                 key = (message.topic, message.msgtype)
                 counts[key] = counts.get(key, 0) + 1
-                first = message.time_ns if first is None else min(first, message.time_ns)
+                self.start_ns = min(self.start_ns or message.time_ns, message.time_ns)
+                self.end_ns = max(self.end_ns, message.time_ns)
             for (name, msgtype), count in counts.items():
                 self._add_topic(name, msgtype, count)
-            if first is not None and (not self.start_ns or first < self.start_ns):
-                self.start_ns = first
             if not counts and self.end is not None:
                 raise BagError(f"{part} holds no readable message: {self.end.reason}")
 
@@ -161,7 +163,16 @@ class InputBag:
         return "; ".join(f"{t.name} ({t.msgtype}, {t.count} messages)" for t in shown)
 
     def image_topic(self, name: str | None) -> Topic:
-        """The image topic: ``name``, or the bag's only Image/CompressedImage topic."""
+        """The image topic: ``name``, or the bag's only Image/CompressedImage topic that is not
+        one of the node's outputs (``.../mask``, ``.../overlay``: a robot bag may hold them)."""
+        if name is None:
+            inputs = [
+                t
+                for t in self.topics.values()
+                if t.msgtype in IMAGE_TYPES and _basename(t) not in NODE_IMAGE_OUTPUTS
+            ]
+            if len(inputs) == 1:
+                return inputs[0]
         return self._topic(name, IMAGE_TYPES, "image", "--image-topic")
 
     def command_topic(self, name: str | None) -> Topic:
@@ -365,8 +376,12 @@ def _storage_of(reader: Any, target: Path) -> str:
     return ""
 
 
+def _basename(topic: Topic) -> str:
+    return topic.name.rstrip("/").rsplit("/", 1)[-1]
+
+
 def _is_command(topic: Topic) -> bool:
-    return topic.name.rstrip("/").rsplit("/", 1)[-1] == "command"
+    return _basename(topic) == "command"
 
 
 def _short(exc: BaseException) -> str:

@@ -30,6 +30,7 @@ from .settings import ReplaySettings
 from .timeline import NANOSECONDS, Decision, NodeTimeline
 
 FRAME, COMMAND = 0, 1  # at one bag time, a frame is taken before a command
+PROGRESS_EVERY_S = 10.0  # a line on how far the bag is read, between commands
 
 
 @dataclass
@@ -106,6 +107,7 @@ class PolicyReplay:
         self.namespace = namespace
         self.progress = progress
         self.problems: list[str] = []
+        self._last_said = 0.0
 
     def identity(self) -> dict[str, Any]:
         return {**self.inputs.identity(), "settings": self.settings.as_dict()}
@@ -124,7 +126,9 @@ class PolicyReplay:
         served, end, finished = 0, None, False
         try:
             timeline = NodeTimeline(self.settings, self.inputs.image_topic.name)
+            self._last_said = time.monotonic()  # progress lines only: results never read it
             for event in self._events():
+                self._tick(event.time_ns)
                 if event.kind == FRAME:
                     decisions = timeline.frame(event.time_ns, event.msg)
                 else:
@@ -241,7 +245,17 @@ class PolicyReplay:
             f" | {result['command'][:60]!r}"
         )
 
+    def _tick(self, time_ns: int) -> None:
+        if time.monotonic() - self._last_said < PROGRESS_EVERY_S:
+            return
+        bag = self.inputs.bag
+        done = (time_ns - bag.start_ns) / NANOSECONDS
+        self._say(
+            f"read the bag to {done:.1f} s of {(bag.end_ns - bag.start_ns) / NANOSECONDS:.1f} s"
+        )
+
     def _say(self, text: str) -> None:
+        self._last_said = time.monotonic()
         if self.progress is not None:
             print(f"[{self.label}] {text}", file=self.progress, flush=True)
 
