@@ -23,28 +23,16 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header, String
 
-from ..inputs.commands import MAX_ID_CHARS, Command, parse_command
-from ..inputs.images import (
-    ENCODINGS,
-    ImageError,
-    check_image,
-    checked_to_rgb,
-    image_fields,
-    image_to_rgb,
-)
+# Reading the node's inputs is ROS-free (wise_perception.inputs, shared with the bag replay);
+# the node reaches it through this module (``X as X``: re-exported).
+from ..inputs.commands import Command as Command
+from ..inputs.commands import parse_command as parse_command
+from ..inputs.images import ImageError as ImageError
+from ..inputs.images import check_image as check_image
+from ..inputs.images import image_fields
+from ..inputs.images import image_to_rgb as image_to_rgb
 from ..result import Result
 from ..visualize import mask_to_uint8, overlay
-
-__all__ = [  # the shared readers, re-exported: the node reads its inputs through this module
-    "ENCODINGS",
-    "MAX_ID_CHARS",
-    "Command",
-    "ImageError",
-    "check_image",
-    "checked_to_rgb",
-    "image_to_rgb",
-    "parse_command",
-]
 
 try:  # optional: only where vision_msgs is installed
     from vision_msgs.msg import (  # type: ignore[import-not-found]

@@ -354,7 +354,9 @@ def _storage_files(path: Path) -> list[Path]:
         return [path]
     files = [p for p in path.iterdir() if p.suffix in STORAGE_SUFFIXES]
     if not files:
-        raise BagError(f"{path} holds no metadata.yaml and no .mcap or .db3 file: not a bag")
+        raise BagError(
+            f"{path} holds no readable metadata.yaml and no .mcap or .db3 file: not a bag"
+        )
     if len({p.suffix for p in files}) > 1:
         raise BagError(f"{path} mixes .mcap and .db3 files; replay one storage at a time")
     return sorted(files, key=_split_index)
