@@ -273,6 +273,33 @@ class WisePipeline:
         pipeline.manifest = manifest
         return pipeline
 
+    @classmethod
+    def from_parameters(cls, parameters: Any) -> WisePipeline:
+        """The pipeline the node's parameters name: the node's settings, or the bag replay's
+        (the same names). Empty ``segmenter_model``, ``mode``, ``brevity`` and
+        ``max_new_tokens: 0`` mean "the checkpoint's manifest, else the default"; the input
+        limits are the node's, so what it accepts the pipeline serves unchecked."""
+        # Options of the transformers engine, passed only when they differ from its defaults (a
+        # vLLM policy has no such options and refuses them, by name, at load).
+        engine_options: dict[str, Any] = {}
+        if not parameters.forced_schema:
+            engine_options["forced_schema"] = False
+        if parameters.int8_decode:
+            engine_options["int8_decode"] = True
+        return cls.from_pretrained(
+            policy=parameters.policy_model,
+            segmenter=parameters.segmenter_model or None,
+            device=parameters.device,
+            dtype=parameters.dtype,
+            mode=parameters.mode or None,
+            brevity=parameters.brevity or None,
+            max_new_tokens=parameters.max_new_tokens or None,
+            compile=parameters.compile,  # the policy's decode and prefill, and SAM2's encoder
+            policy_options=engine_options or None,
+            max_image_pixels=parameters.max_image_pixels,
+            max_command_chars=parameters.max_command_chars,
+        )
+
     # ------------------------------------------------------------------ public API
 
     def segment(
