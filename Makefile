@@ -69,7 +69,7 @@ env-dev: venv
 
 env-test: venv
 	VIRTUAL_ENV=$(VENV) $(UV) pip install --quiet -c constraints.txt \
-		-e "./wise_perception[ros-wheels]" -e "./wise_training[deepspeed]" -e "./wise_dev[train]" \
+		-e "./wise_perception[ros-wheels,replay]" -e "./wise_training[deepspeed]" -e "./wise_dev[train]" \
 		-r requirements-test.txt
 	$(SAM2_INSTALL)
 

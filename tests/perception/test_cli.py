@@ -276,3 +276,19 @@ def test_help_lists_the_exit_codes_and_prints_no_markup():
     assert "exit codes:" in text and "``" not in text
     for code in ("0", "1", "2", "3"):
         assert f"\n  {code}  " in text
+
+
+def test_settings_out_of_range_exit_2_before_any_model_loads(tiny_checkpoints, tmp_path, capsys):
+    # The real loading path: the settings are checked before a model is read, so these fail in
+    # about the time of a torch import, with what to change.
+    base = [str(tiny_checkpoints.demo_image), "the cup", "--out", str(tmp_path)]
+    models = ["--model", str(tiny_checkpoints.policy), "--segmenter", str(tiny_checkpoints.sam2)]
+    assert cli.main([*base, *models, "--max-new-tokens", "0"]) == 2
+    assert "invalid setting: max_new_tokens must be positive" in capsys.readouterr().err
+    import torch
+
+    if not torch.cuda.is_available():
+        assert cli.main([*base, *models, "--device", "cuda"]) == 2
+        assert "CUDA is not available" in capsys.readouterr().err
+    assert cli.main([*base, *models, "--dtype", "fp8"]) == 2
+    assert "unknown dtype" in capsys.readouterr().err

@@ -181,9 +181,10 @@ def _to_original(result: Result, width: int, height: int) -> None:
     result.image_size = (width, height)
 
 
-def load_pipeline(args: argparse.Namespace, say: Callable[[str], None]) -> WisePipeline | None:
-    """The models the options name, loaded; None (the reason printed) when they cannot be."""
-    from .pipeline import WisePipeline
+def load_pipeline(args: argparse.Namespace, say: Callable[[str], None]) -> WisePipeline | int:
+    """The models the options name, loaded; or, the reason printed, the exit code: 2 for a
+    setting refused before anything loaded, 3 when loading failed."""
+    from .pipeline import SettingsError, WisePipeline
 
     say(f"loading the models (policy {args.model})")
     started = time.perf_counter()
@@ -200,11 +201,14 @@ def load_pipeline(args: argparse.Namespace, say: Callable[[str], None]) -> WiseP
             policy_backend=args.backend,
             max_image_pixels=args.max_image_pixels,
         )
+    except SettingsError as exc:  # found before any model loaded
+        print(f"wise-segment: invalid setting: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     except Exception as exc:
         print(
             f"wise-segment: could not load the models: {type(exc).__name__}: {exc}", file=sys.stderr
         )
-        return None
+        return EXIT_LOAD_FAILED
     say(f"loaded in {time.perf_counter() - started:.1f} s")
     logging.getLogger("wise-segment").info("loaded: %s", pipeline.describe())
     return pipeline
@@ -257,8 +261,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .visualize import mask_to_uint8, overlay
 
     pipeline = load_pipeline(args, _say)
-    if pipeline is None:
-        return EXIT_LOAD_FAILED
+    if isinstance(pipeline, int):
+        return pipeline
     try:
         result = pipeline.segment(served, question)
     finally:

@@ -144,8 +144,8 @@ def segment_video(args: argparse.Namespace, question: Question, say: Any) -> int
         return _fit(pixels, args.max_image_pixels) if problem else pixels
 
     pipeline = load_pipeline(args, say)
-    if pipeline is None:
-        return EXIT_LOAD_FAILED
+    if isinstance(pipeline, int):
+        return pipeline
     try:
         try:
             tracker = pipeline.segmenter.tracker()

@@ -13,8 +13,12 @@ Flow of one request (``segment``)::
 
 * SAM2's image encoder needs only the image, so it starts on a worker thread while the
   policy generates, and encodings are reused per frame (:mod:`.encode_cache`).
-* Where the checkpoints come from is resolved first (:mod:`.sources`), so a missing or
-  unreachable one fails before anything loads, with what to do.
+* The settings are checked first (:class:`SettingsError`: a bad value, an unknown backend, a
+  device this machine lacks), then where the checkpoints come from is resolved
+  (:mod:`.sources`), so a bad setting or a missing or unreachable checkpoint fails before
+  anything loads, with what to do.
+* The prompt mode is per request (``mode=``; the manifest's or the configured one by default):
+  one loaded pipeline serves every mode, its prompt specs kept per mode.
 * Per-request problems never raise: an invalid command or image, an unparsable completion or
   any internal failure comes back as a :class:`~wise_perception.result.Result` with a named
   :class:`~wise_perception.result.Status`. Loading (``from_pretrained``) does raise, with the
@@ -52,7 +56,7 @@ from .core.prompts import (
     spec_for,
 )
 from .core.tokens import reasoning_tokens
-from .device import release_cuda_memory
+from .device import release_cuda_memory, resolve_device, resolve_dtype
 from .encode_cache import EncodeCache, Encoded, frame_key_of
 from .policy.base import PolicyBackend, PolicyOutput, PolicyUnavailable
 from .result import ObjectResult, Result, Status, Timings, mask_union
@@ -61,7 +65,19 @@ from .sources import check_reachable, manifest_for, segmenter_source
 
 LOG = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_MAX_IMAGE_PIXELS", "PipelineConfig", "WisePipeline", "frame_key_of"]
+__all__ = [
+    "DEFAULT_MAX_IMAGE_PIXELS",
+    "PipelineConfig",
+    "SettingsError",
+    "WisePipeline",
+    "frame_key_of",
+]
+
+
+class SettingsError(ValueError):
+    """A setting given to :meth:`WisePipeline.from_pretrained` cannot be served: a bad value
+    (``max_new_tokens=0``), an unknown backend, dtype or mode, a device this machine lacks.
+    Raised before any model loads; the message names the setting."""
 
 
 _CONTRACT = Manifest()  # the defaults of a checkpoint without a manifest
@@ -71,7 +87,8 @@ _CONTRACT = Manifest()  # the defaults of a checkpoint without a manifest
 class PipelineConfig:
     """How the pipeline prompts the policy and bounds its inputs (manifest or explicit values)."""
 
-    # The checkpoint's contract: the manifest's fields and defaults (core.manifest).
+    # The checkpoint's contract: the manifest's fields and defaults (core.manifest). ``mode``
+    # is the default of requests that name none.
     mode: str = _CONTRACT.prompt_mode
     brevity: str | None = _CONTRACT.brevity  # only used by wise_s
     schema: str = _CONTRACT.answer_schema
@@ -88,10 +105,20 @@ class PipelineConfig:
         PromptMode(self.mode)
         AnswerSchema(self.schema)
         ResizeProtocol(self.policy_frame)
-        if self.max_new_tokens <= 0 or self.batch_size <= 0 or self.max_command_chars <= 0:
-            raise ValueError("max_new_tokens, max_command_chars and batch_size must be positive")
-        if self.cache_size < 0 or self.max_image_pixels < 0:
-            raise ValueError("cache_size and max_image_pixels must be >= 0")
+        positive = {
+            "max_new_tokens": self.max_new_tokens,
+            "max_command_chars": self.max_command_chars,
+            "batch_size": self.batch_size,
+        }
+        for name, value in positive.items():
+            if value <= 0:
+                raise ValueError(f"{name} must be positive, got {value}")
+        for name, value in (
+            ("cache_size", self.cache_size),
+            ("max_image_pixels", self.max_image_pixels),
+        ):
+            if value < 0:
+                raise ValueError(f"{name} must be >= 0, got {value}")
         self.spec()  # wise_s without a brevity instruction fails here, at load time
 
     @classmethod
@@ -106,14 +133,17 @@ class PipelineConfig:
         }
         return cls(**{**contract, **overrides})
 
-    def spec(self) -> PromptSpec:
-        return spec_for(self.mode, brevity=self.brevity, schema=self.schema)
+    def spec(self, mode: str | None = None) -> PromptSpec:
+        """The prompt spec of ``mode`` (default: ``self.mode``) with this config's brevity and
+        answer schema; ValueError for an unknown mode or wise_s without a brevity."""
+        return spec_for(mode or self.mode, brevity=self.brevity, schema=self.schema)
 
-    def stop(self) -> tuple[str, ...]:
-        """Where generation ends: after the mode's last span (``</answer>`` in every mode but
-        wise_f), so a checkpoint trained to write ``<d_think>`` after its answer does not
-        spend tokens on it when served in wise / wise_s (paper §3.3: d_think is omitted)."""
-        return (f"</{self.spec().order[-1]}>",)
+
+def stop_strings(spec: PromptSpec) -> tuple[str, ...]:
+    """Where generation ends: after the mode's last span (``</answer>`` in every mode but
+    wise_f), so a checkpoint trained to write ``<d_think>`` after its answer does not spend
+    tokens on it when served in wise / wise_s (paper §3.3: d_think is omitted)."""
+    return (f"</{spec.order[-1]}>",)
 
 
 @dataclass
@@ -121,6 +151,7 @@ class _Request:
     """A validated request between preparation and completion."""
 
     command: str
+    spec: PromptSpec
     image: np.ndarray
     frame: np.ndarray  # the policy-frame image
     instruction: str
@@ -148,11 +179,11 @@ class WisePipeline:
         self.policy = policy
         self.segmenter = segmenter
         self.config = config or PipelineConfig()
-        self.spec = self.config.spec()
-        self.stop = self.config.stop()
+        self._specs: dict[str, PromptSpec] = {}
+        self.spec = self.prompt_spec()  # the default mode's
         self.resize = ResizeProtocol(self.config.policy_frame)
         # #Tok is counted with the policy's own tokenizer (core.tokens).
-        self.tokenizer = tokenizer if tokenizer is not None else getattr(policy, "tokenizer", None)
+        self.tokenizer = tokenizer if tokenizer is not None else policy.tokenizer
         self.encodings = EncodeCache(
             segmenter, self.config.cache_size, concurrent=self.config.concurrent_encode
         )
@@ -186,9 +217,11 @@ class WisePipeline:
         (``mode``, ``brevity``, ``max_new_tokens``, ``max_image_pixels``, ``cache_size``...), as
         ``from_pretrained(..., **kwargs)`` overrides a Hugging Face config: they override the
         manifest; ``None`` or ``""`` means "not given". ``compile`` (CUDA): compiled decode
-        steps, prefill and vision tower, and SAM2's encoder. Raises ``FileNotFoundError`` for a
-        missing local folder, ``ManifestError`` for a bad manifest, ``TypeError`` for an
-        unknown setting, ``ValueError`` for a bad value, and whatever the loaders raise.
+        steps, prefill and vision tower, and SAM2's encoder. Raises, before anything loads,
+        :class:`SettingsError` (a ``ValueError``) for a bad setting, ``TypeError`` for an unknown
+        setting's name, ``FileNotFoundError`` for a missing local folder, ``ManifestError`` for
+        a bad manifest, ``CheckpointUnavailable`` for an unreachable hub id; then whatever the
+        loaders raise (``CheckpointError`` naming a corrupted weights file).
         """
         from .policy import load_policy
         from .segmenter import load_segmenter
@@ -199,10 +232,14 @@ class WisePipeline:
                 f"unknown pipeline settings {unknown}; choose from "
                 f"{sorted(PipelineConfig.__dataclass_fields__)}"
             )
+        given = {k: v for k, v in config.items() if v is not None and v != ""}
+        check_settings(given, device, dtype, policy_backend, segmenter_backend)
         source = str(policy)
         manifest = manifest_for(source)
-        given = {k: v for k, v in config.items() if v is not None and v != ""}
-        pipeline_config = PipelineConfig.from_manifest(manifest or Manifest(), **given)
+        try:
+            pipeline_config = PipelineConfig.from_manifest(manifest or Manifest(), **given)
+        except ValueError as exc:  # a setting that does not fit the checkpoint's manifest
+            raise SettingsError(f"{exc} (with the manifest of {source})") from exc
         seg_source = segmenter_source(segmenter or None, manifest, source)
         check_reachable(source, "policy", "policy_model")
         check_reachable(seg_source, "segmenter", "segmenter_model")
@@ -236,6 +273,33 @@ class WisePipeline:
         pipeline.manifest = manifest
         return pipeline
 
+    @classmethod
+    def from_parameters(cls, parameters: Any) -> WisePipeline:
+        """The pipeline the node's parameters name: the node's settings, or the bag replay's
+        (the same names). Empty ``segmenter_model``, ``mode``, ``brevity`` and
+        ``max_new_tokens: 0`` mean "the checkpoint's manifest, else the default"; the input
+        limits are the node's, so what it accepts the pipeline serves unchecked."""
+        # Options of the transformers engine, passed only when they differ from its defaults (a
+        # vLLM policy has no such options and refuses them, by name, at load).
+        engine_options: dict[str, Any] = {}
+        if not parameters.forced_schema:
+            engine_options["forced_schema"] = False
+        if parameters.int8_decode:
+            engine_options["int8_decode"] = True
+        return cls.from_pretrained(
+            policy=parameters.policy_model,
+            segmenter=parameters.segmenter_model or None,
+            device=parameters.device,
+            dtype=parameters.dtype,
+            mode=parameters.mode or None,
+            brevity=parameters.brevity or None,
+            max_new_tokens=parameters.max_new_tokens or None,
+            compile=parameters.compile,  # the policy's decode and prefill, and SAM2's encoder
+            policy_options=engine_options or None,
+            max_image_pixels=parameters.max_image_pixels,
+            max_command_chars=parameters.max_command_chars,
+        )
+
     # ------------------------------------------------------------------ public API
 
     def segment(
@@ -244,13 +308,26 @@ class WisePipeline:
         command: str | Question,
         *,
         frame_key: Hashable | None = None,
+        mode: str | None = None,
     ) -> Result:
-        """Segment what ``command`` asks for in ``image`` (HxWx3 uint8 RGB). Never raises.
+        """Segment what ``command`` asks for in ``image`` (HxWx3 uint8 RGB), prompted in
+        ``mode`` (default: ``config.mode``). Never raises on a request's data; an unknown
+        ``mode`` is the caller's bug (ValueError, as from :meth:`prompt_spec`).
 
         An image or command already checked where it came in (a ``CheckedImage``, a
         ``Question``) within this pipeline's limits is not checked again.
         """
-        return self._serve(image, command, frame_key, cache=True)
+        return self._serve(image, command, frame_key, self.prompt_spec(mode), cache=True)
+
+    def prompt_spec(self, mode: str | None = None) -> PromptSpec:
+        """The prompt spec of ``mode`` (default: ``config.mode``) with the configured brevity
+        and answer schema, made once per mode; ValueError for an unknown mode or wise_s without
+        a brevity instruction."""
+        key = mode or self.config.mode
+        spec = self._specs.get(key)
+        if spec is None:
+            spec = self._specs[key] = self.config.spec(key)
+        return spec
 
     def encode_ahead(
         self, image: np.ndarray | CheckedImage, frame_key: Hashable
@@ -268,16 +345,22 @@ class WisePipeline:
         return self.encodings.get(frame_key, np.ascontiguousarray(pixels))[0]
 
     def _serve(
-        self, image: Any, command: Any, frame_key: Hashable | None, *, cache: bool
+        self,
+        image: Any,
+        command: Any,
+        frame_key: Hashable | None,
+        spec: PromptSpec,
+        *,
+        cache: bool,
     ) -> Result:
         started = time.perf_counter()
         try:
-            prepared = self._prepare(image, command, frame_key, started, cache=cache)
+            prepared = self._prepare(image, command, frame_key, spec, started, cache=cache)
             if isinstance(prepared, Result):
                 return prepared
             try:
                 output = self.policy.generate(
-                    [prepared.frame], [prepared.instruction], stop=self.stop
+                    [prepared.frame], [prepared.instruction], spec=spec, stop=stop_strings(spec)
                 )[0]
             except Exception as exc:
                 return self._fail(prepared, *_policy_failure(exc))
@@ -288,7 +371,7 @@ class WisePipeline:
                 _safe_command(command),
                 Status.INTERNAL_ERROR,
                 _describe(exc),
-                mode=self.config.mode,
+                mode=spec.mode,
                 timings=Timings(total=time.perf_counter() - started),
             )
 
@@ -298,10 +381,12 @@ class WisePipeline:
         commands: Sequence[str],
         *,
         frame_keys: Sequence[Hashable | None] | None = None,
+        mode: str | None = None,
     ) -> list[Result]:
-        """One result per (image, command), in order; the policy generates in batches of
-        ``config.batch_size`` (left padding). Per-sample problems never raise; mismatched
-        list lengths (a caller bug) raise ValueError.
+        """One result per (image, command), in order, every one prompted in ``mode`` (default:
+        ``config.mode``); the policy generates in batches of ``config.batch_size`` (left
+        padding). Per-sample problems never raise; mismatched list lengths or an unknown mode
+        (a caller bug) raise ValueError.
 
         Timings: prefill/decode are those of the batch the sample was in; ``total`` is the
         sample's own preprocessing and segmentation plus its batch's generation time.
@@ -311,17 +396,22 @@ class WisePipeline:
         keys = list(frame_keys) if frame_keys is not None else [None] * len(images)
         if len(keys) != len(images):
             raise ValueError(f"{len(keys)} frame keys for {len(images)} images")
+        spec = self.prompt_spec(mode)
+        stop = stop_strings(spec)
         results: list[Result | None] = [None] * len(images)
         pending: list[tuple[int, _Request]] = []
         prep_s: dict[int, float] = {}
         for i, (image, command, key) in enumerate(zip(images, commands, keys, strict=True)):
             started = time.perf_counter()
             try:
-                prepared = self._prepare(image, command, key, started)
+                prepared = self._prepare(image, command, key, spec, started)
             except Exception as exc:
                 LOG.exception("segment_batch: preparing sample %d failed", i)
                 prepared = Result.failure(
-                    _safe_command(command), Status.INTERNAL_ERROR, _describe(exc)
+                    _safe_command(command),
+                    Status.INTERNAL_ERROR,
+                    _describe(exc),
+                    mode=spec.mode,
                 )
             if isinstance(prepared, Result):
                 results[i] = prepared
@@ -336,7 +426,8 @@ class WisePipeline:
                 outputs = self.policy.generate(
                     [r.frame for _, r in chunk],
                     [r.instruction for _, r in chunk],
-                    stop=self.stop,
+                    spec=spec,
+                    stop=stop,
                 )
                 if len(outputs) != len(chunk):
                     raise RuntimeError(
@@ -387,7 +478,8 @@ class WisePipeline:
         size = self.config.policy_frame
         started = time.perf_counter()
         # Not cached: the synthetic frame must not evict a camera frame's encoding.
-        self._serve(np.full((size, size, 3), 127, np.uint8), command, ("wise-warmup",), cache=False)
+        frame = np.full((size, size, 3), 127, np.uint8)
+        self._serve(frame, command, ("wise-warmup",), self.spec, cache=False)
         return time.perf_counter() - started
 
     def __enter__(self) -> WisePipeline:
@@ -397,21 +489,11 @@ class WisePipeline:
         self.close()
 
     def describe(self) -> dict[str, Any]:
-        """What was loaded, resolved (for the node's and the CLI's logs)."""
-
-        def part(obj: Any) -> dict[str, str]:
-            model = getattr(obj, "model", None)
-            dtype = getattr(model, "dtype", None)
-            return {
-                "name": str(getattr(obj, "name", "") or getattr(obj, "url", "")),
-                "backend": type(obj).__name__,
-                "device": str(getattr(obj, "device", "")),
-                "dtype": str(dtype).replace("torch.", "") if dtype is not None else "",
-            }
-
+        """What was loaded, resolved (for the node's and the CLI's logs). Reads values kept at
+        load time: never does I/O (a policy server that is down is described all the same)."""
         return {
-            "policy": part(self.policy),
-            "segmenter": part(self.segmenter),
+            "policy": self.policy.info().as_dict(),
+            "segmenter": self.segmenter.info().as_dict(),
             "mode": self.config.mode,
             "brevity": self.spec.brevity or "",
             "max_new_tokens": self.config.max_new_tokens,
@@ -428,19 +510,18 @@ class WisePipeline:
         image: Any,
         command: Any,
         frame_key: Hashable | None,
+        spec: PromptSpec,
         started: float,
         *,
         cache: bool = True,
     ) -> Result | _Request:
-        mode = self.config.mode
+        mode = spec.mode
         text = _safe_command(command)
         if self._closed:
             return Result.failure(text, Status.NOT_READY, "the pipeline is closed", mode=mode)
         size = _size_of(image)
         try:  # the one check of the command: rendering it validates it (core.prompts)
-            instruction = build_instruction(
-                command, self.spec, max_chars=self.config.max_command_chars
-            )
+            instruction = build_instruction(command, spec, max_chars=self.config.max_command_chars)
         except ValueError as exc:
             return Result.failure(
                 text, Status.INVALID_COMMAND, str(exc), mode=mode, image_size=size
@@ -455,7 +536,9 @@ class WisePipeline:
         encoding, hit = self.encodings.get(key, image, cache=cache)
         timings = Timings(preprocess=time.perf_counter() - started)
         result = Result(command=text, status=Status.OK, image_size=(width, height), mode=mode)
-        return _Request(text, image, frame, instruction, encoding, hit, result, started, timings)
+        return _Request(
+            text, spec, image, frame, instruction, encoding, hit, result, started, timings
+        )
 
     def _pixels(self, image: Any) -> tuple[Any, str]:
         """The pixels to serve and why they cannot be ("" when they can). An image checked where
@@ -484,7 +567,7 @@ class WisePipeline:
         result.generated_tokens = output.generated_tokens
         parsed = parse_completion(
             output.text,
-            schema=self.spec.schema,
+            schema=request.spec.schema,
             frame=(self.config.policy_frame, self.config.policy_frame),
         )
         result.rationale = parsed.think or ""
@@ -541,6 +624,34 @@ def _library_progress_bars_off() -> Iterator[None]:
     finally:
         if was_on:
             hf_logging.enable_progress_bar()
+
+
+def check_settings(
+    given: dict[str, Any],
+    device: str | None,
+    dtype: Any,
+    policy_backend: str,
+    segmenter_backend: str,
+) -> None:
+    """Every setting that can be checked without the checkpoint, checked (SettingsError): the
+    given config values, the backends' names, the device (CUDA asked where there is none) and
+    the dtype. Costs a torch import, not a model load."""
+    from .policy import BACKENDS as POLICY_BACKENDS
+    from .segmenter import BACKENDS as SEGMENTER_BACKENDS
+
+    for role, backend, known in (
+        ("policy", policy_backend, POLICY_BACKENDS),
+        ("segmenter", segmenter_backend, SEGMENTER_BACKENDS),
+    ):
+        if backend != "auto" and backend not in known:
+            raise SettingsError(
+                f"unknown {role} backend {backend!r}; choose one of {', '.join(known)} or auto"
+            )
+    try:
+        PipelineConfig(**given)
+        resolve_dtype(dtype, resolve_device(device))
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from exc
 
 
 def _policy_failure(exc: Exception) -> tuple[Status, str]:

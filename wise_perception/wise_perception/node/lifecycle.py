@@ -19,7 +19,7 @@ the header of the image it was computed on; a result with no image (no_image, no
 queue_full, invalid_command before pairing) carries the node clock and an empty ``frame_id``.
 
 The node holds the lifecycle, the callbacks and the publishing; the rest has its own module:
-parameters (:mod:`.settings`), the newest frame (:mod:`.frame_slot`), the bounded
+parameters (:mod:`.settings`), the newest frame (:mod:`..inputs.frame_slot`), the bounded
 command queue (:mod:`.command_queue`), encoding ahead (:mod:`.encode_ahead`), loading the
 models (:mod:`.models`) and the messages (:mod:`.messages`). The models live in the
 pipeline; the node never imports torch.
@@ -70,12 +70,12 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import Header, String
 
 from ..core.limits import MAX_COMMAND_CHARS
+from ..inputs.frame_slot import Frame, FrameSlot
 from ..result import Result, Status
 from . import messages as rm
 from . import models
 from .command_queue import CommandQueue
 from .encode_ahead import EncodeAhead
-from .frame_slot import Frame, FrameSlot
 from .models import NodePipeline, PipelineFactory
 from .settings import PARAMETERS, Settings, descriptor, reliable
 

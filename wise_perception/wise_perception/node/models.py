@@ -47,26 +47,7 @@ def load(settings: Settings) -> NodePipeline:
     """
     from ..pipeline import WisePipeline
 
-    # Options of the transformers engine, passed only when they differ from its defaults (a
-    # vLLM policy has no such options and refuses them, by name, at load).
-    engine_options: dict[str, Any] = {}
-    if not settings.forced_schema:
-        engine_options["forced_schema"] = False
-    if settings.int8_decode:
-        engine_options["int8_decode"] = True
-    return WisePipeline.from_pretrained(
-        policy=settings.policy_model,
-        segmenter=settings.segmenter_model or None,
-        device=settings.device,
-        dtype=settings.dtype,
-        mode=settings.mode or None,
-        brevity=settings.brevity or None,
-        max_new_tokens=settings.max_new_tokens or None,
-        compile=settings.compile,  # the policy's decode and prefill, and SAM2's encoder
-        policy_options=engine_options or None,
-        max_image_pixels=settings.max_image_pixels,
-        max_command_chars=settings.max_command_chars,
-    )
+    return WisePipeline.from_parameters(settings)  # the bag replay loads with the same call
 
 
 def encodes_ahead(settings: Settings, pipeline: NodePipeline) -> bool:

@@ -12,6 +12,7 @@ from .tracking import TrackedObject, Tracker, TrackingUnsupported, TrackStep
 CHECKPOINT_SUFFIXES = (".pt", ".pth")
 
 __all__ = [
+    "BACKENDS",
     "ImageEncoding",
     "SegmentedObject",
     "Segmenter",
@@ -21,6 +22,8 @@ __all__ = [
     "TrackingUnsupported",
     "load_segmenter",
 ]
+
+BACKENDS = ("transformers", "sam2")
 
 
 def load_segmenter(
@@ -47,4 +50,6 @@ def load_segmenter(
         from .sam2_meta import Sam2MetaSegmenter
 
         return Sam2MetaSegmenter.from_checkpoint(source, device=device, dtype=dtype, **options)
-    raise ValueError(f"unknown segmenter backend {backend!r}; choose transformers, sam2 or auto")
+    raise ValueError(
+        f"unknown segmenter backend {backend!r}; choose one of {', '.join(BACKENDS)} or auto"
+    )

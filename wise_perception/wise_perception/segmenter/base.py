@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from ..backend_info import BackendInfo
 from ..core.answer import ObjectPrompt
 from .tracking import Tracker, TrackingUnsupported
 
@@ -40,6 +41,10 @@ class Segmenter(ABC):
     def decode(self, encoding: ImageEncoding, objects: list[ObjectPrompt]) -> list[SegmentedObject]:
         """One mask per object from its box and positive points (image pixels); multimask output,
         the highest-scoring mask kept (released evaluation.py)."""
+
+    @abstractmethod
+    def info(self) -> BackendInfo:
+        """What was loaded (name, backend, device, dtype); never does I/O, never raises."""
 
     def tracker(self) -> Tracker:
         """A new tracker over this segmenter's SAM2 (one per tracked command; trackers share

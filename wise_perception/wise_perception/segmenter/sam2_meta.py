@@ -26,6 +26,7 @@ from __future__ import annotations
 import copy
 import re
 import threading
+import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -33,8 +34,10 @@ from typing import Any
 
 import numpy as np
 
+from ..backend_info import BackendInfo, dtype_name
 from ..core.answer import ObjectPrompt
 from ..device import SideStream
+from ..weights import REDOWNLOAD, first_line
 from .base import ImageEncoding, SegmentedObject, Segmenter
 from .tracking import Tracker, TrackingUnsupported
 
@@ -123,13 +126,19 @@ def load_checkpoint_state(path: str | Path) -> dict[str, Any]:
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        if not zipfile.is_zipfile(path):  # not torch's format at all: a damaged download
+            raise Sam2CheckpointError(
+                f"{path}: unreadable as a torch checkpoint (not torch's zip format): {REDOWNLOAD}"
+            ) from exc
         # weights_only refuses anything but tensors and plain containers: say so, not just "bad".
         raise Sam2CheckpointError(
-            f"{path}: refused or unreadable as a weights-only torch checkpoint ({exc}). Only "
+            f"{path}: refused as a weights-only torch checkpoint ({first_line(exc)}). Only "
             'tensor state dicts ({"model": state_dict}) are loaded; re-save the weights alone.'
         ) from exc
     except (RuntimeError, EOFError, OSError) as exc:  # not a torch zip/pickle, or truncated
-        raise Sam2CheckpointError(f"{path}: not a readable torch checkpoint ({exc})") from exc
+        raise Sam2CheckpointError(
+            f"{path}: not a readable torch checkpoint ({first_line(exc)}); {REDOWNLOAD}"
+        ) from exc
     state = data.get("model") if isinstance(data, dict) else None
     if not isinstance(state, dict) or not state:
         keys = sorted(map(str, data))[:5] if isinstance(data, dict) else type(data).__name__
@@ -188,6 +197,9 @@ class Sam2MetaSegmenter(Segmenter):
         self.device = device
         self.autocast_dtype = autocast_dtype
         self.name = name
+        # The weights stay float32; autocast_dtype is what the matrix products run in.
+        dtype = autocast_dtype if autocast_dtype is not None else "float32"
+        self._info = BackendInfo(name, "sam2", str(device), dtype_name(dtype))
         self._stream = SideStream(device)
 
     @classmethod
@@ -239,6 +251,9 @@ class Sam2MetaSegmenter(Segmenter):
         )
         predictor = predictor_cls(model, mask_threshold=mask_threshold)
         return cls(predictor, device=device, autocast_dtype=autocast, name=str(path))
+
+    def info(self) -> BackendInfo:
+        return self._info
 
     @contextmanager
     def _on_device(self) -> Iterator[None]:

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from ..backend_info import BackendInfo, dtype_name
 from ..core.answer import ObjectPrompt
 from ..device import SideStream
 from .base import ImageEncoding, SegmentedObject, Segmenter
@@ -49,6 +50,7 @@ class Sam2TransformersSegmenter(Segmenter):
         self.processor = processor
         self.device = device
         self.name = name
+        self._info = BackendInfo(name, "transformers", str(device), dtype_name(model.dtype))
         self._stream = SideStream(device)
         self._video_model = video_model
         self._video_lock = threading.Lock()
@@ -70,14 +72,22 @@ class Sam2TransformersSegmenter(Segmenter):
         from transformers import Sam2Model, Sam2Processor
 
         from ..device import resolve_device, resolve_dtype
+        from ..weights import raise_if_damaged
 
         device = resolve_device(device)
         torch_dtype = resolve_dtype(dtype, device)
         source = str(path)
-        model = Sam2Model.from_pretrained(source, dtype=torch_dtype, use_safetensors=True)
+        try:
+            model = Sam2Model.from_pretrained(source, dtype=torch_dtype, use_safetensors=True)
+        except Exception as exc:
+            raise_if_damaged(source, "SAM2", exc)  # names a truncated weights file
+            raise
         model = model.to(device).eval()
         processor = Sam2Processor.from_pretrained(source)
         return cls(model, processor, device=device, name=source, compile=compile)
+
+    def info(self) -> BackendInfo:
+        return self._info
 
     @property
     def _dtype(self) -> Any:

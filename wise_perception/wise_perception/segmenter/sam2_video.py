@@ -78,9 +78,15 @@ def load_video_model(
     """
     from transformers import Sam2VideoModel
 
-    model, info = Sam2VideoModel.from_pretrained(
-        str(source), dtype=dtype, use_safetensors=True, output_loading_info=True
-    )
+    from ..weights import raise_if_damaged
+
+    try:
+        model, info = Sam2VideoModel.from_pretrained(
+            str(source), dtype=dtype, use_safetensors=True, output_loading_info=True
+        )
+    except Exception as exc:
+        raise_if_damaged(str(source), "SAM2", exc)  # names a truncated weights file
+        raise
     missing = sorted(k for k in info["missing_keys"] if k.split(".")[0] in MEMORY_MODULES)
     if missing:
         raise TrackingUnsupported(
