@@ -145,9 +145,3 @@ def make_stream(
         full = _shape_mask(kinds[0], pos[0, 0], pos[0, 1], sizes[0], height, width).sum()
         if objects[0, 0].sum() >= 0.9 * full:  # the answer's frame shows the target whole
             return Stream(frames=frames, objects=objects, shapes=kinds)
-
-
-def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
-    """Intersection over union of two bool masks (1.0 when both are empty)."""
-    union = np.logical_or(a, b).sum()
-    return float(np.logical_and(a, b).sum() / union) if union else 1.0

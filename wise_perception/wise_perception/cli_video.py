@@ -28,7 +28,7 @@ import numpy as np
 from .core.limits import image_size_problem
 from .core.prompts import Question
 from .result import Result
-from .segmenter.tracking import Tracker, TrackingUnsupported
+from .segmenter.tracking import TrackingUnsupported
 from .tracking import Track, TrackSettings, TrackState, TrackUpdate
 from .video_files import Frame, VideoFileError, open_frames
 
@@ -147,8 +147,8 @@ def segment_video(args: argparse.Namespace, question: Question, say: Any) -> int
     if isinstance(pipeline, int):
         return pipeline
     try:
-        try:
-            tracker = pipeline.segmenter.tracker()
+        try:  # before reasoning: a SAM2 that cannot track fails at once
+            pipeline.segmenter.tracker().close()
         except TrackingUnsupported as exc:
             print(f"wise-segment: this SAM2 cannot track: {exc}", file=sys.stderr)
             return EXIT_LOAD_FAILED
@@ -162,7 +162,7 @@ def segment_video(args: argparse.Namespace, question: Question, say: Any) -> int
         ) as out:
             tracked, seconds, regrounds, state = 0, 0.0, 0, TrackState.TRACKING
             say(f"reasoning on frame {answer.index} ({answer.time_s:.2f} s)")
-            first, track = _ground(pipeline, tracker, settings, question, answer, served, out)
+            first, track = _ground(pipeline, settings, question, answer, served, out)
             if track is None:
                 return EXIT_NOT_OK
             say("tracking")
@@ -173,9 +173,7 @@ def segment_video(args: argparse.Namespace, question: Question, say: Any) -> int
                 if not track.active:
                     if track.state is TrackState.LOST and args.reground_on_loss:
                         say(f"lost; reasoning again on frame {frame.index}")
-                        _, again = _ground(
-                            pipeline, tracker, settings, question, frame, served, out
-                        )
+                        _, again = _ground(pipeline, settings, question, frame, served, out)
                         if again is not None:
                             track, regrounds = again, regrounds + 1
                             continue
@@ -208,7 +206,6 @@ def segment_video(args: argparse.Namespace, question: Question, say: Any) -> int
 
 def _ground(
     pipeline: WisePipeline,
-    tracker: Tracker,
     settings: TrackSettings,
     question: Question,
     frame: Frame,
@@ -224,8 +221,7 @@ def _ground(
     result = pipeline.segment(pixels, question)
     track = None
     if result.ok:
-        track = Track(tracker, settings)
-        update = track.start(pixels, result, at=frame.time_s)
+        track, update = pipeline.track(pixels, result, settings, at=frame.time_s)
     if result.image_size != (width, height):  # --downscale: the files are at full size
         if result.ok:
             _to_original(result, width, height)

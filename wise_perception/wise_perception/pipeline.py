@@ -62,6 +62,7 @@ from .policy.base import PolicyBackend, PolicyOutput, PolicyUnavailable
 from .result import ObjectResult, Result, Status, Timings, mask_union
 from .segmenter.base import Segmenter
 from .sources import check_reachable, manifest_for, segmenter_source
+from .tracking import Track, TrackSettings, TrackUpdate
 
 LOG = logging.getLogger(__name__)
 
@@ -69,6 +70,7 @@ __all__ = [
     "DEFAULT_MAX_IMAGE_PIXELS",
     "PipelineConfig",
     "SettingsError",
+    "TrackSettings",
     "WisePipeline",
     "frame_key_of",
 ]
@@ -343,6 +345,28 @@ class WisePipeline:
         if problem:
             raise ValueError(problem)
         return self.encodings.get(frame_key, np.ascontiguousarray(pixels))[0]
+
+    def track(
+        self,
+        image: np.ndarray | CheckedImage,
+        result: Result,
+        settings: TrackSettings | None = None,
+        *,
+        at: float | None = None,
+    ) -> tuple[Track, TrackUpdate]:
+        """Reason once, then track: follow ``result``'s objects (an ``ok`` answer) from
+        ``image``, the frame it was answered on, with SAM2's video memory. One tracker per
+        call (per tracked command); the policy takes no part. Returns the track and its seed
+        frame's update; ``Track.update(frame)`` follows each newer frame (:mod:`.tracking`).
+        Raises ``TrackingUnsupported`` where the segmenter cannot track (the reason in its
+        message), ValueError for an image or a result that cannot be tracked."""
+        if self._closed:
+            raise RuntimeError("the pipeline is closed")
+        pixels, problem = self._pixels(image)
+        if problem:
+            raise ValueError(problem)
+        track = Track(self.segmenter.tracker(), settings)
+        return track, track.start(np.ascontiguousarray(pixels), result, at=at)
 
     def _serve(
         self,

@@ -191,7 +191,14 @@ class Sam2VideoTracker(Tracker):
             session.obj_with_new_inputs = list(ids)
         self._session = session
         self._size = (height, width)
-        return self._advance(image)
+        step = self._advance(image)
+        if masks is not None:
+            # SAM2 passes a mask prompt through as the frame's output (resampled to its input
+            # size and back): the seed frame's masks are the given ones, exactly.
+            for obj, mask in zip(step.objects, masks, strict=True):
+                obj.mask, obj.box = mask, mask_box(mask)
+            step.mask = np.any(masks, axis=0)
+        return step
 
     def step(self, image: np.ndarray) -> TrackStep:
         if self._session is None:
