@@ -540,32 +540,37 @@ def _policy_kind(hidden_size: int) -> str:
 # --------------------------------------------------------------------------- SAM2
 
 
+def _tiny_vision_config(image_size: int, fpn_hidden: int) -> dict[str, Any]:
+    """The tiny SAM2 image encoder: Hiera hidden 16, doubled per stage, 5 blocks."""
+    stage_dims = [16, 32, 64, 128]
+    return {
+        "backbone_config": {
+            "model_type": "sam2_hiera_det_model",
+            "hidden_size": stage_dims[0],
+            "num_attention_heads": 1,
+            "image_size": [image_size, image_size],
+            "blocks_per_stage": [1, 1, 2, 1],
+            "embed_dim_per_stage": stage_dims,
+            "num_attention_heads_per_stage": [1, 1, 2, 2],
+            "window_size_per_stage": [8, 4, 8, 4],
+            "global_attention_blocks": [3],
+            "window_positional_embedding_background_size": [4, 4],
+        },
+        "backbone_channel_list": stage_dims[::-1],
+        # Stride-4 patch embedding then /2 per stage: 64, 32, 16 for a 256 input.
+        "backbone_feature_sizes": [[image_size // s] * 2 for s in (4, 8, 16)],
+        "fpn_hidden_size": fpn_hidden,
+    }
+
+
 def build_tiny_sam2(out_dir: Path, *, seed: int = 0) -> Path:
     """Save a tiny random ``Sam2Model`` + ``Sam2Processor`` (256x256 input). Returns ``out_dir``."""
     from transformers import Sam2Config, Sam2Model
 
     out_dir = _fresh_dir(out_dir, "sam2", seed)
     hidden = 32  # FPN / prompt encoder / mask decoder width
-    stage_dims = [16, 32, 64, 128]  # Hiera hidden 16, doubled per stage
     config = Sam2Config(
-        vision_config={
-            "backbone_config": {
-                "model_type": "sam2_hiera_det_model",
-                "hidden_size": stage_dims[0],
-                "num_attention_heads": 1,
-                "image_size": [_SAM2_IMAGE_SIZE, _SAM2_IMAGE_SIZE],
-                "blocks_per_stage": [1, 1, 2, 1],
-                "embed_dim_per_stage": stage_dims,
-                "num_attention_heads_per_stage": [1, 1, 2, 2],
-                "window_size_per_stage": [8, 4, 8, 4],
-                "global_attention_blocks": [3],
-                "window_positional_embedding_background_size": [4, 4],
-            },
-            "backbone_channel_list": stage_dims[::-1],
-            # Stride-4 patch embedding then /2 per stage: 64, 32, 16 for a 256 input.
-            "backbone_feature_sizes": [[s, s] for s in (64, 32, 16)],
-            "fpn_hidden_size": hidden,
-        },
+        vision_config=_tiny_vision_config(_SAM2_IMAGE_SIZE, hidden),
         prompt_encoder_config={
             "hidden_size": hidden,
             "image_size": _SAM2_IMAGE_SIZE,
@@ -607,26 +612,11 @@ def tiny_sam2_video_config(
     if image_size % 64:
         raise ValueError(f"image_size must be a multiple of 64, got {image_size}")
     hidden = 128
-    stage_dims = [16, 32, 64, 128]
     top = image_size // 16  # stride-16 feature map: memory and attention tokens per side
     return Sam2VideoConfig(
         vision_config={
             "model_type": "sam2_vision_model",
-            "backbone_config": {
-                "model_type": "sam2_hiera_det_model",
-                "hidden_size": stage_dims[0],
-                "num_attention_heads": 1,
-                "image_size": [image_size, image_size],
-                "blocks_per_stage": [1, 1, 2, 1],
-                "embed_dim_per_stage": stage_dims,
-                "num_attention_heads_per_stage": [1, 1, 2, 2],
-                "window_size_per_stage": [8, 4, 8, 4],
-                "global_attention_blocks": [3],
-                "window_positional_embedding_background_size": [4, 4],
-            },
-            "backbone_channel_list": stage_dims[::-1],
-            "backbone_feature_sizes": [[top * 4] * 2, [top * 2] * 2, [top] * 2],
-            "fpn_hidden_size": hidden,
+            **_tiny_vision_config(image_size, hidden),
         },
         prompt_encoder_config={"hidden_size": hidden, "image_size": image_size, "patch_size": 16},
         mask_decoder_config={

@@ -32,6 +32,22 @@ class SegmentedObject:
     score: float
 
 
+def check_rgb(image: Any) -> None:
+    """ValueError unless ``image`` is what SAM2 takes: an HxWx3 uint8 RGB array, not empty."""
+    if not (
+        isinstance(image, np.ndarray)
+        and image.dtype == np.uint8
+        and image.ndim == 3
+        and image.shape[2] == 3
+        and image.shape[0] > 0
+        and image.shape[1] > 0
+    ):
+        raise ValueError(
+            "SAM2 expects an HxWx3 uint8 RGB image, got "
+            f"{getattr(image, 'shape', None)} {getattr(image, 'dtype', type(image).__name__)}"
+        )
+
+
 class Segmenter(ABC):
     @abstractmethod
     def encode(self, image: np.ndarray) -> ImageEncoding:

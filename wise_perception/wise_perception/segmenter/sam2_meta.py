@@ -38,7 +38,7 @@ from ..backend_info import BackendInfo, dtype_name
 from ..core.answer import ObjectPrompt
 from ..device import SideStream
 from ..weights import REDOWNLOAD, first_line
-from .base import ImageEncoding, SegmentedObject, Segmenter
+from .base import ImageEncoding, SegmentedObject, Segmenter, check_rgb
 from .tracking import Tracker, TrackingUnsupported
 
 # Read in sam2 1.1.0: SAM2VideoPredictor.init_state(video_path) loads a whole MP4 file or a folder
@@ -272,18 +272,7 @@ class Sam2MetaSegmenter(Segmenter):
     def encode(self, image: np.ndarray) -> ImageEncoding:
         if self.predictor is None:
             raise RuntimeError("segmenter is closed")
-        if not (
-            isinstance(image, np.ndarray)
-            and image.dtype == np.uint8
-            and image.ndim == 3
-            and image.shape[2] == 3
-            and image.shape[0] > 0
-            and image.shape[1] > 0
-        ):
-            raise ValueError(
-                "SAM2 expects an HxWx3 uint8 RGB image, got "
-                f"{getattr(image, 'shape', None)} {getattr(image, 'dtype', type(image).__name__)}"
-            )
+        check_rgb(image)
         height, width = image.shape[:2]
         # A shallow copy shares the model and transforms but owns the per-image state that
         # set_image fills (features, original size): the pipeline keeps encodings of several

@@ -34,6 +34,7 @@ import numpy as np
 
 from ..core.answer import ObjectPrompt
 from ..device import SideStream
+from .base import check_rgb
 from .tracking import MemoryInfo, TrackedObject, Tracker, TrackingUnsupported, TrackStep, mask_box
 
 # Top-level modules of Sam2VideoModel that only the video memory uses (absent from image-only
@@ -160,7 +161,7 @@ class Sam2VideoTracker(Tracker):
         objects: Sequence[ObjectPrompt],
         masks: Sequence[np.ndarray] | None = None,
     ) -> TrackStep:
-        _check_image(image)
+        check_rgb(image)
         if not objects:
             raise ValueError("nothing to track: the answer has no objects")
         height, width = image.shape[:2]
@@ -203,7 +204,7 @@ class Sam2VideoTracker(Tracker):
     def step(self, image: np.ndarray) -> TrackStep:
         if self._session is None:
             raise RuntimeError("the tracker has no track: call start first")
-        _check_image(image)
+        check_rgb(image)
         if image.shape[:2] != self._size:
             raise ValueError(
                 f"frame is {image.shape[1]}x{image.shape[0]}, the track started on "
@@ -304,21 +305,6 @@ def _prompt(obj: ObjectPrompt) -> dict[str, Any]:
         prompt["input_points"] = [[[[float(x), float(y)] for x, y in obj.points]]]
         prompt["input_labels"] = [[[1] * len(obj.points)]]
     return prompt
-
-
-def _check_image(image: Any) -> None:
-    if not (
-        isinstance(image, np.ndarray)
-        and image.dtype == np.uint8
-        and image.ndim == 3
-        and image.shape[2] == 3
-        and image.shape[0] > 0
-        and image.shape[1] > 0
-    ):
-        raise ValueError(
-            "SAM2 expects an HxWx3 uint8 RGB image, got "
-            f"{getattr(image, 'shape', None)} {getattr(image, 'dtype', type(image).__name__)}"
-        )
 
 
 def _tensor_bytes(value: Any) -> int:
