@@ -87,8 +87,12 @@ def clip_loss(
     pixels = processor(images=list(stream.frames), return_tensors="pt")["pixel_values"]
     session = processor.init_video_session(inference_device="cpu", dtype=torch.float32)
     if seed_with_mask:
+        # A copy: the session keeps the list as its "new inputs" and empties it as it goes.
         processor.add_inputs_to_inference_session(
-            session, frame_idx=0, obj_ids=ids, input_masks=[stream.objects[0, i] for i in seeded]
+            session,
+            frame_idx=0,
+            obj_ids=list(ids),
+            input_masks=[stream.objects[0, i] for i in seeded],
         )
     else:
         for obj_id, i in zip(ids, seeded, strict=True):
@@ -202,6 +206,7 @@ def train(
     steps: int,
     length: int,
     batch: int,
+    track_batch: int,
     lr: float,
     seed: int,
     threads: int,
@@ -232,13 +237,14 @@ def train(
     started = time.perf_counter()
     curve: list[dict[str, Any]] = []
     drawn = 0  # streams drawn so far: each step's streams are new
-    for phase, total, frames in (("image", image_steps, 1), ("track", steps, length)):
+    phases = (("image", image_steps, 1, batch), ("track", steps, length, track_batch))
+    for phase, total, frames, streams in phases:
         window: list[dict[str, float]] = []
         for step in range(total):
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step, total)
             optimizer.zero_grad(set_to_none=True)
-            for _ in range(batch):
+            for _ in range(streams):
                 stream = make_stream(
                     TRAIN_SEEDS + seed * 100_000_000 + drawn,
                     length=frames,
@@ -250,7 +256,7 @@ def train(
                 # a single frame has nothing to learn then.
                 with_mask = frames > 1 and rng.random() < 0.25
                 loss, stats = clip_loss(model, processor, stream, seed_with_mask=with_mask)
-                (loss / batch).backward()
+                (loss / streams).backward()
                 window.append(stats)
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
@@ -280,6 +286,7 @@ def train(
         "steps": steps,
         "clip_frames": length,
         "batch": batch,
+        "track_batch": track_batch,
         "lr": lr,
         "seed": seed,
         "threads": threads,
@@ -308,9 +315,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--image-steps", type=int, default=1500, help="steps on single frames first"
     )
-    parser.add_argument("--steps", type=int, default=800, help="steps on streams after them")
+    parser.add_argument("--steps", type=int, default=400, help="steps on streams after them")
     parser.add_argument("--length", type=int, default=8, help="frames per training stream")
-    parser.add_argument("--batch", type=int, default=4, help="streams per optimizer step")
+    parser.add_argument("--batch", type=int, default=3, help="frames per step, image phase")
+    parser.add_argument("--track-batch", type=int, default=2, help="streams per step after it")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 on a shared CPU)")
@@ -335,6 +343,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         steps=args.steps,
         length=args.length,
         batch=args.batch,
+        track_batch=args.track_batch,
         lr=args.lr,
         seed=args.seed,
         threads=args.threads,

@@ -233,7 +233,7 @@ def _ground(
             print(f"wise-segment: completion: {completion}", file=sys.stderr)
         print(f"{result.status.value}: {result.error} (frame {frame.index}); nothing tracked")
         return result, None
-    out.tracked(frame, update, mask=result.mask)
+    out.tracked(frame, update, answer=result)
     return result, track
 
 
@@ -284,18 +284,23 @@ class _Outputs:
         picture = cv2.cvtColor(overlay(frame.pixels, result), cv2.COLOR_RGB2BGR)
         cv2.imwrite(str(self.answer_path), picture)
 
-    def tracked(self, frame: Frame, update: TrackUpdate, mask: np.ndarray | None = None) -> None:
-        """One tracked frame; ``mask`` (the answer's, on its own frame) replaces the step's."""
+    def tracked(self, frame: Frame, update: TrackUpdate, answer: Result | None = None) -> None:
+        """One tracked frame; on the answer's own frame (``answer``), the answer's mask and
+        picture stand for it (the track's seed step is logged)."""
         import cv2
 
-        from .visualize import mask_to_uint8, track_overlay
+        from .visualize import mask_to_uint8, overlay, track_overlay
 
         update = self._full_size(update)
-        shown = mask if mask is not None else update.step.mask
+        shown = answer.mask if answer is not None else update.step.mask
         cv2.imwrite(str(self.masks / f"{frame.index:06d}.png"), mask_to_uint8(shown, self.size))
         self._line(frame, update.to_dict())
         if self.video.isOpened():
-            picture = track_overlay(frame.pixels, update, self.command)
+            picture = (
+                overlay(frame.pixels, answer)
+                if answer is not None
+                else track_overlay(frame.pixels, update, self.command)
+            )
             self.video.write(cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
 
     def note(self, frame: Frame, problem: str) -> None:

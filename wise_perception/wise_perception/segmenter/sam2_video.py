@@ -175,8 +175,9 @@ class Sam2VideoTracker(Tracker):
         session = self.processor.init_video_session(inference_device=self.device, dtype=self._dtype)
         ids = list(range(1, len(objects) + 1))
         if masks is not None:
+            # A copy: the session keeps the list as its "new inputs" and empties it.
             self.processor.add_inputs_to_inference_session(
-                session, frame_idx=0, obj_ids=ids, input_masks=masks
+                session, frame_idx=0, obj_ids=list(ids), input_masks=masks
             )
         else:
             for obj_id, obj in zip(ids, objects, strict=True):
