@@ -37,6 +37,20 @@ from .moving_shapes import Stream, make_stream
 from .tiny_models import sam2_processor, share_positional_encoding, tiny_sam2_video_config
 
 IMAGE_SIZE = 128
+# Sam2VideoModel's parameters that only the video memory uses (--memory-lr-scale).
+MEMORY_PARAMETERS = frozenset(
+    {
+        "memory_attention",
+        "memory_encoder",
+        "memory_temporal_positional_encoding",
+        "object_pointer_proj",
+        "mask_downsample",
+        "no_object_pointer",
+        "no_memory_positional_encoding",
+        "occlusion_spatial_embedding_parameter",
+        "temporal_positional_encoding_projection_layer",
+    }
+)
 TRAIN_SEEDS = 1_000_000  # training streams use seeds from here on; evaluation seeds are below
 
 
@@ -211,6 +225,8 @@ def train(
     seed: int,
     threads: int,
     eval_count: int,
+    init: Path | None = None,
+    memory_lr_scale: float = 1.0,
     log: Any = print,
 ) -> dict[str, Any]:
     """Two phases, each with its own warm-up and cosine decay: ``image_steps`` steps on single
@@ -222,10 +238,19 @@ def train(
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    model = share_positional_encoding(from_scratch(Sam2VideoModel(tracker_config())))
+    if init is not None:  # go on from a trained folder (its config, its weights)
+        model = Sam2VideoModel.from_pretrained(init, dtype=torch.float32)
+    else:
+        model = share_positional_encoding(from_scratch(Sam2VideoModel(tracker_config())))
     model.eval()  # eval: the forward stores what inference stores; no dropout
     processor = _video_processor()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    memory = [p for n, p in model.named_parameters() if n.split(".")[0] in MEMORY_PARAMETERS]
+    others = [p for n, p in model.named_parameters() if n.split(".")[0] not in MEMORY_PARAMETERS]
+    optimizer = torch.optim.AdamW(
+        [{"params": others, "scale": 1.0}, {"params": memory, "scale": memory_lr_scale}],
+        lr=lr,
+        weight_decay=0.01,
+    )
 
     def lr_at(step: int, total: int) -> float:  # linear warm-up, cosine decay to a tenth
         warmup = max(total // 20, 1)
@@ -242,7 +267,7 @@ def train(
         window: list[dict[str, float]] = []
         for step in range(total):
             for group in optimizer.param_groups:
-                group["lr"] = lr_at(step, total)
+                group["lr"] = lr_at(step, total) * group["scale"]
             optimizer.zero_grad(set_to_none=True)
             for _ in range(streams):
                 stream = make_stream(
@@ -288,6 +313,8 @@ def train(
         "batch": batch,
         "track_batch": track_batch,
         "lr": lr,
+        "memory_lr_scale": memory_lr_scale,
+        "init": str(init) if init is not None else None,
         "seed": seed,
         "threads": threads,
         "parameters": sum(p.numel() for p in model.parameters()),
@@ -320,6 +347,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=3, help="frames per step, image phase")
     parser.add_argument("--track-batch", type=int, default=2, help="streams per step after it")
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument(
+        "--memory-lr-scale", type=float, default=1.0, help="learning rate factor of the memory"
+    )
+    parser.add_argument("--init", type=Path, default=None, help="start from this trained folder")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 on a shared CPU)")
     parser.add_argument("--eval-streams", type=int, default=40, help="held-out streams to score")
@@ -348,6 +379,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         seed=args.seed,
         threads=args.threads,
         eval_count=args.eval_streams,
+        init=args.init,
+        memory_lr_scale=args.memory_lr_scale,
     )
     print(json.dumps({k: report[k] for k in ("train_seconds", "eval", "eval_seeded_with_mask")}))
     return 0
