@@ -180,6 +180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import cv2
 
     from .pipeline import WisePipeline
+    from .sources import CheckpointUnavailable
     from .visualize import mask_to_uint8, overlay
 
     try:
@@ -196,6 +197,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             max_image_pixels=args.max_image_pixels,
         )
     except Exception as exc:
+        if isinstance(exc, CheckpointUnavailable):  # name the flag that sets it
+            exc = exc.naming({"policy": "--model", "segmenter": "--segmenter"}[exc.role])
         print(
             f"wise-segment: could not load the models: {type(exc).__name__}: {exc}", file=sys.stderr
         )

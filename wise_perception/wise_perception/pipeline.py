@@ -203,8 +203,8 @@ class WisePipeline:
         given = {k: v for k, v in config.items() if v is not None and v != ""}
         pipeline_config = PipelineConfig.from_manifest(manifest or Manifest(), **given)
         seg_source = segmenter_source(segmenter or None, manifest, source)
-        check_reachable(source, "policy", "policy_model")
-        check_reachable(seg_source, "segmenter", "segmenter_model")
+        check_reachable(source, "policy")
+        check_reachable(seg_source, "segmenter")
         LOG.info(
             "loading policy %s (mode %s) and segmenter %s", source, pipeline_config.mode, seg_source
         )
