@@ -1,7 +1,8 @@
 """The ROS 2 side of WISE perception: the only package that imports rclpy or a message package.
 
 ``lifecycle`` (the lifecycle node: callbacks, transitions, publishing), ``settings`` (the
-parameter table), ``messages`` (messages in and out), ``frame_slot`` (the newest frame),
+parameter table), ``state`` (where the node stands), ``image_qos`` (the image subscription's
+QoS against the cameras'), ``usage`` (``--help``), ``messages`` (messages in and out), ``frame_slot`` (the newest frame),
 ``command_queue`` (bounded, with the worker's idle work), ``encode_ahead`` (SAM2 on the newest
 frame while idle), ``models`` (what the node calls on the pipeline, and loading it).
 
