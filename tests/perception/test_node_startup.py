@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -87,6 +88,8 @@ class Node:
         self.proc.send_signal(signal.SIGINT)
         try:
             code = self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"no exit 30 s after SIGINT:\n{self.log.read_text()}") from None
         finally:
             stop_node(self.proc)
         took = time.monotonic() - sent

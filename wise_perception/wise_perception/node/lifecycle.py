@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import sys
 import threading
 import time
@@ -207,7 +208,7 @@ class WisePerceptionNode(LifecycleNodeMixin, Node):
             reason = body()
         except Exception as exc:
             reason = f"{type(exc).__name__}: {exc}"
-        if reason and not self._state.stopping:  # after SIGINT the log has no context left
+        if reason and not self._quiet():
             self.get_logger().error(f"{name} failed: {reason}")
         self._state.end(name, not reason, reason)
         return TransitionCallbackReturn.FAILURE if reason else TransitionCallbackReturn.SUCCESS
@@ -400,12 +401,18 @@ class WisePerceptionNode(LifecycleNodeMixin, Node):
             self._state.camera(problem)
 
     # ------------------------------------------------------------------ callbacks (executor threads)
+    def _quiet(self) -> bool:
+        """After SIGINT: the ROS context is (being) shut down; a log line would fail to reach
+        /rosout, and a message to be sent."""
+        return self._state.stopping or not self.context.ok()
+
     def _guarded(self, fn: Callable[..., None]) -> Callable[..., None]:
         def call(*args: Any) -> None:
             try:
                 fn(*args)
             except Exception as exc:
-                self.get_logger().error(f"{fn.__name__} failed: {type(exc).__name__}: {exc}")
+                if not self._quiet():
+                    self.get_logger().error(f"{fn.__name__} failed: {type(exc).__name__}: {exc}")
 
         return call
 
@@ -522,7 +529,7 @@ class WisePerceptionNode(LifecycleNodeMixin, Node):
             self._state.policy_answered(result.error)
         elif result.status in _POLICY_ANSWERED:
             self._state.policy_answered()
-        if not result.ok:  # the log says what the result says
+        if not result.ok and not self._quiet():  # the log says what the result says
             self.get_logger().warning(
                 f"request {job.request_id} (id={job.command.id!r}) "
                 f"{result.status.value}: {result.error}",
@@ -557,6 +564,8 @@ class WisePerceptionNode(LifecycleNodeMixin, Node):
         timing: dict[str, float] | None = None,
     ) -> None:
         """Publish an error result (header of ``frame``, or node clock + empty frame_id)."""
+        if self._quiet():
+            return
         self.get_logger().warning(
             f"request {job.request_id} (id={job.command.id!r}) {status.value}: {error}",
             throttle_duration_sec=1.0,
@@ -576,8 +585,8 @@ class WisePerceptionNode(LifecycleNodeMixin, Node):
         timing: dict[str, float],
         image: np.ndarray | None,
     ) -> None:
-        if self._state.stopping or not self.context.ok():
-            return  # SIGINT: the ROS context is (being) shut down, nothing can be sent
+        if self._quiet():
+            return  # SIGINT: nothing can be sent
         outputs = self._outputs
         overlay_on = image if "overlay" in outputs else None
         for topic, msg in rm.success_messages(result, header, overlay_on=overlay_on).items():
@@ -643,7 +652,12 @@ def main(args: list[str] | None = None, pipeline_factory: PipelineFactory | None
     if wants_help(sys.argv if args is None else args):
         print(usage())
         return 0
-    rclpy.init(args=args)  # its SIGINT handler shuts the context down; spin() then returns
+    # rclpy's SIGINT handler shuts the context down, and spin() returns. Python's own handler
+    # would also raise KeyboardInterrupt, at whatever line runs next: in the clean-up below it
+    # would leave the interpreter waiting at exit for a model load to finish. So Python's does
+    # nothing (rclpy's handler, installed next, still calls it after its own work).
+    signal.signal(signal.SIGINT, lambda *_: None)
+    rclpy.init(args=args)
     node = WisePerceptionNode(pipeline_factory=pipeline_factory)
     executor = MultiThreadedExecutor(num_threads=EXECUTOR_THREADS)
     executor.add_node(node)
@@ -655,6 +669,11 @@ def main(args: list[str] | None = None, pipeline_factory: PipelineFactory | None
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except Exception:
+        # rclpy's executor can race a shutdown (an RCLError "the given context is not valid"
+        # from building its wait set): then it is the shutdown, and must end as one.
+        if node.context.ok():
+            raise
     finally:
         idle = node.stop_now()
         idle = executor.shutdown(timeout_sec=0, wait_for_threads=False) and idle
