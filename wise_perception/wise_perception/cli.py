@@ -205,6 +205,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import cv2
 
     from .pipeline import SettingsError, WisePipeline
+    from .sources import CheckpointUnavailable
     from .visualize import mask_to_uint8, overlay
 
     _say(f"loading the models (policy {args.model})")
@@ -226,6 +227,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"wise-segment: invalid setting: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except Exception as exc:
+        if isinstance(exc, CheckpointUnavailable):  # name the flag that sets it
+            exc = exc.naming({"policy": "--model", "segmenter": "--segmenter"}[exc.role])
         print(
             f"wise-segment: could not load the models: {type(exc).__name__}: {exc}", file=sys.stderr
         )
