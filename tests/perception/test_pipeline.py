@@ -166,12 +166,23 @@ def test_warmup_serves_one_request_and_leaves_the_cache_alone(taught_pipeline, m
     monkeypatch.setattr(taught_pipeline.policy, "generate", counting_generate)
     before = taught_pipeline.cache_info()["size"]
     keys = taught_pipeline.encodings.keys()
-    seconds = taught_pipeline.warmup()
-    assert seconds > 0 and calls == [1]
+    warm = taught_pipeline.warmup()
+    assert warm.ok and warm.timings.total > 0 and calls == [1]
     assert (
         taught_pipeline.cache_info()["size"] == before and taught_pipeline.encodings.keys() == keys
     )
     assert taught_pipeline.segment(_image(64, 48, 3), "the red square").ok
+
+
+def test_warmup_stays_within_a_small_image_limit(taught_pipeline) -> None:
+    """A node with max_image_pixels below the policy frame (840^2) still warms the models up."""
+    config = PipelineConfig(max_new_tokens=96, max_image_pixels=200 * 200)
+    small = WisePipeline(
+        taught_pipeline.policy, taught_pipeline.segmenter, config, owns_models=False
+    )
+    warm = small.warmup()
+    assert warm.ok, warm.error
+    assert warm.image_size == (200, 200)
 
 
 def test_image_encoding_overlaps_policy_generation(taught_pipeline, monkeypatch) -> None:

@@ -56,8 +56,8 @@ class StubPipeline:
     def cache_info(self) -> dict[str, int]:
         return {"size": 0, "capacity": 0, "hits": 0, "misses": 0}
 
-    def warmup(self) -> float:
-        return 0.0
+    def warmup(self) -> Result:
+        return Result(command="warm-up", status=Status.OK, mode="stub")
 
     def describe(self) -> dict[str, Any]:
         stub = {"name": "stub", "backend": "StubPipeline", "device": "cpu", "dtype": ""}

@@ -185,6 +185,7 @@ def load_pipeline(args: argparse.Namespace, say: Callable[[str], None]) -> WiseP
     """The models the options name, loaded; or, the reason printed, the exit code: 2 for a
     setting refused before anything loaded, 3 when loading failed."""
     from .pipeline import SettingsError, WisePipeline
+    from .sources import CheckpointUnavailable
 
     say(f"loading the models (policy {args.model})")
     started = time.perf_counter()
@@ -205,6 +206,8 @@ def load_pipeline(args: argparse.Namespace, say: Callable[[str], None]) -> WiseP
         print(f"wise-segment: invalid setting: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except Exception as exc:
+        if isinstance(exc, CheckpointUnavailable):  # name the flag that sets it
+            exc = exc.naming({"policy": "--model", "segmenter": "--segmenter"}[exc.role])
         print(
             f"wise-segment: could not load the models: {type(exc).__name__}: {exc}", file=sys.stderr
         )

@@ -28,6 +28,7 @@ Flow of one request (``segment``)::
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Hashable, Iterator, Sequence
 from concurrent.futures import Future
@@ -243,8 +244,8 @@ class WisePipeline:
         except ValueError as exc:  # a setting that does not fit the checkpoint's manifest
             raise SettingsError(f"{exc} (with the manifest of {source})") from exc
         seg_source = segmenter_source(segmenter or None, manifest, source)
-        check_reachable(source, "policy", "policy_model")
-        check_reachable(seg_source, "segmenter", "segmenter_model")
+        check_reachable(source, "policy")
+        check_reachable(seg_source, "segmenter")
         LOG.info(
             "loading policy %s (mode %s) and segmenter %s", source, pipeline_config.mode, seg_source
         )
@@ -493,18 +494,19 @@ class WisePipeline:
                 LOG.exception("closing %s failed", type(part).__name__)
         release_cuda_memory()
 
-    def warmup(self, command: str = "the object in the middle") -> float:
-        """Serve one request on a synthetic gray frame and return its seconds.
+    def warmup(self, command: str = "the object in the middle") -> Result:
+        """Serve one request on a synthetic gray frame and return its result (its status says
+        whether the policy could be reached; ``timings.total`` its seconds).
 
         The first request on a GPU pays for lazy CUDA initialisation (and, with a compiling
         policy backend, the compilation); doing it here keeps that off the first real command.
         """
         size = self.config.policy_frame
-        started = time.perf_counter()
+        if self.config.max_image_pixels:  # within the pipeline's own limit (it is resized anyway)
+            size = min(size, math.isqrt(self.config.max_image_pixels))
         # Not cached: the synthetic frame must not evict a camera frame's encoding.
         frame = np.full((size, size, 3), 127, np.uint8)
-        self._serve(frame, command, ("wise-warmup",), self.spec, cache=False)
-        return time.perf_counter() - started
+        return self._serve(frame, command, ("wise-warmup",), self.spec, cache=False)
 
     def __enter__(self) -> WisePipeline:
         return self

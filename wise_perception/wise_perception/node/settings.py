@@ -24,10 +24,12 @@ from ..core.limits import DEFAULT_MAX_IMAGE_PIXELS, MAX_COMMAND_CHARS
 from ..core.manifest import DEFAULT_POLICY
 from ..core.prompts import DEFAULT_BREVITY, PromptMode
 
-_RELIABILITY = {
+RELIABILITY = {
     "reliable": ReliabilityPolicy.RELIABLE,
     "best_effort": ReliabilityPolicy.BEST_EFFORT,
 }
+# auto: the reliability the camera offers, re-checked while active (node.image_qos).
+IMAGE_RELIABILITY = ("auto", *RELIABILITY)
 _HISTORY = {"keep_last": HistoryPolicy.KEEP_LAST, "keep_all": HistoryPolicy.KEEP_ALL}
 _DURABILITY = {
     "volatile": DurabilityPolicy.VOLATILE,
@@ -64,6 +66,13 @@ class Settings:
     """The node's parameters as read on configure, typed and checked (the table itself)."""
 
     autostart: bool = _param(True, "configure and activate right after start", read_only=True)
+    exit_on_autostart_failure: bool = _param(
+        False,
+        "with autostart: exit with status 1 when configure or activate fails (make run sets it); "
+        "false: stay up, report the failure on /diagnostics and in every command's result, and "
+        "wait for the lifecycle to try again",
+        read_only=True,
+    )
     # Models: a change needs them reloaded.
     policy_model: str = _param(
         DEFAULT_POLICY,
@@ -122,13 +131,15 @@ class Settings:
         choices=ENCODE_AHEAD,
         also_bool=True,
     )
-    # Reliable by default: measured with bench_node --stream-seconds (30 Hz 640x480, loaded
-    # 2-core host, two runs), a best-effort subscription received 10-22% of the frames and
-    # paired commands with frames up to 1.7-3.7 s old; a reliable one 76-79%, at most 0.18 s old.
+    # auto by default, as `ros2 bag record`: reliable from reliable cameras (measured with
+    # bench_node --stream-seconds, 30 Hz 640x480, loaded 2-core host, two runs: a best-effort
+    # subscription received 10-22% of a reliable stream's frames, up to 1.7-3.7 s old; a reliable
+    # one 76-79%, at most 0.18 s old), best effort from the cameras that publish only that.
     image_reliability: str = _param(
-        "reliable",
-        "image QoS reliability (best_effort for best_effort cameras)",
-        choices=tuple(_RELIABILITY),
+        "auto",
+        "image QoS reliability: auto (reliable, or best_effort while a publisher on the topic "
+        "offers only best effort; re-checked as publishers come and go), reliable, best_effort",
+        choices=IMAGE_RELIABILITY,
         read_only=True,
     )
     image_history: str = _param(
@@ -206,9 +217,14 @@ class Settings:
             read[f.name] = value
         return cls(**read)
 
-    def image_qos(self) -> QoSProfile:
+    def image_qos(self, reliability: ReliabilityPolicy | None = None) -> QoSProfile:
+        """The image subscription's QoS; ``reliability`` is auto's choice (required for auto)."""
+        if reliability is None:
+            if self.image_reliability not in RELIABILITY:
+                raise ValueError("image_reliability=auto: pass the reliability auto chose")
+            reliability = RELIABILITY[self.image_reliability]
         return QoSProfile(
-            reliability=_RELIABILITY[self.image_reliability],
+            reliability=reliability,
             history=_HISTORY[self.image_history],
             depth=self.image_depth,
             durability=_DURABILITY[self.image_durability],
