@@ -4,7 +4,9 @@
 Commands (:func:`parse_command`) are plain text, or a JSON object
 ``{"id": "pick-7", "command": "the red cup"}`` whose ``id`` (a string of at most
 :data:`MAX_ID_CHARS` characters, or a number) is echoed in the command's result so a caller
-can match results to commands. Sizes are checked with the same ``core`` functions and limits
+can match results to commands. ``"track": true`` (or false) asks the node to follow the answer
+through later frames (or not), whatever its ``track_default``; ``{"stop": true}`` (an ``id``
+allowed, no ``command``) ends the running track. Sizes are checked with the same ``core`` functions and limits
 the pipeline uses, once: a valid command comes out as a ``core.prompts.Question``, which the
 pipeline does not check again.
 """
@@ -23,7 +25,7 @@ MAX_ID_CHARS = 128
 # A command message may carry JSON escapes (``\\uXXXX`` is 6 characters for 1), an id and
 # some blanks; one longer than this is refused unread, so its size costs only its length.
 _JSON_OVERHEAD = 8
-_COMMAND_KEYS = frozenset({"id", "command"})
+_COMMAND_KEYS = frozenset({"id", "command", "track", "stop"})
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,8 @@ class Command:
     id: str | int | float | None = None
     error: str = ""
     question: Question | None = None
+    track: bool | None = None  # "track" as sent; None: the node's track_default
+    stop: bool = False  # {"stop": true}: end the running track, nothing to segment
 
 
 def parse_command(data: str, max_chars: int) -> Command:
@@ -48,6 +52,7 @@ def parse_command(data: str, max_chars: int) -> Command:
         return Command(data, None, f"command has {len(data)} characters; the limit is {max_chars}")
     text: Any = data
     ident: str | int | float | None = None
+    track: bool | None = None
     if data.lstrip().startswith("{"):
         try:
             obj = json.loads(data)
@@ -68,18 +73,32 @@ def parse_command(data: str, max_chars: int) -> Command:
         unknown = sorted(str(k) for k in obj if k not in _COMMAND_KEYS)
         if unknown:
             return Command(_text_or(obj, data), ident, f"unknown key(s) {unknown}; {_FORMS}")
+        for flag in ("track", "stop"):
+            if flag in obj and not isinstance(obj[flag], bool):
+                value = type(obj[flag]).__name__
+                return Command(
+                    _text_or(obj, data), ident, f'"{flag}" must be true or false, got {value}'
+                )
+        if obj.get("stop"):
+            if "command" in obj or "track" in obj:
+                return Command(data, ident, f'a stop takes no "command" or "track"; {_FORMS}')
+            return Command("stop", ident, stop=True)
         if "command" not in obj:
             return Command(data, ident, f'a JSON command needs a "command" key; {_FORMS}')
         text = obj["command"]
         if not isinstance(text, str):
             return Command(data, ident, f'"command" must be a string, got {type(text).__name__}')
+        track = obj.get("track")
     try:
-        return Command(text, ident, question=check_question(text, max_chars))
+        return Command(text, ident, question=check_question(text, max_chars), track=track)
     except ValueError as exc:
-        return Command(text, ident, str(exc))
+        return Command(text, ident, str(exc), track=track)
 
 
-_FORMS = 'send plain text or {"id": "<string or number>", "command": "<text>"}'
+_FORMS = (
+    'send plain text, {"id": "<string or number>", "command": "<text>", "track": true|false} '
+    '("id" and "track" optional), or {"stop": true}'
+)
 
 
 def _text_or(obj: dict[str, Any], raw: str) -> str:

@@ -72,9 +72,12 @@ from std_msgs.msg import Header, String
 from ..core.limits import MAX_COMMAND_CHARS
 from ..inputs.frame_slot import Frame, FrameSlot
 from ..result import Result, Status
+from ..tracking import TrackState
+from ..visualize import track_overlay
 from . import image_qos, models
 from . import messages as rm
 from .command_queue import CommandQueue
+from .command_track import CommandTrack
 from .encode_ahead import EncodeAhead
 from .models import NodePipeline, PipelineFactory
 from .settings import PARAMETERS, Settings, descriptor, reliable
@@ -141,6 +144,10 @@ class WisePerceptionNode(LifecycleNodeMixin, Node):
         self._image_group = MutuallyExclusiveCallbackGroup()
         self._encode_ahead = False  # resolved on activate (parameter encode_ahead)
         self._ahead = EncodeAhead(wake=self._wake_worker)
+        # The running track (one at most); set and ended by the worker, or by releasing the
+        # models, always under the pipeline lock. Its status for /diagnostics, kept apart.
+        self._track: CommandTrack | None = None
+        self._track_status: dict[str, Any] = {"state": "idle"}
         # Commands are answered in every state, so their subscription and the result
         # publisher exist from the start (their depths are read-only parameters).
         self._result_pub = self.create_publisher(
@@ -224,6 +231,7 @@ class WisePerceptionNode(LifecycleNodeMixin, Node):
             self._outputs = {
                 "mask": self.create_publisher(Image, "mask", outputs),
                 "rationale": self.create_publisher(String, "rationale", outputs),
+                "track": self.create_publisher(String, "track", outputs),
             }
             if settings.use_overlay:
                 self._outputs["overlay"] = self.create_publisher(Image, "overlay", outputs)
@@ -351,6 +359,7 @@ class WisePerceptionNode(LifecycleNodeMixin, Node):
         self._state.camera("")
         self._frames.clear()
         with self._pipeline_lock:  # waits for a running inference to finish
+            self._end_track(TrackState.STOPPED, "the models were released (deactivated)")
             pipeline, self._pipeline = self._pipeline, None
             self._ahead.forget()
         if pipeline is not None:
@@ -428,8 +437,8 @@ class WisePerceptionNode(LifecycleNodeMixin, Node):
             with self._stats_lock:
                 self._stats.images += 1
                 self._stats.invalid_images += bool(frame.error)
-            if self._encode_ahead:
-                self._wake_worker()  # a new frame to encode while idle
+            if self._encode_ahead or self._track is not None:
+                self._wake_worker()  # a new frame to encode, or to track, while idle
         except Exception as exc:
             self.get_logger().error(f"image callback failed: {type(exc).__name__}: {exc}")
 
@@ -451,6 +460,10 @@ class WisePerceptionNode(LifecycleNodeMixin, Node):
         if settings is None or jobs is None or not self._state.serving:
             self._fail(job, Status.NOT_READY, self._state.not_ready_reason())
             return
+        if job.command.stop:  # served in order by the worker, which runs the track
+            if not jobs.offer(job):
+                self._fail(job, Status.QUEUE_FULL, f"rejected: queue_size={jobs.maxsize} full")
+            return
         if job.command.question is None:
             self._fail(job, Status.INVALID_COMMAND, job.command.error)
             return
@@ -470,8 +483,8 @@ class WisePerceptionNode(LifecycleNodeMixin, Node):
     def _work(self) -> None:
         jobs = self._queue
         assert jobs is not None
-        encode_ahead = self._guarded(self._encode_newest_ahead)
-        while (job := jobs.take(idle=encode_ahead)) is not None:
+        idle = self._guarded(self._idle_work)
+        while (job := jobs.take(idle=idle)) is not None:
             try:
                 self._serve(job)
             except Exception as exc:
@@ -484,6 +497,16 @@ class WisePerceptionNode(LifecycleNodeMixin, Node):
                     self._fail(job, Status.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}")
 
     def _serve(self, job: _Job) -> None:
+        stopped = False
+        if self._track is not None:  # a new command preempts the track, a stop ends it
+            ended = TrackState.STOPPED if job.command.stop else TrackState.PREEMPTED
+            with self._pipeline_lock:
+                stopped = self._end_track(ended, f"by request {job.request_id}")
+        if job.command.stop:  # answered like any command: one result
+            reason = "" if stopped else "no track was running"
+            stop = Result.failure(job.command.text, Status.STOPPED, reason)
+            self._publish(stop, job, self._clock_header(), {}, None)
+            return
         settings, question = self.settings, job.command.question
         assert settings is not None and question is not None
         started = time.perf_counter()
@@ -535,7 +558,131 @@ class WisePerceptionNode(LifecycleNodeMixin, Node):
                 f"{result.status.value}: {result.error}",
                 throttle_duration_sec=1.0,
             )
-        self._publish(result, job, frame.msg.header, timing, image.pixels)
+        wanted = job.command.track
+        track = (
+            self._start_track(job, frame, result)
+            if wanted or (wanted is None and settings.track_default)
+            else None
+        )
+        self._publish(result, job, frame.msg.header, timing, image.pixels, track)
+
+    # ------------------------------------------------------------------ tracking (worker thread)
+    def _start_track(self, job: _Job, frame: Frame, result: Result) -> dict[str, Any]:
+        """Seed a track with a command's answer on its frame; what the result says of it."""
+        settings, question = self.settings, job.command.question
+        assert settings is not None and question is not None
+        if not result.ok:
+            return {"state": "not_started", "error": f"no answer to track ({result.status.value})"}
+        with self._pipeline_lock:
+            if self._pipeline is None:
+                return {"state": "not_started", "error": self._state.not_ready_reason()}
+            try:
+                track, seed = self._pipeline.track(frame.image(), result, settings.track_settings())
+            except Exception as exc:  # TrackingUnsupported names why this SAM2 cannot
+                error = f"{type(exc).__name__}: {exc}"
+                self.get_logger().error(f"request {job.request_id}: cannot track: {error}")
+                return {"state": "not_started", "error": error}
+            self._track = CommandTrack(
+                track, job.request_id, job.command.id, question, frame.seq, frame.msg.header, seed
+            )
+            self._track_status = self._track.status()
+        self._wake_worker()  # frames may already wait
+        return {"state": track.state.value, "error": ""}
+
+    def _idle_work(self) -> None:
+        """The worker's work while no command waits: follow the running track on the newest
+        frame, else encode the newest frame ahead (:mod:`.encode_ahead`)."""
+        if self._track is not None:
+            self._follow()
+        else:
+            self._encode_newest_ahead()
+
+    def _follow(self) -> None:
+        """Track the newest frame, if it came after the last one looked at (newest wins: the
+        frames in between are counted as skipped). A frame the tracker refuses is counted
+        and passed over; the track goes on."""
+        settings, current = self.settings, self._track
+        frame = self._frames.newest()
+        if settings is None or current is None or frame is None or not current.wants(frame.seq):
+            return
+        with self._pipeline_lock:
+            if self._track is not current:  # ended meanwhile (models released)
+                return
+            try:
+                image = frame.image()  # checked at receipt: ValueError names its problem
+                update = current.track.update(image.pixels)
+            except ValueError as exc:  # this frame cannot be tracked; the next one may
+                current.refused_frame(frame.seq)
+                self._track_status = current.status()
+                self.get_logger().warning(
+                    f"tracking request {current.request_id}: frame "
+                    f"{frame.frame_id!r} refused: {exc}",
+                    throttle_duration_sec=5.0,
+                )
+                return
+            except Exception as exc:  # the tracker failed: the track has ended (failed)
+                self.get_logger().error(
+                    f"tracking request {current.request_id} failed: {type(exc).__name__}: {exc}"
+                )
+                self._end_track(TrackState.FAILED, f"{type(exc).__name__}: {exc}")
+                return
+            current.tracked_frame(frame.seq, frame.msg.header, update)
+            self._publish_tracked(current, update.step.mask, image.pixels)
+            if current.state is TrackState.LOST and settings.reground_on_loss:
+                self._reground(current, frame, image)
+            if not current.track.active:
+                self._end_track(current.state, current.track.error)
+            else:
+                self._track_status = current.status()
+
+    def _reground(self, current: CommandTrack, frame: Frame, image: Any) -> None:
+        """The object is lost: ask the policy again with the same command on this frame and
+        track its new answer (published on ``track`` and ``mask``, never as a second result).
+        Called with the pipeline lock held."""
+        settings, pipeline = self.settings, self._pipeline
+        assert settings is not None and pipeline is not None
+        result = pipeline.segment(image, current.question, frame_key=frame.key)
+        if not result.ok:
+            current.track.error = f"re-grounding got {result.status.value}: {result.error}"
+            return
+        try:
+            track, seed = pipeline.track(image, result, settings.track_settings())
+        except Exception as exc:
+            current.track.error = f"re-grounding: {type(exc).__name__}: {exc}"
+            return
+        current.reseeded(track, frame.seq, frame.msg.header, seed)
+        self.get_logger().info(
+            f"tracking request {current.request_id}: lost, re-grounded on frame "
+            f"{frame.frame_id!r} ({current.regrounded} so far)"
+        )
+        self._publish_tracked(current, result.mask, image.pixels)
+
+    def _end_track(self, state: TrackState, error: str = "") -> bool:
+        """End the running track, if any (False when none ran), and publish its end on
+        ``track`` unless its last tracked frame's message already said it (a loss or a
+        timeout with nothing more to say). Called with the pipeline lock held."""
+        current, self._track = self._track, None
+        if current is None:
+            return False
+        current.track.end(state, error)
+        self._track_status = current.status()
+        said = current.state in (TrackState.LOST, TrackState.TIMEOUT) and not current.track.error
+        if not said and not self._quiet() and "track" in self._outputs:
+            self._outputs["track"].publish(rm.track_to_string(current.report(), current.header))
+        return True
+
+    def _publish_tracked(self, current: CommandTrack, mask: Any, pixels: Any) -> None:
+        """A tracked frame's mask, its ``track`` JSON (and overlay), with that frame's header."""
+        outputs = self._outputs
+        if self._quiet() or not outputs:
+            return
+        header = current.header
+        if mask is not None:
+            outputs["mask"].publish(rm.mask_to_image(mask, header))
+        outputs["track"].publish(rm.track_to_string(current.report(), header))
+        if "overlay" in outputs:
+            picture = track_overlay(pixels, current.last, current.question.sent)
+            outputs["overlay"].publish(rm.numpy_to_image(picture, "rgb8", header))
 
     def _encode_newest_ahead(self) -> None:
         """The worker's idle work: start SAM2 on the newest usable frame (:mod:`.encode_ahead`)."""
@@ -584,7 +731,9 @@ class WisePerceptionNode(LifecycleNodeMixin, Node):
         header: Header,
         timing: dict[str, float],
         image: np.ndarray | None,
+        track: dict[str, Any] | None = None,
     ) -> None:
+        """``track``: whether the answer is being tracked (when the command asked for it)."""
         if self._quiet():
             return  # SIGINT: nothing can be sent
         outputs = self._outputs
@@ -600,7 +749,10 @@ class WisePerceptionNode(LifecycleNodeMixin, Node):
             "node_overhead_ms": round(max(elapsed_ms - waits, 0.0), 3),
             "latency_ms": round(elapsed_ms, 3),
         }
-        self._result_pub.publish(rm.result_to_string(result, header, node_info, job.command.id))
+        extra = {"track": track} if track is not None else {}
+        self._result_pub.publish(
+            rm.result_to_string(result, header, node_info, job.command.id, **extra)
+        )
         with self._stats_lock:
             self._stats.counts[result.status.value] += 1
             self._stats.last_status = result.status.value
@@ -627,6 +779,8 @@ class WisePerceptionNode(LifecycleNodeMixin, Node):
         # The newest frame's frame_id: what the next command will be paired with.
         values["newest_frame"] = frame.frame_id if frame is not None else ""
         values["encode_ahead"] = "on" if self._encode_ahead else "off"
+        # The running track (rate, skipped frames, state), or the last one's end.
+        values["tracking"] = self._track_status
         values["encoded_ahead"] = self._ahead.encoded  # the last frame encoded ahead
         if self._image_sub is not None:  # what auto chose (or the explicit setting)
             values["image_reliability"] = image_qos.reliability_name(self._image_reliability)

@@ -89,17 +89,32 @@ def success_messages(
 
 
 def result_to_string(
-    result: Result, header: Header, node_info: dict[str, Any], command_id: Any = None
+    result: Result,
+    header: Header,
+    node_info: dict[str, Any],
+    command_id: Any = None,
+    **extra: Any,
 ) -> String:
     """The ``result`` topic: ``Result.to_json`` plus the caller's ``id`` (null without one),
-    the source ``stamp``/``frame_id`` and the node-side fields (``node``: request id, queue
-    wait, image age, node overhead)."""
+    the source ``stamp``/``frame_id``, the node-side fields (``node``: request id, queue
+    wait, image age, node overhead) and ``extra`` (``track``: whether the answer is tracked)."""
     return String(
         data=result.to_json(
             id=command_id,
             stamp=stamp_to_dict(header.stamp),
             frame_id=header.frame_id,
             node=node_info,
+            **extra,
+        )
+    )
+
+
+def track_to_string(fields: dict[str, Any], header: Header) -> String:
+    """The ``track`` topic: one tracked frame (or the track's end), with the ``stamp`` and
+    ``frame_id`` of the frame it was computed on (:meth:`.command_track.CommandTrack.report`)."""
+    return String(
+        data=json.dumps(
+            {**fields, "stamp": stamp_to_dict(header.stamp), "frame_id": header.frame_id}
         )
     )
 

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 from ..core.limits import CheckedImage
 from ..core.prompts import Question
 from ..result import Result
+from ..tracking import Track, TrackSettings, TrackUpdate
 from .settings import Settings
 
 
@@ -24,6 +25,15 @@ class NodePipeline(Protocol):
     ) -> Result: ...
 
     def encode_ahead(self, image: CheckedImage, frame_key: Hashable) -> Future[Any]: ...
+
+    def track(
+        self,
+        image: CheckedImage,
+        result: Result,
+        settings: TrackSettings | None = None,
+        *,
+        at: float | None = None,
+    ) -> tuple[Track, TrackUpdate]: ...
 
     def cache_info(self) -> dict[str, int]: ...
 

@@ -23,6 +23,7 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from ..core.limits import DEFAULT_MAX_IMAGE_PIXELS, MAX_COMMAND_CHARS
 from ..core.manifest import DEFAULT_POLICY
 from ..core.prompts import DEFAULT_BREVITY, PromptMode
+from ..tracking import TrackSettings
 
 RELIABILITY = {
     "reliable": ReliabilityPolicy.RELIABLE,
@@ -179,6 +180,34 @@ class Settings:
     use_overlay: bool = _param(
         False, "also publish an rgb8 overlay of mask, box, points and rationale", read_only=True
     )
+    # Tracking (reason once, then track: wise_perception.tracking).
+    track_default: bool = _param(
+        False,
+        'track the answer through later frames when a command does not say ("track" in its '
+        "JSON): a mask per frame on mask, a JSON per frame on track",
+    )
+    track_score_threshold: float = _param(
+        0.5,
+        "a tracked frame whose score (SAM2's object-presence probability) is below this does "
+        "not see the object",
+        bounds=(0.0, 1.0),
+    )
+    track_lost_after: int = _param(
+        5, "frames in a row below the threshold before the object is lost", bounds=(1, 100000)
+    )
+    track_timeout_s: float = _param(
+        0.0, "seconds a track runs before it ends (timeout); 0: no limit", bounds=(0.0, 86400.0)
+    )
+    reground_on_loss: bool = _param(
+        False,
+        "when the object is lost, ask the policy again with the same command on the newest "
+        "frame and track its new answer (no second result: tracking output only)",
+    )
+    track_seed_with: str = _param(
+        "prompts",
+        "seed the tracker with the answer's boxes and points (prompts) or its masks (masks)",
+        choices=("prompts", "masks"),
+    )
     # The pipeline is loaded with the node's limits: what the node accepts, the pipeline serves.
     max_image_pixels: int = _param(
         DEFAULT_MAX_IMAGE_PIXELS,
@@ -216,6 +245,15 @@ class Settings:
                 value = value.strip().lower()
             read[f.name] = value
         return cls(**read)
+
+    def track_settings(self) -> TrackSettings:
+        """How a command's track is seeded and when it ends."""
+        return TrackSettings(
+            score_threshold=self.track_score_threshold,
+            lost_after=self.track_lost_after,
+            timeout_s=self.track_timeout_s,
+            seed_with=self.track_seed_with,
+        )
 
     def image_qos(self, reliability: ReliabilityPolicy | None = None) -> QoSProfile:
         """The image subscription's QoS; ``reliability`` is auto's choice (required for auto)."""

@@ -17,12 +17,15 @@ TOPICS = """\
 topic          dir   type                             when
 ============== ===== ================================ =======================================
 image          in    sensor_msgs/Image                while active (QoS: ``image_*`` params)
-command        in    std_msgs/String                  in every state (reliable): plain text
-                                                      or {"id": ..., "command": ...}
+command        in    std_msgs/String                  in every state (reliable): plain text,
+                                                      {"id": ..., "command": ..., "track": ...}
+                                                      or {"stop": true}
 result         out   std_msgs/String (JSON)           exactly one per command, every state
-mask           out   sensor_msgs/Image mono8 0/255    successes only
+mask           out   sensor_msgs/Image mono8 0/255    successes, then each tracked frame
+track          out   std_msgs/String (JSON)           each tracked frame, and a track's end
 rationale      out   std_msgs/String                  successes only
-overlay        out   sensor_msgs/Image rgb8           successes, when ``use_overlay``
+overlay        out   sensor_msgs/Image rgb8           successes (and tracked frames), when
+                                                      ``use_overlay``
 detections     out   vision_msgs/Detection2DArray     successes, where vision_msgs is installed
 /diagnostics   out   diagnostic_msgs/DiagnosticArray  every ``diagnostics_period_s``
 ============== ===== ================================ ======================================="""

@@ -95,6 +95,8 @@ class NodeTimeline:
             self._received, time_ns, data, parse_command(data, self.settings.max_command_chars)
         )
         job.deadline_ns = time_ns + round(self.settings.command_wait_s * NANOSECONDS)
+        if job.command.stop:  # a stop ends the node's track; the replay does not track
+            return [*decisions, self._fail(job, Status.STOPPED, "no track was running")]
         if job.command.question is None:
             return [*decisions, self._fail(job, Status.INVALID_COMMAND, job.command.error)]
         job.frame = self.slot.usable(self.settings.max_image_age_s)
