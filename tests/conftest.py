@@ -48,14 +48,6 @@ def tiny_sam2_video_dir(tiny_checkpoints: TinyCheckpoints) -> Path:
     return tiny_sam2_video(tiny_checkpoints.root)
 
 
-@pytest.fixture(scope="session")
-def trained_tracker_dir() -> Path:
-    """A tiny SAM2 taught to track moving shapes, kept in the repository (made by
-    ``python -m wise_dev.train_tracker``; the command and its measured figures are in its
-    ``training.json``)."""
-    return Path(__file__).parent / "fixtures" / "sam2_tracker"
-
-
 # Taught tiny policies kept in the repository: teaching is float arithmetic whose result
 # differs between CPUs, so the tests load weights taught once, to a verified wide margin.
 FIXTURE_POLICIES = Path(__file__).parent / "fixtures" / "policies"

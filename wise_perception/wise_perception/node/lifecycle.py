@@ -40,6 +40,17 @@ once; published. An invalid newest frame answers ``invalid_image`` naming its pr
 With ``encode_ahead``, the worker starts SAM2's encoding of the newest usable frame whenever
 no command waits: one encoding at a time, each frame once, never while a command is served
 and never waited for, so a command on that frame finds its encoding done or in flight.
+
+Reason once, then track: a command that asks (``"track": true``, or ``track_default``) is
+followed after its result by SAM2's video memory (:mod:`wise_perception.tracking`), as the
+worker's idle work: each time the newest frame that came after the last one tracked (the ones
+in between are skipped and counted), its mask on ``mask`` and its JSON on ``track``, both with
+that frame's header (:mod:`.command_track`). The policy does not run while tracking. The
+track ends when the next command is served (``preempted``), on ``{"stop": true}``
+(``stopped``; the stop gets its own ``stopped`` result), on loss (``lost``: the score below
+``track_score_threshold`` for ``track_lost_after`` frames; with ``reground_on_loss`` the
+policy is asked again on that frame and its new answer tracked, published on ``track`` and
+``mask``, never as a second result), on ``track_timeout_s``, or when the models are released.
 """
 
 from __future__ import annotations
@@ -771,7 +782,9 @@ class WisePerceptionNode(LifecycleNodeMixin, Node):
                 "last_latency_ms": self._stats.last_latency_ms,
                 "last_status": self._stats.last_status,
                 "ok": counts.get(Status.OK.value, 0),
-                "errors": sum(n for s, n in counts.items() if s != Status.OK.value),
+                "errors": sum(
+                    n for s, n in counts.items() if s not in (Status.OK.value, Status.STOPPED.value)
+                ),
                 "counts": counts,
                 "images": self._stats.images,
                 "invalid_images": self._stats.invalid_images,
