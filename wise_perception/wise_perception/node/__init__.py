@@ -4,7 +4,8 @@
 parameter table), ``state`` (where the node stands), ``image_qos`` (the image subscription's
 QoS against the cameras'), ``usage`` (``--help``), ``messages`` (messages in and out),
 ``command_queue`` (bounded, with the worker's idle work), ``encode_ahead`` (SAM2 on the newest
-frame while idle), ``models`` (what the node calls on the pipeline, and loading it). Reading
+frame while idle), ``command_track`` (a command's track: the next frame, its counters, its
+report), ``models`` (what the node calls on the pipeline, and loading it). Reading
 images and commands and pairing them (the newest frame) is ROS-free, in
 :mod:`wise_perception.inputs`, shared with the bag replay.
 
