@@ -35,25 +35,12 @@ from typing import Any
 import numpy as np
 
 from wise_perception.core.metrics import score_masks
+from wise_perception.segmenter.sam2_video import MEMORY_MODULES
 
 from .moving_shapes import Stream, make_stream
 from .tiny_models import sam2_processor, share_positional_encoding, tiny_sam2_video_config
 
 IMAGE_SIZE = 128
-# Sam2VideoModel's parameters that only the video memory uses (--memory-lr-scale).
-MEMORY_PARAMETERS = frozenset(
-    {
-        "memory_attention",
-        "memory_encoder",
-        "memory_temporal_positional_encoding",
-        "object_pointer_proj",
-        "mask_downsample",
-        "no_object_pointer",
-        "no_memory_positional_encoding",
-        "occlusion_spatial_embedding_parameter",
-        "temporal_positional_encoding_projection_layer",
-    }
-)
 TRAIN_SEEDS = 1_000_000  # training streams use seeds from here on; evaluation seeds are below
 
 
@@ -247,8 +234,8 @@ def train(
         model = share_positional_encoding(from_scratch(Sam2VideoModel(tracker_config())))
     model.eval()  # eval: the forward stores what inference stores; no dropout
     processor = _video_processor()
-    memory = [p for n, p in model.named_parameters() if n.split(".")[0] in MEMORY_PARAMETERS]
-    others = [p for n, p in model.named_parameters() if n.split(".")[0] not in MEMORY_PARAMETERS]
+    memory = [p for n, p in model.named_parameters() if n.split(".")[0] in MEMORY_MODULES]
+    others = [p for n, p in model.named_parameters() if n.split(".")[0] not in MEMORY_MODULES]
     optimizer = torch.optim.AdamW(
         [{"params": others, "scale": 1.0}, {"params": memory, "scale": memory_lr_scale}],
         lr=lr,

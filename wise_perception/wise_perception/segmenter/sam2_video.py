@@ -37,15 +37,20 @@ from ..device import SideStream
 from .base import check_rgb
 from .tracking import MemoryInfo, TrackedObject, Tracker, TrackingUnsupported, TrackStep, mask_box
 
-# Top-level modules of Sam2VideoModel that only the video memory uses (absent from image-only
-# checkpoints).
-MEMORY_MODULES = (
-    "memory_attention",
-    "memory_encoder",
-    "memory_temporal_positional_encoding",
-    "object_pointer_proj",
-    "mask_downsample",
-    "no_object_pointer",
+# Sam2VideoModel's top-level modules and parameters that only the video memory uses: what an
+# image-only checkpoint lacks (Sam2Model ignores exactly these when it loads a video one).
+MEMORY_MODULES = frozenset(
+    {
+        "memory_attention",
+        "memory_encoder",
+        "memory_temporal_positional_encoding",
+        "object_pointer_proj",
+        "mask_downsample",
+        "no_object_pointer",
+        "no_memory_positional_encoding",
+        "occlusion_spatial_embedding_parameter",
+        "temporal_positional_encoding_projection_layer",
+    }
 )
 # Per-frame outputs SAM2 reads again on later frames; everything else is dropped after a frame.
 _MEMORY_KEYS = ("maskmem_features", "maskmem_pos_enc")
