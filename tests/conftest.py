@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from wise_dev.teach import TAUGHT_COMPLETION, TAUGHT_MULTI_COMPLETION
-from wise_dev.tiny_models import TinyCheckpoints, build_tiny_checkpoints
+from wise_dev.tiny_models import TinyCheckpoints, build_tiny_checkpoints, tiny_sam2_video
 
 
 @pytest.fixture(scope="session")
@@ -40,6 +40,12 @@ def tiny_policy_dir(tiny_checkpoints: TinyCheckpoints) -> Path:
 @pytest.fixture(scope="session")
 def tiny_sam2_dir(tiny_checkpoints: TinyCheckpoints) -> Path:
     return tiny_checkpoints.sam2
+
+
+@pytest.fixture(scope="session")
+def tiny_sam2_video_dir(tiny_checkpoints: TinyCheckpoints) -> Path:
+    """A tiny random SAM2 with its video memory (``Sam2VideoModel``): segmenter and tracker."""
+    return tiny_sam2_video(tiny_checkpoints.root)
 
 
 # Taught tiny policies kept in the repository: teaching is float arithmetic whose result

@@ -205,14 +205,16 @@ class VllmServer:
 def vllm_server_factory(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Callable[..., VllmServer]]:
-    """``factory(model_dir)`` -> a started :class:`VllmServer`; all stopped at session end."""
+    """``factory(model_dir)`` -> a started :class:`VllmServer` (``start=False``: its port chosen,
+    nothing listening on it yet); all stopped at session end."""
     servers: list[VllmServer] = []
     logs = tmp_path_factory.mktemp("vllm_logs")
 
-    def factory(model_dir: Path) -> VllmServer:
+    def factory(model_dir: Path, *, start: bool = True) -> VllmServer:
         server = VllmServer(model_dir, logs / f"server{len(servers)}.log")
         servers.append(server)
-        server.start()
+        if start:
+            server.start()
         return server
 
     yield factory

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from wise_perception.core.answer import FailureReason, parse_completion
+from wise_perception.core.prompts import spec_for
 from wise_perception.policy.vllm_engine import VllmPolicy
 from wise_perception.policy.vllm_structured import completion_regex
 
@@ -57,9 +58,17 @@ def policy(hd32_checkpoints):
     loaded.close()
 
 
-def test_explicit_kv_cache_instead_of_a_fraction_of_memory(policy) -> None:
+def test_explicit_kv_cache_instead_of_a_fraction_of_memory(policy, hd32_checkpoints) -> None:
     cache = policy.llm.llm_engine.vllm_config.cache_config
     assert cache.kv_cache_memory_bytes == KV_BYTES
+    # What was loaded, as kept at load time.
+    info = policy.info()
+    assert (info.name, info.backend, info.device, info.dtype) == (
+        str(hd32_checkpoints.policy_hd32),
+        "vllm",
+        "cpu",
+        "float32",
+    )
 
 
 def test_fraction_of_memory_refused_when_free_ram_is_below_it(hd32_checkpoints, monkeypatch):
@@ -152,6 +161,10 @@ def test_structured_output_makes_even_random_weights_answer_in_schema(policy) ->
         parsed = parse_completion(out.text)
         # The structure is guaranteed; whether the box is a valid box is still the model's.
         assert parsed.ok or parsed.reason in (FailureReason.BAD_BOX, FailureReason.BAD_POINT)
-    assert VllmPolicy(policy.llm, policy.processor, structured_output=True).regex == (
-        completion_regex()
-    )
+    # structured_output=True: the regex of each request's prompt spec, none without one.
+    structured = VllmPolicy(policy.llm, policy.processor, structured_output=True)
+    for mode, schema in (("wise_s", "single"), ("wise_f", "multi")):
+        spec = spec_for(mode, schema=schema)
+        params = structured.sampling_params(spec=spec)
+        assert params.structured_outputs.regex == completion_regex(spec.order, spec.schema)
+    assert structured.sampling_params().structured_outputs is None

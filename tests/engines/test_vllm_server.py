@@ -27,7 +27,7 @@ from wise_dev.teach import TAUGHT_COMPLETION, TEACH_QUESTIONS
 from wise_perception.core.answer import extract_span
 from wise_perception.core.prompts import PromptMode, build_instruction, spec_for
 from wise_perception.policy.vllm_client import PolicyUnavailableError, VllmServerPolicy
-from wise_perception.policy.vllm_structured import completion_regex
+from wise_perception.policy.vllm_structured import COORDINATE_REGEX, completion_regex
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 
@@ -57,9 +57,9 @@ EXPECTED_BOX = [_map(100, WIDTH), _map(200, HEIGHT), _map(400, WIDTH), _map(500,
 
 def test_client_gets_the_taught_answer_and_stops_at_the_stop_string(taught_server) -> None:
     policy = VllmServerPolicy(taught_server.url, max_new_tokens=96)
-    assert policy.model == SERVED  # the first model GET /v1/models lists
     image = FRAME
     out = policy.generate([image], [INSTRUCTION], stop=("</answer>",))[0]
+    assert policy.served_model() == SERVED  # the first model GET /v1/models lists
     assert out.text == TAUGHT_COMPLETION
     assert out.generated_tokens == len(policy.tokenizer.encode(TAUGHT_COMPLETION))
     assert out.prefill_s > 0.0 and out.decode_s >= 0.0
@@ -69,7 +69,7 @@ def test_client_gets_the_taught_answer_and_stops_at_the_stop_string(taught_serve
 
 def test_structured_output_is_applied_by_the_server(taught_server) -> None:
     """A regex that excludes the taught answer forces a different, schema-conform one."""
-    regex = completion_regex(max_span_chars=16).replace(r"\d{1,3}", "7")
+    regex = completion_regex(max_span_chars=16).replace(COORDINATE_REGEX, "7")
     policy = VllmServerPolicy(
         taught_server.url, model=SERVED, max_new_tokens=96, structured_output=regex
     )
@@ -77,9 +77,10 @@ def test_structured_output_is_applied_by_the_server(taught_server) -> None:
     assert re.fullmatch(regex, out.text), out.text
     answer = json.loads(extract_span(out.text, "answer") or "null")
     assert answer == {"bbox": [7, 7, 7, 7], "points_1": [7, 7], "points_2": [7, 7]}
-    # the default regex admits the taught answer: unchanged
+    # the regex of the request's prompt spec admits the taught answer: unchanged
     default = VllmServerPolicy(taught_server.url, model=SERVED, structured_output=True)
-    assert default.generate([FRAME], [INSTRUCTION])[0].text == TAUGHT_COMPLETION
+    spec = spec_for(PromptMode.WISE_S)
+    assert default.generate([FRAME], [INSTRUCTION], spec=spec)[0].text == TAUGHT_COMPLETION
 
 
 def test_unreachable_server_fails_fast_with_a_named_error() -> None:

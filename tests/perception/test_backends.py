@@ -17,6 +17,7 @@ import torch
 from support.greedy import assert_same_greedy, greedy_rows
 
 from wise_dev.teach import TAUGHT_COMPLETION
+from wise_perception.backend_info import BackendInfo
 from wise_perception.core.answer import ObjectPrompt
 from wise_perception.core.geometry import ResizeProtocol
 from wise_perception.core.prompts import build_instruction, build_messages, spec_for
@@ -116,12 +117,37 @@ def test_transformers_generation_and_timings(taught_pipeline) -> None:
             == len(policy.tokenizer.encode(TAUGHT_COMPLETION, add_special_tokens=False)) + 1
         )
         assert out.prefill_s > 0 and out.decode_s > 0
-    policy.max_new_tokens, policy.min_new_tokens = 5, 5
+    policy.max_new_tokens = 5
     try:
-        forced = policy.generate([frame], instructions[:1])[0]
+        cut = policy.generate([frame], instructions[:1])[0]
     finally:
-        policy.max_new_tokens, policy.min_new_tokens = 96, 0
-    assert forced.generated_tokens == 5 and forced.text == TAUGHT_COMPLETION[: len(forced.text)]
+        policy.max_new_tokens = 96
+    assert cut.generated_tokens == 5 and cut.text == TAUGHT_COMPLETION[: len(cut.text)]
+    assert policy.info() == BackendInfo(str(policy.name), "transformers", "cpu", "float32")
+
+
+@pytest.mark.parametrize("engine", ["engine", "generate"])
+def test_an_injected_token_chooser_decides_every_token(random_pipeline, engine) -> None:
+    """Token choice is a function (greedy by default): a scripted chooser makes even the random
+    policy write a given completion, in the own engine and in ``model.generate`` alike, with
+    the forced schema's count of forwards where it applies."""
+    from wise_dev.decoding import scripted
+
+    base = random_pipeline.policy
+    policy = TransformersPolicy(base.model, base.processor, engine=engine, max_new_tokens=96)
+    ids = policy.tokenizer.encode(TAUGHT_COMPLETION, add_special_tokens=False)
+    spec = spec_for("wise_s")
+    frame = np.zeros((840, 840, 3), dtype=np.uint8)
+    instruction = build_instruction("the red square", spec)
+    greedy = policy.generate([frame], [instruction], spec=spec, stop=("</answer>",))[0]
+    assert greedy.text != TAUGHT_COMPLETION  # random weights write junk
+    policy.choose = scripted(ids, end=policy.tokenizer.eos_token_id)
+    (out,) = policy.generate([frame], [instruction], spec=spec, stop=("</answer>",))
+    assert out.text == TAUGHT_COMPLETION and out.generated_tokens == len(ids)
+    if engine == "engine":  # the forced schema wrote the answer's fixed text
+        assert out.forward_passes < len(ids)
+    else:
+        assert out.forward_passes == len(ids)
 
 
 def test_static_cache_generation_matches_the_dynamic_cache(taught_pipeline) -> None:
@@ -225,7 +251,7 @@ class FakeVllmServer:
     """A stand-in for the GPU vLLM OpenAI-compatible server, on 127.0.0.1 (no GPU here).
 
     Answers /v1/models, /tokenize (whitespace tokens) and /v1/chat/completions (streamed as
-    server-sent events or not) with a fixed completion; records the requests it got.
+    server-sent events or not) with a fixed completion; records every request it got.
     """
 
     def __init__(self, completion: str, *, delay_s: float = 0.0, fail: int = 0) -> None:
@@ -246,6 +272,7 @@ class FakeVllmServer:
                 self.wfile.write(body)
 
             def do_GET(self) -> None:
+                server.requests.append({"path": self.path, "body": None})
                 if self.path == "/v1/models":
                     self._json(200, {"object": "list", "data": [{"id": "wise-s-7b"}]})
                 else:
@@ -303,9 +330,15 @@ def fake_server() -> Iterator[FakeVllmServer]:
 
 def test_server_client_sends_the_image_and_reads_the_stream(fake_server) -> None:
     policy = load_policy(fake_server.url, max_new_tokens=77)
-    assert isinstance(policy, VllmServerPolicy) and policy.model == "wise-s-7b"
+    assert isinstance(policy, VllmServerPolicy)
+    # Describing the client asks the server nothing; the first request learns the model.
+    assert policy.info() == BackendInfo(fake_server.url, "vllm-server")
+    assert (policy.url, policy.tokenizer is not None) == (fake_server.url, True)
+    assert fake_server.requests == []
     image = _image(56, 28, 2)
     out = policy.generate([image], ["find the cup"])[0]
+    assert policy.served_model() == "wise-s-7b"
+    assert policy.info().name == f"{fake_server.url}#wise-s-7b"
     assert out.text == TAUGHT_COMPLETION
     assert out.generated_tokens == len(TAUGHT_COMPLETION.split(" "))
     assert out.prefill_s >= 0 and out.decode_s >= 0
@@ -356,6 +389,22 @@ def test_server_errors_are_clear(tiny_sam2_dir) -> None:
     gone = load_policy(server.url, retries=0)
     with pytest.raises(PolicyUnavailableError, match="unreachable"):
         gone.generate([_image(28, 28, 5)], ["x"])
+
+
+def test_the_server_client_sends_the_regex_of_the_requests_spec(fake_server) -> None:
+    """structured_output=True: each request carries the regex of its own prompt spec (span
+    order and answer schema); without a spec, none."""
+    from wise_perception.policy.vllm_structured import completion_regex
+
+    policy = load_policy(fake_server.url, structured_output=True)
+    image = _image(28, 28, 3)
+    for mode, schema in (("wise_s", "single"), ("wise_f", "multi")):
+        spec = spec_for(mode, schema=schema)
+        policy.generate([image], ["x"], spec=spec)
+        sent = fake_server.requests[-1]["body"]["structured_outputs"]["regex"]
+        assert sent == completion_regex(spec.order, spec.schema)
+    policy.generate([image], ["x"])
+    assert "structured_outputs" not in fake_server.requests[-1]["body"]
 
 
 def test_completion_regex_admits_only_json_the_parser_accepts() -> None:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from wise_perception import cli
 from wise_perception.pipeline import WisePipeline
 from wise_perception.sources import CheckpointUnavailable, check_reachable, is_hub_id
 
@@ -15,10 +16,24 @@ def test_an_uncached_hub_id_offline_says_what_to_do(tiny_sam2_dir: Path) -> None
     with pytest.raises(CheckpointUnavailable) as info:
         WisePipeline.from_pretrained("wise-org/not-a-cached-model", tiny_sam2_dir, device="cpu")
     message = str(info.value)
-    assert "'policy_model'" in message and "make run MODEL=" in message
+    assert info.value.role == "policy" and "'wise-org/not-a-cached-model'" in message
     assert "make demo" in message
-    with pytest.raises(CheckpointUnavailable, match="'segmenter_model'"):
-        check_reachable("facebook/not-a-cached-sam2", "segmenter", "segmenter_model")
+    # The pipeline does not know what its caller calls the setting: it names none.
+    assert "policy_model" not in message and "--model" not in message
+    with pytest.raises(CheckpointUnavailable) as info:
+        check_reachable("facebook/not-a-cached-sam2", "segmenter")
+    assert info.value.role == "segmenter"
+    assert "Set --segmenter to a local" in str(info.value.naming("--segmenter"))
+
+
+def test_the_cli_hint_names_its_flag(tiny_checkpoints, capsys) -> None:
+    code = cli.main(
+        [str(tiny_checkpoints.demo_image), "the cup", "--model", "wise-org/not-a-cached-model"]
+    )
+    assert code == 3
+    err = capsys.readouterr().err
+    assert "Set --model to a local checkpoint folder" in err
+    assert "policy_model" not in err and "make run" not in err
 
 
 def test_local_folders_and_urls_are_not_hub_ids(tmp_path: Path) -> None:
@@ -26,4 +41,4 @@ def test_local_folders_and_urls_are_not_hub_ids(tmp_path: Path) -> None:
     assert not is_hub_id(str(tmp_path))
     assert not is_hub_id("./models/wise")
     assert not is_hub_id("http://gpu-server:8000/v1")
-    check_reachable(str(tmp_path), "policy", "policy_model")  # local: its loader decides
+    check_reachable(str(tmp_path), "policy")  # local: its loader decides

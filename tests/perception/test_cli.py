@@ -9,9 +9,21 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 
 from wise_dev import bench
 from wise_perception import cli
+from wise_perception.image_files import ImageFileError, read_rgb
+from wise_perception.pipeline import WisePipeline
+
+
+def _refuse_loading(monkeypatch) -> None:
+    """Loading a model would be a bug in these tests: the problem must be found before it."""
+
+    def loading(*args, **kwargs):
+        raise AssertionError("the models were loaded before the input was checked")
+
+    monkeypatch.setattr(WisePipeline, "from_pretrained", loading)
 
 
 def test_cli_writes_mask_overlay_and_json(
@@ -58,7 +70,7 @@ def test_cli_input_errors_exit_2_and_load_errors_exit_3(tiny_checkpoints, tmp_pa
     junk = tmp_path / "junk.png"
     junk.write_bytes(b"not an image")
     assert cli.main([str(junk), "the cup"]) == 2
-    assert "not a readable image" in capsys.readouterr().err
+    assert "is not an image file" in capsys.readouterr().err
     assert cli.main([str(tiny_checkpoints.demo_image), "   "]) == 2
     assert "invalid command" in capsys.readouterr().err
     code = cli.main(
@@ -200,3 +212,83 @@ def test_bench_full_size_path_runs_scaled_down(tiny_checkpoints, monkeypatch, ca
     assert bench.main([*args, "--engines", "generate", "engine+schema"]) == 0
     table = capsys.readouterr().out
     assert "qwen2.5-vl-7b+sam2-large+engine+schema" in table and "decode/step" in table
+
+
+def test_an_out_that_is_a_file_exits_2_before_loading(
+    tiny_checkpoints, tmp_path, capsys, monkeypatch
+):
+    _refuse_loading(monkeypatch)
+    taken = tmp_path / "existing_file.png"
+    taken.write_bytes(b"")
+    assert cli.main([str(tiny_checkpoints.demo_image), "the cup", "--out", str(taken)]) == 2
+    assert "is a file; give a folder" in capsys.readouterr().err
+    assert taken.read_bytes() == b""  # nothing overwritten
+
+
+def _jpeg(path: Path, image: np.ndarray, exif_orientation: int | None = None) -> Path:
+    from PIL import Image
+
+    picture = Image.fromarray(image)
+    exif = Image.Exif()
+    if exif_orientation is not None:
+        exif[0x0112] = exif_orientation  # the EXIF Orientation tag
+    picture.save(path, format="JPEG", quality=95, exif=exif)
+    return path
+
+
+def test_a_truncated_jpeg_is_refused_before_loading(tmp_path, capsys, monkeypatch):
+    _refuse_loading(monkeypatch)
+    rng = np.random.default_rng(0)
+    whole = _jpeg(tmp_path / "whole.jpg", rng.integers(0, 255, (240, 320, 3), dtype=np.uint8))
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    assert read_rgb(whole).shape == (240, 320, 3)
+    assert cli.main([str(cut), "the cup", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "truncated or corrupt" in err and "cut.jpg" in err
+    assert not (tmp_path / "out" / "cut_result.json").exists()
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    # Stored 40 wide and 20 high, with the left half red; orientation 6 means "rotate 90
+    # degrees clockwise to display": upright it is 20 wide, 40 high, red at the top.
+    stored = np.zeros((20, 40, 3), np.uint8)
+    stored[:, :20] = (255, 0, 0)
+    upright = read_rgb(_jpeg(tmp_path / "phone.jpg", stored, exif_orientation=6))
+    assert upright.shape == (40, 20, 3)
+    assert upright[:20, :, 0].mean() > 200 and upright[20:, :, 0].mean() < 50
+    assert read_rgb(_jpeg(tmp_path / "plain.jpg", stored)).shape == (20, 40, 3)
+
+
+def test_read_rgb_names_the_problem(tmp_path):
+    (tmp_path / "folder").mkdir()
+    for path, reason in (
+        (tmp_path / "missing.png", "does not exist"),
+        (tmp_path / "folder", "is not a file"),
+    ):
+        with pytest.raises(ImageFileError, match=reason) as caught:
+            read_rgb(path)
+        assert str(path) in str(caught.value)
+
+
+def test_help_lists_the_exit_codes_and_prints_no_markup():
+    text = cli.build_parser().format_help()
+    assert "exit codes:" in text and "``" not in text
+    for code in ("0", "1", "2", "3"):
+        assert f"\n  {code}  " in text
+
+
+def test_settings_out_of_range_exit_2_before_any_model_loads(tiny_checkpoints, tmp_path, capsys):
+    # The real loading path: the settings are checked before a model is read, so these fail in
+    # about the time of a torch import, with what to change.
+    base = [str(tiny_checkpoints.demo_image), "the cup", "--out", str(tmp_path)]
+    models = ["--model", str(tiny_checkpoints.policy), "--segmenter", str(tiny_checkpoints.sam2)]
+    assert cli.main([*base, *models, "--max-new-tokens", "0"]) == 2
+    assert "invalid setting: max_new_tokens must be positive" in capsys.readouterr().err
+    import torch
+
+    if not torch.cuda.is_available():
+        assert cli.main([*base, *models, "--device", "cuda"]) == 2
+        assert "CUDA is not available" in capsys.readouterr().err
+    assert cli.main([*base, *models, "--dtype", "fp8"]) == 2
+    assert "unknown dtype" in capsys.readouterr().err

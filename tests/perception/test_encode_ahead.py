@@ -16,9 +16,9 @@ pytest.importorskip("rclpy", reason="needs the ROS 2 message packages (ros-wheel
 
 from builtin_interfaces.msg import Time
 
+from wise_perception.inputs.frame_slot import FrameSlot
 from wise_perception.node import messages as rm
 from wise_perception.node.encode_ahead import EncodeAhead
-from wise_perception.node.frame_slot import FrameSlot
 
 pytestmark = pytest.mark.ros
 

@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 import torch
 
+from wise_dev.decoding import at_least, rows_agree, scripted
 from wise_dev.teach import TAUGHT_COMPLETION, TAUGHT_MULTI_COMPLETION
 from wise_perception.core.prompts import build_instruction, spec_for
 from wise_perception.policy.transformers.backend import TransformersPolicy
-from wise_perception.policy.transformers.engine import Qwen25VLEngine, rows_agree
+from wise_perception.policy.transformers.engine import Qwen25VLEngine
 from wise_perception.policy.transformers.forced_schema import (
     MULTI_CLOSE,
     MULTI_NEXT,
@@ -109,7 +110,11 @@ def test_engine_ids_equal_generate(random_policy, batched: bool, forced_length: 
         with torch.inference_mode():
             ref, logits = _reference(policy, inputs, max_new, min_new)
             got = engine.generate(
-                inputs, max_new_tokens=max_new, eos_ids={eos}, pad_id=pad, min_new_tokens=min_new
+                inputs,
+                max_new_tokens=max_new,
+                eos_ids={eos},
+                pad_id=pad,
+                choose=at_least(min_new, {eos}),
             )
         assert_greedy_agree(ref, got.rows, logits)
         assert got.forward_passes == max(len(r) for r in got.rows)
@@ -192,9 +197,9 @@ def test_schema_machine_lets_go_of_a_row_that_leaves_it(random_policy) -> None:
     )
 
 
-def _pair(policy: TransformersPolicy, mode: str, schema: str = "single"):
+def _pair(mode: str, schema: str = "single"):
     spec = spec_for(mode, schema=schema)
-    return [build_instruction("a", spec), build_instruction(COMMANDS[1], spec)]
+    return spec, [build_instruction("a", spec), build_instruction(COMMANDS[1], spec)]
 
 
 @pytest.mark.parametrize(
@@ -221,27 +226,33 @@ def test_forced_schema_gives_free_decodings_text(request, fixture, completion, s
     frames = [_image(840, 840, 1), _image(840, 840, 2)]
     stop = ("</answer>",)
     for mode in ("wise_s", "seg_zero"):
-        instructions = _pair(engine_policy, mode, schema)
+        spec, instructions = _pair(mode, schema)
         for batch in ([0], [0, 1]):
             args = ([frames[i] for i in batch], [instructions[i] for i in batch])
-            want = plain.generate(*args, stop=stop)
-            forced = engine_policy.generate(*args, stop=stop)
-            forced_passes = engine_policy.last_forward_passes
-            unforced = free.generate(*args, stop=stop)
+            want = plain.generate(*args, spec=spec, stop=stop)
+            forced = engine_policy.generate(*args, spec=spec, stop=stop)
+            unforced = free.generate(*args, spec=spec, stop=stop)
             for outputs in (forced, unforced):
                 assert [o.text for o in outputs] == [completion] * len(batch)
                 assert [o.generated_tokens for o in outputs] == [o.generated_tokens for o in want]
-            assert forced_passes < free.last_forward_passes == want[0].generated_tokens
-    # Without </answer> among the stop strings (wise_f) the schema stays off.
-    engine_policy.generate([frames[0]], _pair(engine_policy, "wise_f", schema)[:1])
-    assert engine_policy.last_forward_passes == free.last_forward_passes + 1  # + end-of-turn
+            for f, u, w in zip(forced, unforced, want, strict=True):
+                assert f.forward_passes < u.forward_passes == w.generated_tokens
+    # The schema is the request's: without a spec, or in a spec whose answer is not last
+    # (wise_f: its d_think follows), the engine decodes freely.
+    one = ([frames[0]], _pair("wise_s", schema)[1][:1])
+    (no_spec,) = engine_policy.generate(*one, stop=stop)
+    assert no_spec.text == completion
+    assert no_spec.forward_passes == no_spec.generated_tokens
+    spec_f, instructions_f = _pair("wise_f", schema)
+    (wise_f,) = engine_policy.generate([frames[0]], instructions_f[:1], spec=spec_f)
+    assert wise_f.forward_passes == wise_f.generated_tokens  # free: one forward per token
 
 
 def test_forced_schema_ids_equal_generate(taught_policy_dir) -> None:
     policy = TransformersPolicy.from_pretrained(taught_policy_dir, device="cpu", dtype="float32")
     grammar = policy.grammar()
     engine = policy.engine()
-    instructions = _pair(policy, "wise_s")
+    _, instructions = _pair("wise_s")
     texts = [policy.prompt_text(i) for i in instructions]
     images = [_image(320, 240, 3), _image(640, 480, 4)]
     inputs = policy.processor(text=texts, images=images, padding=True, return_tensors="pt")
@@ -282,27 +293,32 @@ def test_policy_leaving_the_schema_is_unparsable(teach_tiny, tiny_sam2_dir) -> N
 
 
 def test_teacher_forcing_generates_the_script(random_policy) -> None:
-    """``script``: a random policy writes a given completion, freely (one forward per token)
-    and with the forced schema (the schema's count of forwards), every forward run in full."""
+    """The benchmark's scripted chooser: a random policy writes a given completion, freely (one
+    forward per token) and with the forced schema (the schema's count of forwards), every
+    forward run in full."""
     policy = random_policy
     grammar = policy.grammar()
     assert grammar is not None
     completion = TAUGHT_COMPLETION
     ids = policy.tokenizer.encode(completion, add_special_tokens=False)
     frame = _image(840, 840, 4)
-    instruction = build_instruction("the red square", spec_for("wise_s"))
+    spec = spec_for("wise_s")
+    instruction = build_instruction("the red square", spec)
     free = TransformersPolicy(policy.model, policy.processor, forced_schema=False)
+    schema = TransformersPolicy(policy.model, policy.processor)
     for backend, passes in (
         (free, len(ids)),
-        (policy, forward_passes(grammar, policy.tokenizer, completion)),
+        (schema, forward_passes(grammar, policy.tokenizer, completion)),
     ):
-        (out,) = backend.generate([frame], [instruction], stop=("</answer>",), script=[ids])
+        backend.choose = scripted(ids, end=policy.tokenizer.eos_token_id)
+        (out,) = backend.generate([frame], [instruction], spec=spec, stop=("</answer>",))
         assert out.text == completion and out.generated_tokens == len(ids)
-        assert backend.last_forward_passes == passes
+        assert out.forward_passes == passes
     assert forward_passes(grammar, policy.tokenizer, completion) < len(ids)
-    generate = TransformersPolicy(policy.model, policy.processor, engine="generate")
-    with pytest.raises(ValueError, match="needs engine='engine'"):
-        generate.generate([frame], [instruction], script=[ids])
+    # Batched, the chooser follows each row's own position (rows of different prompt lengths).
+    two = [instruction, build_instruction(COMMANDS[1], spec)]
+    outs = schema.generate([frame, frame], two, spec=spec, stop=("</answer>",))
+    assert [o.text for o in outs] == [completion, completion]
 
 
 # ---------------------------------------------------------------------- vision tower

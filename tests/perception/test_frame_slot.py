@@ -1,4 +1,5 @@
-"""The newest frame: checked at receipt, converted once, aged against the node clock."""
+"""The newest frame: checked at receipt, converted once, aged against the node clock (here on
+rclpy's messages; tests/replay/test_pairing.py runs the same slot on rosbags' in bag time)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ pytest.importorskip("rclpy", reason="needs the ROS 2 message packages (ros-wheel
 
 from builtin_interfaces.msg import Time
 
+from wise_perception.inputs import images
+from wise_perception.inputs.frame_slot import FrameSlot
 from wise_perception.node import messages as rm
-from wise_perception.node.frame_slot import FrameSlot
 
 pytestmark = pytest.mark.ros
 
@@ -32,8 +34,10 @@ def test_a_frame_is_checked_on_receipt_and_converted_once(monkeypatch):
     frame = slot.put(image("cam", sec=99), max_pixels=35)
     assert frame.error == "" and slot.newest() is frame
     conversions = []
-    convert = rm.checked_to_rgb
-    monkeypatch.setattr(rm, "checked_to_rgb", lambda msg: conversions.append(1) or convert(msg))
+    convert = images.checked_frame_to_rgb
+    monkeypatch.setattr(
+        images, "checked_frame_to_rgb", lambda msg: conversions.append(1) or convert(msg)
+    )
     first = frame.image()
     assert frame.image() is first and len(conversions) == 1
     np.testing.assert_array_equal(first.pixels, RGB)
@@ -59,6 +63,12 @@ def test_age_is_the_node_clock_minus_the_stamp_or_the_time_since_receipt():
     assert slot.usable(max_age_s=5.0) is stamped and slot.usable(max_age_s=1.0) is None
     unstamped = slot.put(image("cam"), 0)
     assert 0.0 <= slot.age(unstamped) < 5.0
+    # the receipt clock is injected too: an unstamped frame ages by it alone
+    receipt = [10.0]
+    slot = FrameSlot(lambda: NOW_NS, monotonic=lambda: receipt[0])
+    unstamped = slot.put(image("cam"), 0)
+    receipt[0] = 10.25
+    assert slot.age(unstamped) == 0.25 and slot.usable(max_age_s=0.25) is unstamped
     slot.clear()
     assert slot.newest() is None
 

@@ -203,9 +203,11 @@ def test_config_sets_exactly_the_declared_parameters():
     for p in PARAMETERS:  # same types as the declared defaults (ROS rejects a type change)
         assert type(params[p.name]) is type(p.default), p.name
     assert params["mode"] == "" and params["autostart"] is True
-    # reliable: see the stream measurement of bench_node (README, "Image QoS")
+    # launch files and lifecycle managers retry a failed activation: the node stays up
+    assert params["exit_on_autostart_failure"] is False
+    # auto: reliable from reliable cameras, see the stream measurement (README, "Image QoS")
     assert (params["image_reliability"], params["image_history"], params["image_depth"]) == (
-        "reliable",
+        "auto",
         "keep_last",
         1,
     )

@@ -5,6 +5,7 @@ import shutil
 from dataclasses import replace
 
 import numpy as np
+import pytest
 import rclpy
 from rclpy.lifecycle import TransitionCallbackReturn
 
@@ -13,6 +14,9 @@ from wise_perception.core.manifest import Manifest, write_manifest
 from wise_perception.node.lifecycle import WisePerceptionNode
 from wise_perception.node.models import load as load_pipeline
 from wise_perception.node.settings import Settings
+from wise_perception.policy.vllm_client import PolicyUnavailableError
+from wise_perception.result import Result, Status
+from wise_perception.sources import CheckpointUnavailable
 
 
 def test_empty_mode_and_brevity_take_the_manifest(taught_policy_dir, tiny_sam2_dir, tmp_path):
@@ -35,6 +39,21 @@ def test_empty_mode_and_brevity_take_the_manifest(taught_policy_dir, tiny_sam2_d
         assert explicit.config.mode == "seg_zero"  # an explicit parameter wins
     finally:
         explicit.close()
+
+
+def test_an_uncached_hub_id_names_the_node_parameter_to_set(tiny_sam2_dir):
+    """Offline (tests/conftest.py), the node's hint names its parameter and the make variable."""
+    for settings, parameter, variable in (
+        (Settings(policy_model="wise-org/not-cached", segmenter_model=str(tiny_sam2_dir)),
+         "'policy_model'", "MODEL="),
+        (Settings(policy_model=str(tiny_sam2_dir), segmenter_model="facebook/not-cached"),
+         "'segmenter_model'", "SEGMENTER="),
+    ):  # fmt: skip
+        with pytest.raises(CheckpointUnavailable) as info:
+            load_pipeline(settings)
+        message = str(info.value)
+        assert f"Set the node parameter {parameter}" in message
+        assert f"make run {variable}" in message and "--model" not in message
 
 
 def test_the_nodes_limits_are_the_pipelines(taught_policy_dir, tiny_sam2_dir):
@@ -92,7 +111,7 @@ def test_engine_parameters_reach_the_policy(tiny_policy_dir, tiny_sam2_dir):
 class _WarmupFails(StubPipeline):
     closed = False
 
-    def warmup(self) -> float:
+    def warmup(self) -> Result:
         raise RuntimeError("no GPU memory left for the warm-up")
 
     def close(self) -> None:
@@ -114,3 +133,69 @@ def test_a_failed_warmup_still_activates_the_node():
         node.destroy_node()
         rclpy.shutdown(context=context)
     assert stub.closed
+
+
+class _ServerDown(StubPipeline):
+    """What a vLLM server policy whose server is down looks like to the node: describing it
+    asks the server (``VllmServerPolicy.model``) and raises; each request is answered
+    policy_unavailable."""
+
+    closed = False
+
+    def describe(self):
+        raise PolicyUnavailableError("policy server unreachable: http://127.0.0.1:9/v1/models")
+
+    def warmup(self) -> Result:
+        return Result.failure("warm-up", Status.POLICY_UNAVAILABLE, "policy server unreachable")
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@pytest.fixture
+def in_process_node():
+    """``make(pipeline)``: a node in this process whose models are ``pipeline`` (stub models)."""
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=79)
+    made = []
+
+    def make(pipeline) -> WisePerceptionNode:
+        made.append(WisePerceptionNode(pipeline_factory=lambda _s: pipeline, context=context))
+        return made[-1]
+
+    yield make
+    for node in made:
+        node.close()
+        node.destroy_node()
+    rclpy.shutdown(context=context)
+
+
+def test_a_policy_that_cannot_be_described_or_reached_still_activates(in_process_node):
+    stub = _ServerDown()
+    node = in_process_node(stub)
+    assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+    assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    assert node._pipeline is stub and not stub.closed
+    health = node._state.health()
+    assert health.level == "warn" and "policy unavailable: policy server unreachable" in (
+        health.message
+    )
+
+
+def test_a_failure_after_the_load_closes_what_was_loaded(in_process_node, monkeypatch):
+    """Whatever fails after the models loaded (here the image subscription), they are closed,
+    and the reason is what every command's not_ready says."""
+    stub = _WarmupFails()
+    node = in_process_node(stub)
+    assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+
+    def no_subscription():
+        raise RuntimeError("the middleware refused the image subscription")
+
+    monkeypatch.setattr(node, "_subscribe_images", no_subscription)
+    assert node.trigger_activate() == TransitionCallbackReturn.FAILURE
+    assert stub.closed and node._pipeline is None
+    assert node._state.label == "inactive"
+    reason = node._state.not_ready_reason()
+    assert "last activate failed: RuntimeError: the middleware refused" in reason
+    assert node._state.health().level == "error"

@@ -157,6 +157,30 @@ def test_bad_commands_say_why_and_keep_the_id_they_could_read(data, ident, needl
     assert command.question is None
 
 
+@pytest.mark.parametrize(
+    ("data", "track", "stop", "error"),
+    [
+        ('{"command": "the cup", "track": true}', True, False, ""),
+        ('{"id": 2, "command": "the cup", "track": false}', False, False, ""),
+        ("the cup", None, False, ""),  # plain text: the node's track_default
+        ('{"stop": true}', None, True, ""),
+        ('{"id": "s1", "stop": true}', None, True, ""),
+        ('{"command": "the cup", "track": "yes"}', "yes", False, '"track" must be true or false'),
+        ('{"stop": 1}', None, False, '"stop" must be true or false'),
+        ('{"stop": true, "command": "the cup"}', None, False, 'a stop takes no "command"'),
+        ('{"stop": false}', None, False, 'needs a "command" key'),
+    ],
+)
+def test_commands_ask_for_tracking_or_stop_it(data, track, stop, error):
+    command = rm.parse_command(data, 1000)
+    assert command.stop is stop
+    if error:
+        assert error in command.error and command.question is None
+        return
+    assert command.error == "" and command.track is track
+    assert (command.question is None) is stop
+
+
 def test_a_huge_command_is_refused_unread():
     command = rm.parse_command("x" * 1_000_000, 1000)
     assert command.error == "command has 1000000 characters; the limit is 1000"

@@ -51,7 +51,7 @@ def test_settings_are_checked_in_one_place_and_every_problem_is_named():
     message = str(info.value)
     for needle in (
         "image_depth=0 is outside [1, 1000]",
-        "image_reliability='sometimes' is not one of 'reliable', 'best_effort'",
+        "image_reliability='sometimes' is not one of 'auto', 'reliable', 'best_effort'",
         "mode='fast' is not one of",
         "policy_model must name",
         "max_image_age_s must be a float, got 1",
@@ -110,3 +110,26 @@ def test_configure_fails_on_invalid_settings(node_context):
     node = node_context(image_history="keep_some", policy_model="")
     assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
     assert node.settings is None
+
+
+def test_image_qos_auto_takes_what_every_publisher_can_send_and_names_what_cannot_arrive():
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+
+    from wise_perception.node.image_qos import choose_reliability, mismatch
+
+    reliable_cam = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
+    lossy_cam = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)
+    assert choose_reliability("auto", []) == ReliabilityPolicy.RELIABLE  # none yet
+    assert choose_reliability("auto", [reliable_cam]) == ReliabilityPolicy.RELIABLE
+    assert choose_reliability("auto", [reliable_cam, lossy_cam]) == ReliabilityPolicy.BEST_EFFORT
+    assert choose_reliability("reliable", [lossy_cam]) == ReliabilityPolicy.RELIABLE  # kept
+    latched = QoSProfile(
+        depth=1,
+        reliability=ReliabilityPolicy.RELIABLE,
+        durability=DurabilityPolicy.TRANSIENT_LOCAL,
+    )
+    named = mismatch(latched, [lossy_cam, reliable_cam], "/cam")
+    assert named.startswith("QoS mismatch: 1 publisher(s) on /cam offer only best_effort")
+    assert "2 publisher(s) on /cam offer only volatile durability" in named
+    assert "set image_durability: volatile" in named
+    assert mismatch(lossy_cam, [lossy_cam, reliable_cam], "/cam") == ""

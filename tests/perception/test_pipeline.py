@@ -10,11 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from wise_perception.backend_info import BackendInfo
 from wise_perception.core import prompts
 from wise_perception.core.answer import FailureReason
 from wise_perception.core.limits import CheckedImage
 from wise_perception.core.manifest import Manifest, ManifestError, write_manifest
-from wise_perception.pipeline import PipelineConfig, WisePipeline
+from wise_perception.pipeline import PipelineConfig, SettingsError, WisePipeline
 from wise_perception.policy.base import PolicyBackend, PolicyOutput
 from wise_perception.result import Status, mask_union
 
@@ -165,12 +166,23 @@ def test_warmup_serves_one_request_and_leaves_the_cache_alone(taught_pipeline, m
     monkeypatch.setattr(taught_pipeline.policy, "generate", counting_generate)
     before = taught_pipeline.cache_info()["size"]
     keys = taught_pipeline.encodings.keys()
-    seconds = taught_pipeline.warmup()
-    assert seconds > 0 and calls == [1]
+    warm = taught_pipeline.warmup()
+    assert warm.ok and warm.timings.total > 0 and calls == [1]
     assert (
         taught_pipeline.cache_info()["size"] == before and taught_pipeline.encodings.keys() == keys
     )
     assert taught_pipeline.segment(_image(64, 48, 3), "the red square").ok
+
+
+def test_warmup_stays_within_a_small_image_limit(taught_pipeline) -> None:
+    """A node with max_image_pixels below the policy frame (840^2) still warms the models up."""
+    config = PipelineConfig(max_new_tokens=96, max_image_pixels=200 * 200)
+    small = WisePipeline(
+        taught_pipeline.policy, taught_pipeline.segmenter, config, owns_models=False
+    )
+    warm = small.warmup()
+    assert warm.ok, warm.error
+    assert warm.image_size == (200, 200)
 
 
 def test_image_encoding_overlaps_policy_generation(taught_pipeline, monkeypatch) -> None:
@@ -236,12 +248,18 @@ def test_junk_from_the_random_policy_is_unparsable(random_pipeline) -> None:
 
 
 class ScriptedPolicy(PolicyBackend):
-    """Stand-in policy that writes given completions (with the real tiny tokenizer for #Tok)."""
+    """Stand-in policy that writes given completions (with the real tiny tokenizer for #Tok)
+    and records the prompt spec and stop strings of each request."""
 
     def __init__(self, texts: list[str], tokenizer) -> None:
         self.texts, self.tokenizer = texts, tokenizer
+        self.requests: list[tuple[object, tuple[str, ...]]] = []
 
-    def generate(self, images, instructions, *, stop=()):
+    def info(self) -> BackendInfo:
+        return BackendInfo("scripted", "test")
+
+    def generate(self, images, instructions, *, spec=None, stop=()):
+        self.requests.append((spec, tuple(stop)))
         return [PolicyOutput(self.texts.pop(0), 7, 0.001, 0.002) for _ in images]
 
 
@@ -422,7 +440,10 @@ def test_an_unreachable_policy_has_its_own_status(taught_pipeline) -> None:
     class DownServer(PolicyBackend):
         """Stands in for a policy server that is down (the real one is tested in engines)."""
 
-        def generate(self, images, instructions, *, stop=()):
+        def info(self) -> BackendInfo:
+            return BackendInfo("http://127.0.0.1:9", "vllm-server")
+
+        def generate(self, images, instructions, *, spec=None, stop=()):
             raise PolicyUnavailable("policy server unreachable: connection refused")
 
     with WisePipeline(DownServer(), taught_pipeline.segmenter, owns_models=False) as pipeline:
@@ -449,3 +470,123 @@ def test_a_results_mask_is_the_union_of_its_objects() -> None:
     a[:2, :2], b[2:, 2:] = True, True
     assert mask_union([a, b], (4, 4)).sum() == 8
     assert not mask_union([], (4, 4)).any()
+
+
+# ---------------------------------------------------------------------- the prompt mode per request
+
+TAUGHT = (
+    "<think> the red square is on the left </think><answer>"
+    '{"bbox": [100,200,400,500], "points_1": [200,300], "points_2": [300,400]}</answer>'
+)
+
+
+def test_the_mode_is_per_request_and_reaches_the_policy_as_its_spec(taught_pipeline) -> None:
+    """One loaded pipeline serves every mode: each request is rendered, stopped, parsed and
+    reported in its own mode, and the policy gets that mode's prompt spec."""
+    policy = ScriptedPolicy([TAUGHT] * 5, taught_pipeline.policy.tokenizer)
+    config = PipelineConfig(mode="wise_s")
+    with WisePipeline(policy, taught_pipeline.segmenter, config, owns_models=False) as pipeline:
+        default = pipeline.segment(_image(64, 48, 1), "the cup")
+        wise_f = pipeline.segment(_image(64, 48, 1), "the cup", mode="wise_f")
+        batch = pipeline.segment_batch([_image(64, 48, 2)] * 2, ["a", "b"], mode="seg_zero")
+        assert pipeline.prompt_spec("seg_zero") is pipeline.prompt_spec("seg_zero")  # kept
+        with pytest.raises(ValueError, match="no_such_mode"):
+            pipeline.segment(_image(64, 48, 1), "the cup", mode="no_such_mode")
+    assert [r.mode for r in (default, wise_f, *batch)] == [
+        "wise_s",
+        "wise_f",
+        "seg_zero",
+        "seg_zero",
+    ]
+    assert all(r.ok for r in (default, wise_f, *batch))
+    specs = [(spec.mode, stop) for spec, stop in policy.requests]
+    assert specs == [
+        ("wise_s", ("</answer>",)),
+        ("wise_f", ("</d_think>",)),  # wise_f writes its d_think after the answer
+        ("seg_zero", ("</answer>",)),
+    ]
+    assert policy.requests[0][0] == prompts.spec_for("wise_s")
+
+
+def test_describing_a_pipeline_does_no_io_even_with_its_server_down(taught_pipeline) -> None:
+    """describe() reads what the backends kept at load: a policy whose server is down is
+    described (and a command answered policy_unavailable), nothing raises."""
+    import socket
+
+    from wise_perception.policy.vllm_client import VllmServerPolicy
+
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    down = VllmServerPolicy(f"http://127.0.0.1:{port}", retries=0, timeout_s=2.0)
+    with WisePipeline(down, taught_pipeline.segmenter, owns_models=False) as pipeline:
+        described = pipeline.describe()
+        result = pipeline.segment(_image(32, 32, 1), "the cup")
+    assert described["policy"] == {
+        "name": f"http://127.0.0.1:{port}",
+        "backend": "vllm-server",
+        "device": "",
+        "dtype": "",
+    }
+    assert described["segmenter"]["backend"] == "transformers"
+    assert described["segmenter"]["device"] == "cpu"
+    assert described["segmenter"]["dtype"] == "float32"
+    assert result.status is Status.POLICY_UNAVAILABLE, result.error
+
+
+# ---------------------------------------------------------------------- settings checked first
+
+
+@pytest.mark.parametrize(
+    ("settings", "named"),
+    [
+        ({"max_new_tokens": 0}, "max_new_tokens"),
+        ({"device": "cuda"}, "CUDA is not available"),
+        ({"device": "tpu9"}, "unknown device"),
+        ({"dtype": "float8"}, "unknown dtype"),
+        ({"policy_backend": "onnx"}, "unknown policy backend"),
+        ({"segmenter_backend": "onnx"}, "unknown segmenter backend"),
+        ({"mode": "wise_s", "brevity": "  "}, "brevity"),
+        ({"batch_size": -1}, "batch_size"),
+    ],
+)
+def test_bad_settings_fail_before_anything_loads(monkeypatch, settings, named) -> None:
+    """A bad setting is a SettingsError (a ValueError) naming it, raised before any loader
+    runs: here the loaders and the checkpoint checks would fail the test if they ran."""
+    import torch
+
+    from wise_perception import pipeline as pipeline_module
+    from wise_perception import policy, segmenter
+
+    if settings.get("device") == "cuda" and torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("a model started loading")
+
+    monkeypatch.setattr(policy, "load_policy", no_loading)
+    monkeypatch.setattr(segmenter, "load_segmenter", no_loading)
+    monkeypatch.setattr(pipeline_module, "manifest_for", no_loading)
+    with pytest.raises(SettingsError, match=named):
+        WisePipeline.from_pretrained("/no/such/policy", "/no/such/sam2", **settings)
+
+
+def test_a_damaged_weights_file_is_named_with_what_to_do(
+    taught_policy_dir, tiny_sam2_dir, tmp_path
+) -> None:
+    """An interrupted download or copy (a truncated model.safetensors) of either model: the
+    error names the file and says what to do, not safetensors' bare "incomplete metadata"."""
+    from wise_perception.weights import CheckpointError
+
+    for broken_one in ("policy", "sam2"):
+        policy, sam2 = tmp_path / f"{broken_one}-policy", tmp_path / f"{broken_one}-sam2"
+        shutil.copytree(taught_policy_dir, policy)
+        shutil.copytree(tiny_sam2_dir, sam2)
+        weights = (policy if broken_one == "policy" else sam2) / "model.safetensors"
+        data = weights.read_bytes()
+        weights.write_bytes(data[: len(data) // 2])
+        with pytest.raises(CheckpointError) as info:
+            WisePipeline.from_pretrained(policy, sam2, device="cpu")
+        message = str(info.value)
+        assert str(weights) in message, message
+        assert "truncated or corrupted" in message and "download or copy it again" in message

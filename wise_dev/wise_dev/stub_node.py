@@ -53,11 +53,17 @@ class StubPipeline:
         done.set_result(None)
         return done
 
+    def track(self, image: CheckedImage, result: Result, settings: Any = None, **_: Any) -> Any:
+        """The stub has no SAM2 to track with."""
+        from wise_perception.segmenter import TrackingUnsupported
+
+        raise TrackingUnsupported("the stub pipeline does not track")
+
     def cache_info(self) -> dict[str, int]:
         return {"size": 0, "capacity": 0, "hits": 0, "misses": 0}
 
-    def warmup(self) -> float:
-        return 0.0
+    def warmup(self) -> Result:
+        return Result(command="warm-up", status=Status.OK, mode="stub")
 
     def describe(self) -> dict[str, Any]:
         stub = {"name": "stub", "backend": "StubPipeline", "device": "cpu", "dtype": ""}

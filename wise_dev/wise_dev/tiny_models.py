@@ -138,9 +138,14 @@ __all__ = [
     "build_tiny_checkpoints",
     "build_tiny_policy",
     "build_tiny_sam2",
+    "build_tiny_sam2_video",
     "build_tiny_tokenizer",
     "is_complete",
     "main",
+    "sam2_processor",
+    "share_positional_encoding",
+    "tiny_sam2_video",
+    "tiny_sam2_video_config",
 ]
 
 # The Qwen2/Qwen2.5-VL special tokens, in Qwen's order (here they get ids 0..6).
@@ -535,32 +540,37 @@ def _policy_kind(hidden_size: int) -> str:
 # --------------------------------------------------------------------------- SAM2
 
 
+def _tiny_vision_config(image_size: int, fpn_hidden: int) -> dict[str, Any]:
+    """The tiny SAM2 image encoder: Hiera hidden 16, doubled per stage, 5 blocks."""
+    stage_dims = [16, 32, 64, 128]
+    return {
+        "backbone_config": {
+            "model_type": "sam2_hiera_det_model",
+            "hidden_size": stage_dims[0],
+            "num_attention_heads": 1,
+            "image_size": [image_size, image_size],
+            "blocks_per_stage": [1, 1, 2, 1],
+            "embed_dim_per_stage": stage_dims,
+            "num_attention_heads_per_stage": [1, 1, 2, 2],
+            "window_size_per_stage": [8, 4, 8, 4],
+            "global_attention_blocks": [3],
+            "window_positional_embedding_background_size": [4, 4],
+        },
+        "backbone_channel_list": stage_dims[::-1],
+        # Stride-4 patch embedding then /2 per stage: 64, 32, 16 for a 256 input.
+        "backbone_feature_sizes": [[image_size // s] * 2 for s in (4, 8, 16)],
+        "fpn_hidden_size": fpn_hidden,
+    }
+
+
 def build_tiny_sam2(out_dir: Path, *, seed: int = 0) -> Path:
     """Save a tiny random ``Sam2Model`` + ``Sam2Processor`` (256x256 input). Returns ``out_dir``."""
-    from transformers import Sam2Config, Sam2ImageProcessor, Sam2Model, Sam2Processor
+    from transformers import Sam2Config, Sam2Model
 
     out_dir = _fresh_dir(out_dir, "sam2", seed)
     hidden = 32  # FPN / prompt encoder / mask decoder width
-    stage_dims = [16, 32, 64, 128]  # Hiera hidden 16, doubled per stage
     config = Sam2Config(
-        vision_config={
-            "backbone_config": {
-                "model_type": "sam2_hiera_det_model",
-                "hidden_size": stage_dims[0],
-                "num_attention_heads": 1,
-                "image_size": [_SAM2_IMAGE_SIZE, _SAM2_IMAGE_SIZE],
-                "blocks_per_stage": [1, 1, 2, 1],
-                "embed_dim_per_stage": stage_dims,
-                "num_attention_heads_per_stage": [1, 1, 2, 2],
-                "window_size_per_stage": [8, 4, 8, 4],
-                "global_attention_blocks": [3],
-                "window_positional_embedding_background_size": [4, 4],
-            },
-            "backbone_channel_list": stage_dims[::-1],
-            # Stride-4 patch embedding then /2 per stage: 64, 32, 16 for a 256 input.
-            "backbone_feature_sizes": [[s, s] for s in (64, 32, 16)],
-            "fpn_hidden_size": hidden,
-        },
+        vision_config=_tiny_vision_config(_SAM2_IMAGE_SIZE, hidden),
         prompt_encoder_config={
             "hidden_size": hidden,
             "image_size": _SAM2_IMAGE_SIZE,
@@ -575,15 +585,123 @@ def build_tiny_sam2(out_dir: Path, *, seed: int = 0) -> Path:
     )
     with _seeded(seed):
         model = Sam2Model(config)
-    processor = Sam2Processor(
-        image_processor=Sam2ImageProcessor(
-            size={"height": _SAM2_IMAGE_SIZE, "width": _SAM2_IMAGE_SIZE}
-        )
-    )
     model.save_pretrained(out_dir)
-    processor.save_pretrained(out_dir)
+    sam2_processor().save_pretrained(out_dir)
     _write_marker(out_dir, "sam2", seed)
     return out_dir
+
+
+def tiny_sam2_video_config(
+    *,
+    image_size: int = _SAM2_IMAGE_SIZE,
+    num_maskmem: int = 3,
+    max_object_pointers: int = 4,
+    multimask_output_for_tracking: bool = True,
+) -> Any:
+    """A small ``Sam2VideoConfig``: the image model of ``build_tiny_sam2`` at ``image_size``
+    (a multiple of 64) with FPN width 128, plus one memory-attention layer. Small windows (3
+    memories, 4 object pointers; SAM2.1 uses 7 and 16) so short streams reach them.
+
+    Constraints of transformers 5.23's Sam2VideoModel: memory features are 64 wide (its memory
+    cross-attention takes 64-wide keys), and the FPN width must be a multiple of 64 greater
+    than 64 (object pointers are split into 64-wide tokens; at exactly 64 they are not
+    reshaped and the memory concatenation fails).
+    """
+    from transformers import Sam2VideoConfig
+
+    if image_size % 64:
+        raise ValueError(f"image_size must be a multiple of 64, got {image_size}")
+    hidden = 128
+    top = image_size // 16  # stride-16 feature map: memory and attention tokens per side
+    return Sam2VideoConfig(
+        vision_config={
+            "model_type": "sam2_vision_model",
+            **_tiny_vision_config(image_size, hidden),
+        },
+        prompt_encoder_config={"hidden_size": hidden, "image_size": image_size, "patch_size": 16},
+        mask_decoder_config={
+            "hidden_size": hidden,
+            "mlp_dim": 128,
+            "num_attention_heads": 2,
+            "iou_head_hidden_dim": 64,
+        },
+        image_size=image_size,
+        num_maskmem=num_maskmem,
+        max_object_pointers_in_encoder=max_object_pointers,
+        multimask_output_for_tracking=multimask_output_for_tracking,
+        memory_attention_hidden_size=hidden,
+        memory_attention_num_layers=1,
+        memory_attention_feed_forward_hidden_size=256,
+        memory_attention_rope_feat_sizes=[top, top],
+        memory_encoder_hidden_size=hidden,
+        memory_encoder_output_channels=64,
+        mask_downsampler_embed_dim=hidden,
+        memory_fuser_embed_dim=hidden,
+        memory_fuser_intermediate_dim=256,
+        memory_fuser_num_layers=1,
+    )
+
+
+def sam2_processor(image_size: int = _SAM2_IMAGE_SIZE, *, video: bool = False) -> Any:
+    """The processor of the tiny SAM2 folders (inputs resized to image_size squared):
+    ``Sam2Processor``, or with ``video`` a ``Sam2VideoProcessor`` (as the facebook/sam2.1-hiera-*
+    folders hold; ``Sam2Processor.from_pretrained`` reads its image side too)."""
+    from transformers import (
+        Sam2ImageProcessor,
+        Sam2Processor,
+        Sam2VideoProcessor,
+        Sam2VideoVideoProcessor,
+    )
+
+    size = {"height": image_size, "width": image_size}
+    if video:
+        return Sam2VideoProcessor(
+            image_processor=Sam2ImageProcessor(size=size),
+            video_processor=Sam2VideoVideoProcessor(size=size),
+        )
+    return Sam2Processor(image_processor=Sam2ImageProcessor(size=size))
+
+
+def share_positional_encoding(model: Any) -> Any:
+    """Give the prompt encoder the image's random positional encoding (returns ``model``).
+
+    SAM encodes prompt coordinates and image positions with one random Fourier basis (Meta's
+    ``PositionEmbeddingRandom``, shared); transformers' ``Sam2Model``/``Sam2VideoModel`` hold
+    two copies as buffers (``shared_image_embedding`` and ``prompt_encoder.shared_embedding``),
+    equal in converted checkpoints but drawn separately at random init, and buffers are not
+    trained: a model built from a config would never learn where its prompts point."""
+    import torch
+
+    with torch.no_grad():
+        model.prompt_encoder.shared_embedding.positional_embedding.copy_(
+            model.shared_image_embedding.positional_embedding
+        )
+    return model
+
+
+def build_tiny_sam2_video(out_dir: Path, *, seed: int = 0, **config: Any) -> Path:
+    """Save a tiny random ``Sam2VideoModel`` (``tiny_sam2_video_config(**config)``) with its
+    ``Sam2VideoProcessor``: one folder that loads as the image segmenter (``Sam2Model`` ignores the
+    memory weights, as with the facebook/sam2.1-hiera-* folders) and as the tracker."""
+    from transformers import Sam2VideoModel
+
+    out_dir = _fresh_dir(out_dir, "sam2_video", seed)
+    video_config = tiny_sam2_video_config(**config)
+    with _seeded(seed):
+        model = share_positional_encoding(Sam2VideoModel(video_config))
+    model.save_pretrained(out_dir)
+    sam2_processor(video_config.image_size, video=True).save_pretrained(out_dir)
+    _write_marker(out_dir, "sam2_video", seed)
+    return out_dir
+
+
+def tiny_sam2_video(root: Path, *, seed: int = 0) -> Path:
+    """``root/sam2_video`` (``build_tiny_sam2_video`` defaults), built once, reused after."""
+    folder = Path(root) / "sam2_video"
+    with _locked(Path(root)):
+        if not is_complete(folder, "sam2_video", seed):
+            build_tiny_sam2_video(folder, seed=seed)
+    return folder
 
 
 # --------------------------------------------------------------------------- demo image + all

@@ -1,11 +1,12 @@
 """``wise-segment IMAGE "command"``: segment what a command asks for in one image, offline.
 
 Writes ``<stem>_mask.png`` (0/255), ``<stem>_overlay.png`` (tinted mask, boxes, points,
-rationale) and ``<stem>_result.json`` into ``--out`` and prints a one-line summary.
+rationale) and ``<stem>_result.json`` into ``--out`` and prints a one-line summary. Given a
+video file or a folder of images instead, it reasons on one frame and tracks the object to the
+end (:mod:`.cli_video`).
 
-Exit codes: 0 ok; 1 the pipeline answered with a non-ok status (files still written);
-2 bad input (missing/unreadable image, an image over ``--max-image-pixels``, invalid command),
-found before any model is loaded; 3 the models could not be loaded.
+Exit codes (also in ``--help``): see :data:`EXIT_CODES`. Every input and setting is checked
+before any model loads (a 7B load takes minutes).
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ import argparse
 import logging
 import math
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -27,18 +30,42 @@ from .core.limits import (
 )
 from .core.manifest import DEFAULT_POLICY
 from .core.prompts import DEFAULT_BREVITY, PromptMode, check_question
+from .image_files import ImageFileError, read_rgb
 from .result import Result
+from .video_files import is_image_file
+
+if TYPE_CHECKING:
+    from .pipeline import WisePipeline
 
 EXIT_OK, EXIT_NOT_OK, EXIT_BAD_INPUT, EXIT_LOAD_FAILED = 0, 1, 2, 3
+EXIT_CODES = """exit codes:
+  0  ok: the object was found and segmented (in a video: and tracked from there)
+  1  the model answered with an error status (the completion is printed; files still written)
+  2  bad input or setting (missing, truncated or oversized image, empty command, --out not a
+     folder, a setting out of range), found before any model loads
+  3  the models could not be loaded (missing checkpoint, unreachable hub or server, corrupt file)
+"""
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="wise-segment",
         description="Language-guided segmentation: a WISE policy (concise reasoning -> box + "
-        "points) and SAM2 (mask). Writes the mask, an overlay and the result JSON.",
+        "points) and SAM2 (mask). Writes IMAGE-STEM_mask.png (0/255), IMAGE-STEM_overlay.png and "
+        "IMAGE-STEM_result.json into --out. Given a video file or a folder of images, reasons on "
+        "one frame (--at) and tracks the object to the end with SAM2's video memory: writes "
+        "STEM_result.json, STEM_answer.png, STEM_masks/ (one mask per frame), STEM_track.jsonl "
+        "and STEM_overlay.mp4.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("image", type=Path, help="RGB image file (png, jpg, ...)")
+    parser.add_argument(
+        "image",
+        type=Path,
+        metavar="input",
+        help="image file (png, jpg, ...; EXIF orientation is applied), video file (any "
+        "format OpenCV reads: mp4, avi, mkv, ...) or folder of images (sorted by name)",
+    )
     parser.add_argument("command", help='what to segment, e.g. "the cup left of the laptop"')
     parser.add_argument(
         "--model",
@@ -90,22 +117,33 @@ def build_parser() -> argparse.ArgumentParser:
         help="shrink an image over --max-image-pixels to fit, instead of refusing it; the mask "
         "and boxes are mapped back to the original size",
     )
-    parser.add_argument("--out", type=Path, default=Path("."), help="output folder (default: .)")
+    parser.add_argument(
+        "--out", type=Path, default=Path("."), help="output folder, made if missing (default: .)"
+    )
     parser.add_argument(
         "-v", "--verbose", action="store_true", help="log loading and timing details"
     )
+    from .cli_video import add_arguments
+
+    add_arguments(parser)
     return parser
 
 
-def _read_rgb(path: Path) -> object:
-    import cv2
+def _output_folder_problem(out: Path) -> str:
+    """Why results cannot be written into ``out`` ("" when they can); the folder is made now,
+    before loading, so a bad ``--out`` costs nothing."""
+    if out.exists() and not out.is_dir():
+        return f"--out {out} is a file; give a folder (it is made if missing)"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return f"--out {out}: cannot make the folder ({exc.strerror or exc})"
+    return ""
 
-    if not path.is_file():
-        return None
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if bgr is None:
-        return None
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+def _say(message: str) -> None:
+    """One line per long stage, on stderr (stdout carries the one-line summary)."""
+    print(f"wise-segment: {message}", file=sys.stderr, flush=True)
 
 
 def _fit(image: np.ndarray, max_pixels: int) -> np.ndarray:
@@ -143,6 +181,42 @@ def _to_original(result: Result, width: int, height: int) -> None:
     result.image_size = (width, height)
 
 
+def load_pipeline(args: argparse.Namespace, say: Callable[[str], None]) -> WisePipeline | int:
+    """The models the options name, loaded; or, the reason printed, the exit code: 2 for a
+    setting refused before anything loaded, 3 when loading failed."""
+    from .pipeline import SettingsError, WisePipeline
+    from .sources import CheckpointUnavailable
+
+    say(f"loading the models (policy {args.model})")
+    started = time.perf_counter()
+    try:
+        pipeline = WisePipeline.from_pretrained(
+            args.model,
+            args.segmenter,
+            device=args.device,
+            dtype=args.dtype,
+            mode=args.mode,
+            brevity=args.brevity,
+            schema=args.schema,
+            max_new_tokens=args.max_new_tokens,
+            policy_backend=args.backend,
+            max_image_pixels=args.max_image_pixels,
+        )
+    except SettingsError as exc:  # found before any model loaded
+        print(f"wise-segment: invalid setting: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except Exception as exc:
+        if isinstance(exc, CheckpointUnavailable):  # name the flag that sets it
+            exc = exc.naming({"policy": "--model", "segmenter": "--segmenter"}[exc.role])
+        print(
+            f"wise-segment: could not load the models: {type(exc).__name__}: {exc}", file=sys.stderr
+        )
+        return EXIT_LOAD_FAILED
+    say(f"loaded in {time.perf_counter() - started:.1f} s")
+    logging.getLogger("wise-segment").info("loaded: %s", pipeline.describe())
+    return pipeline
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -156,10 +230,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         print(f"wise-segment: invalid command: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    image = _read_rgb(args.image)
-    if image is None:
-        what = "does not exist" if not args.image.exists() else "is not a readable image"
-        print(f"wise-segment: {args.image} {what}", file=sys.stderr)
+    if args.image.is_dir() or (args.image.is_file() and not is_image_file(args.image)):
+        from .cli_video import segment_video
+
+        return segment_video(args, question, _say)
+    try:
+        image = read_rgb(args.image)
+    except ImageFileError as exc:
+        print(f"wise-segment: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    problem = _output_folder_problem(args.out)
+    if problem:
+        print(f"wise-segment: {problem}", file=sys.stderr)
         return EXIT_BAD_INPUT
     height, width = image.shape[:2]
     problem = image_size_problem(width, height, args.max_image_pixels)
@@ -179,28 +261,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     import cv2
 
-    from .pipeline import WisePipeline
     from .visualize import mask_to_uint8, overlay
 
-    try:
-        pipeline = WisePipeline.from_pretrained(
-            args.model,
-            args.segmenter,
-            device=args.device,
-            dtype=args.dtype,
-            mode=args.mode,
-            brevity=args.brevity,
-            schema=args.schema,
-            max_new_tokens=args.max_new_tokens,
-            policy_backend=args.backend,
-            max_image_pixels=args.max_image_pixels,
-        )
-    except Exception as exc:
-        print(
-            f"wise-segment: could not load the models: {type(exc).__name__}: {exc}", file=sys.stderr
-        )
-        return EXIT_LOAD_FAILED
-    logging.getLogger("wise-segment").info("loaded: %s", pipeline.describe())
+    pipeline = load_pipeline(args, _say)
+    if isinstance(pipeline, int):
+        return pipeline
     try:
         result = pipeline.segment(served, question)
     finally:
@@ -215,7 +280,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         if completion:
             print(f"wise-segment: completion: {completion}", file=sys.stderr)
 
-    args.out.mkdir(parents=True, exist_ok=True)
     stem = args.image.stem
     paths = {
         "mask": args.out / f"{stem}_mask.png",

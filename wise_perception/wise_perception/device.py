@@ -23,13 +23,25 @@ _DTYPES = {
 
 
 def resolve_device(device: str | None) -> str:
-    """``None``/``"auto"`` -> ``cuda`` when available, else ``cpu``; anything else as given."""
+    """``None``/``"auto"`` -> ``cuda`` when available, else ``cpu``; anything else as given,
+    checked: ValueError for a name torch does not know or a CUDA device this machine lacks."""
     import torch
 
     if device in (None, "", "auto"):
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if str(device).startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"device {device!r} requested but CUDA is not available")
+    try:
+        parsed = torch.device(str(device))
+    except (RuntimeError, ValueError) as exc:
+        raise ValueError(f"unknown device {device!r}: use cpu, cuda or cuda:N") from exc
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"device {device!r} requested but CUDA is not available on this machine "
+                "(no GPU visible to torch); use device cpu, or leave the device unset"
+            )
+        count = torch.cuda.device_count()
+        if parsed.index is not None and parsed.index >= count:
+            raise ValueError(f"device {device!r} requested but this machine has {count} GPU(s)")
     return str(device)
 
 

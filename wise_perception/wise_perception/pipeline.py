@@ -13,8 +13,12 @@ Flow of one request (``segment``)::
 
 * SAM2's image encoder needs only the image, so it starts on a worker thread while the
   policy generates, and encodings are reused per frame (:mod:`.encode_cache`).
-* Where the checkpoints come from is resolved first (:mod:`.sources`), so a missing or
-  unreachable one fails before anything loads, with what to do.
+* The settings are checked first (:class:`SettingsError`: a bad value, an unknown backend, a
+  device this machine lacks), then where the checkpoints come from is resolved
+  (:mod:`.sources`), so a bad setting or a missing or unreachable checkpoint fails before
+  anything loads, with what to do.
+* The prompt mode is per request (``mode=``; the manifest's or the configured one by default):
+  one loaded pipeline serves every mode, its prompt specs kept per mode.
 * Per-request problems never raise: an invalid command or image, an unparsable completion or
   any internal failure comes back as a :class:`~wise_perception.result.Result` with a named
   :class:`~wise_perception.result.Status`. Loading (``from_pretrained``) does raise, with the
@@ -24,9 +28,11 @@ Flow of one request (``segment``)::
 from __future__ import annotations
 
 import logging
+import math
 import time
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Iterator, Sequence
 from concurrent.futures import Future
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,16 +57,30 @@ from .core.prompts import (
     spec_for,
 )
 from .core.tokens import reasoning_tokens
-from .device import release_cuda_memory
+from .device import release_cuda_memory, resolve_device, resolve_dtype
 from .encode_cache import EncodeCache, Encoded, frame_key_of
 from .policy.base import PolicyBackend, PolicyOutput, PolicyUnavailable
 from .result import ObjectResult, Result, Status, Timings, mask_union
 from .segmenter.base import Segmenter
 from .sources import check_reachable, manifest_for, segmenter_source
+from .tracking import Track, TrackSettings, TrackUpdate
 
 LOG = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_MAX_IMAGE_PIXELS", "PipelineConfig", "WisePipeline", "frame_key_of"]
+__all__ = [
+    "DEFAULT_MAX_IMAGE_PIXELS",
+    "PipelineConfig",
+    "SettingsError",
+    "TrackSettings",
+    "WisePipeline",
+    "frame_key_of",
+]
+
+
+class SettingsError(ValueError):
+    """A setting given to :meth:`WisePipeline.from_pretrained` cannot be served: a bad value
+    (``max_new_tokens=0``), an unknown backend, dtype or mode, a device this machine lacks.
+    Raised before any model loads; the message names the setting."""
 
 
 _CONTRACT = Manifest()  # the defaults of a checkpoint without a manifest
@@ -70,7 +90,8 @@ _CONTRACT = Manifest()  # the defaults of a checkpoint without a manifest
 class PipelineConfig:
     """How the pipeline prompts the policy and bounds its inputs (manifest or explicit values)."""
 
-    # The checkpoint's contract: the manifest's fields and defaults (core.manifest).
+    # The checkpoint's contract: the manifest's fields and defaults (core.manifest). ``mode``
+    # is the default of requests that name none.
     mode: str = _CONTRACT.prompt_mode
     brevity: str | None = _CONTRACT.brevity  # only used by wise_s
     schema: str = _CONTRACT.answer_schema
@@ -87,10 +108,20 @@ class PipelineConfig:
         PromptMode(self.mode)
         AnswerSchema(self.schema)
         ResizeProtocol(self.policy_frame)
-        if self.max_new_tokens <= 0 or self.batch_size <= 0 or self.max_command_chars <= 0:
-            raise ValueError("max_new_tokens, max_command_chars and batch_size must be positive")
-        if self.cache_size < 0 or self.max_image_pixels < 0:
-            raise ValueError("cache_size and max_image_pixels must be >= 0")
+        positive = {
+            "max_new_tokens": self.max_new_tokens,
+            "max_command_chars": self.max_command_chars,
+            "batch_size": self.batch_size,
+        }
+        for name, value in positive.items():
+            if value <= 0:
+                raise ValueError(f"{name} must be positive, got {value}")
+        for name, value in (
+            ("cache_size", self.cache_size),
+            ("max_image_pixels", self.max_image_pixels),
+        ):
+            if value < 0:
+                raise ValueError(f"{name} must be >= 0, got {value}")
         self.spec()  # wise_s without a brevity instruction fails here, at load time
 
     @classmethod
@@ -105,14 +136,17 @@ class PipelineConfig:
         }
         return cls(**{**contract, **overrides})
 
-    def spec(self) -> PromptSpec:
-        return spec_for(self.mode, brevity=self.brevity, schema=self.schema)
+    def spec(self, mode: str | None = None) -> PromptSpec:
+        """The prompt spec of ``mode`` (default: ``self.mode``) with this config's brevity and
+        answer schema; ValueError for an unknown mode or wise_s without a brevity."""
+        return spec_for(mode or self.mode, brevity=self.brevity, schema=self.schema)
 
-    def stop(self) -> tuple[str, ...]:
-        """Where generation ends: after the mode's last span (``</answer>`` in every mode but
-        wise_f), so a checkpoint trained to write ``<d_think>`` after its answer does not
-        spend tokens on it when served in wise / wise_s (paper §3.3: d_think is omitted)."""
-        return (f"</{self.spec().order[-1]}>",)
+
+def stop_strings(spec: PromptSpec) -> tuple[str, ...]:
+    """Where generation ends: after the mode's last span (``</answer>`` in every mode but
+    wise_f), so a checkpoint trained to write ``<d_think>`` after its answer does not spend
+    tokens on it when served in wise / wise_s (paper §3.3: d_think is omitted)."""
+    return (f"</{spec.order[-1]}>",)
 
 
 @dataclass
@@ -120,6 +154,7 @@ class _Request:
     """A validated request between preparation and completion."""
 
     command: str
+    spec: PromptSpec
     image: np.ndarray
     frame: np.ndarray  # the policy-frame image
     instruction: str
@@ -147,11 +182,11 @@ class WisePipeline:
         self.policy = policy
         self.segmenter = segmenter
         self.config = config or PipelineConfig()
-        self.spec = self.config.spec()
-        self.stop = self.config.stop()
+        self._specs: dict[str, PromptSpec] = {}
+        self.spec = self.prompt_spec()  # the default mode's
         self.resize = ResizeProtocol(self.config.policy_frame)
         # #Tok is counted with the policy's own tokenizer (core.tokens).
-        self.tokenizer = tokenizer if tokenizer is not None else getattr(policy, "tokenizer", None)
+        self.tokenizer = tokenizer if tokenizer is not None else policy.tokenizer
         self.encodings = EncodeCache(
             segmenter, self.config.cache_size, concurrent=self.config.concurrent_encode
         )
@@ -185,9 +220,11 @@ class WisePipeline:
         (``mode``, ``brevity``, ``max_new_tokens``, ``max_image_pixels``, ``cache_size``...), as
         ``from_pretrained(..., **kwargs)`` overrides a Hugging Face config: they override the
         manifest; ``None`` or ``""`` means "not given". ``compile`` (CUDA): compiled decode
-        steps, prefill and vision tower, and SAM2's encoder. Raises ``FileNotFoundError`` for a
-        missing local folder, ``ManifestError`` for a bad manifest, ``TypeError`` for an
-        unknown setting, ``ValueError`` for a bad value, and whatever the loaders raise.
+        steps, prefill and vision tower, and SAM2's encoder. Raises, before anything loads,
+        :class:`SettingsError` (a ``ValueError``) for a bad setting, ``TypeError`` for an unknown
+        setting's name, ``FileNotFoundError`` for a missing local folder, ``ManifestError`` for
+        a bad manifest, ``CheckpointUnavailable`` for an unreachable hub id; then whatever the
+        loaders raise (``CheckpointError`` naming a corrupted weights file).
         """
         from .policy import load_policy
         from .segmenter import load_segmenter
@@ -198,13 +235,17 @@ class WisePipeline:
                 f"unknown pipeline settings {unknown}; choose from "
                 f"{sorted(PipelineConfig.__dataclass_fields__)}"
             )
+        given = {k: v for k, v in config.items() if v is not None and v != ""}
+        check_settings(given, device, dtype, policy_backend, segmenter_backend)
         source = str(policy)
         manifest = manifest_for(source)
-        given = {k: v for k, v in config.items() if v is not None and v != ""}
-        pipeline_config = PipelineConfig.from_manifest(manifest or Manifest(), **given)
+        try:
+            pipeline_config = PipelineConfig.from_manifest(manifest or Manifest(), **given)
+        except ValueError as exc:  # a setting that does not fit the checkpoint's manifest
+            raise SettingsError(f"{exc} (with the manifest of {source})") from exc
         seg_source = segmenter_source(segmenter or None, manifest, source)
-        check_reachable(source, "policy", "policy_model")
-        check_reachable(seg_source, "segmenter", "segmenter_model")
+        check_reachable(source, "policy")
+        check_reachable(seg_source, "segmenter")
         LOG.info(
             "loading policy %s (mode %s) and segmenter %s", source, pipeline_config.mode, seg_source
         )
@@ -215,24 +256,52 @@ class WisePipeline:
         if manifest is not None and manifest.system_prompt:
             # The envelope the checkpoint was trained with (core.prompts.chat_messages).
             options.setdefault("system_prompt", manifest.system_prompt)
-        policy_obj = load_policy(
-            source,
-            backend=policy_backend,
-            device=device,
-            dtype=dtype,
-            max_new_tokens=pipeline_config.max_new_tokens,
-            **options,
-        )
-        try:
-            segmenter_obj = load_segmenter(
-                seg_source, backend=segmenter_backend, device=device, dtype=dtype, **seg_options
+        with _library_progress_bars_off():
+            policy_obj = load_policy(
+                source,
+                backend=policy_backend,
+                device=device,
+                dtype=dtype,
+                max_new_tokens=pipeline_config.max_new_tokens,
+                **options,
             )
-        except BaseException:
-            policy_obj.close()
-            raise
+            try:
+                segmenter_obj = load_segmenter(
+                    seg_source, backend=segmenter_backend, device=device, dtype=dtype, **seg_options
+                )
+            except BaseException:
+                policy_obj.close()
+                raise
         pipeline = cls(policy_obj, segmenter_obj, pipeline_config)
         pipeline.manifest = manifest
         return pipeline
+
+    @classmethod
+    def from_parameters(cls, parameters: Any) -> WisePipeline:
+        """The pipeline the node's parameters name: the node's settings, or the bag replay's
+        (the same names). Empty ``segmenter_model``, ``mode``, ``brevity`` and
+        ``max_new_tokens: 0`` mean "the checkpoint's manifest, else the default"; the input
+        limits are the node's, so what it accepts the pipeline serves unchecked."""
+        # Options of the transformers engine, passed only when they differ from its defaults (a
+        # vLLM policy has no such options and refuses them, by name, at load).
+        engine_options: dict[str, Any] = {}
+        if not parameters.forced_schema:
+            engine_options["forced_schema"] = False
+        if parameters.int8_decode:
+            engine_options["int8_decode"] = True
+        return cls.from_pretrained(
+            policy=parameters.policy_model,
+            segmenter=parameters.segmenter_model or None,
+            device=parameters.device,
+            dtype=parameters.dtype,
+            mode=parameters.mode or None,
+            brevity=parameters.brevity or None,
+            max_new_tokens=parameters.max_new_tokens or None,
+            compile=parameters.compile,  # the policy's decode and prefill, and SAM2's encoder
+            policy_options=engine_options or None,
+            max_image_pixels=parameters.max_image_pixels,
+            max_command_chars=parameters.max_command_chars,
+        )
 
     # ------------------------------------------------------------------ public API
 
@@ -242,13 +311,26 @@ class WisePipeline:
         command: str | Question,
         *,
         frame_key: Hashable | None = None,
+        mode: str | None = None,
     ) -> Result:
-        """Segment what ``command`` asks for in ``image`` (HxWx3 uint8 RGB). Never raises.
+        """Segment what ``command`` asks for in ``image`` (HxWx3 uint8 RGB), prompted in
+        ``mode`` (default: ``config.mode``). Never raises on a request's data; an unknown
+        ``mode`` is the caller's bug (ValueError, as from :meth:`prompt_spec`).
 
         An image or command already checked where it came in (a ``CheckedImage``, a
         ``Question``) within this pipeline's limits is not checked again.
         """
-        return self._serve(image, command, frame_key, cache=True)
+        return self._serve(image, command, frame_key, self.prompt_spec(mode), cache=True)
+
+    def prompt_spec(self, mode: str | None = None) -> PromptSpec:
+        """The prompt spec of ``mode`` (default: ``config.mode``) with the configured brevity
+        and answer schema, made once per mode; ValueError for an unknown mode or wise_s without
+        a brevity instruction."""
+        key = mode or self.config.mode
+        spec = self._specs.get(key)
+        if spec is None:
+            spec = self._specs[key] = self.config.spec(key)
+        return spec
 
     def encode_ahead(
         self, image: np.ndarray | CheckedImage, frame_key: Hashable
@@ -265,17 +347,45 @@ class WisePipeline:
             raise ValueError(problem)
         return self.encodings.get(frame_key, np.ascontiguousarray(pixels))[0]
 
+    def track(
+        self,
+        image: np.ndarray | CheckedImage,
+        result: Result,
+        settings: TrackSettings | None = None,
+        *,
+        at: float | None = None,
+    ) -> tuple[Track, TrackUpdate]:
+        """Reason once, then track: follow ``result``'s objects (an ``ok`` answer) from
+        ``image``, the frame it was answered on, with SAM2's video memory. One tracker per
+        call (per tracked command); the policy takes no part. Returns the track and its seed
+        frame's update; ``Track.update(frame)`` follows each newer frame (:mod:`.tracking`).
+        Raises ``TrackingUnsupported`` where the segmenter cannot track (the reason in its
+        message), ValueError for an image or a result that cannot be tracked."""
+        if self._closed:
+            raise RuntimeError("the pipeline is closed")
+        pixels, problem = self._pixels(image)
+        if problem:
+            raise ValueError(problem)
+        track = Track(self.segmenter.tracker(), settings)
+        return track, track.start(np.ascontiguousarray(pixels), result, at=at)
+
     def _serve(
-        self, image: Any, command: Any, frame_key: Hashable | None, *, cache: bool
+        self,
+        image: Any,
+        command: Any,
+        frame_key: Hashable | None,
+        spec: PromptSpec,
+        *,
+        cache: bool,
     ) -> Result:
         started = time.perf_counter()
         try:
-            prepared = self._prepare(image, command, frame_key, started, cache=cache)
+            prepared = self._prepare(image, command, frame_key, spec, started, cache=cache)
             if isinstance(prepared, Result):
                 return prepared
             try:
                 output = self.policy.generate(
-                    [prepared.frame], [prepared.instruction], stop=self.stop
+                    [prepared.frame], [prepared.instruction], spec=spec, stop=stop_strings(spec)
                 )[0]
             except Exception as exc:
                 return self._fail(prepared, *_policy_failure(exc))
@@ -286,7 +396,7 @@ class WisePipeline:
                 _safe_command(command),
                 Status.INTERNAL_ERROR,
                 _describe(exc),
-                mode=self.config.mode,
+                mode=spec.mode,
                 timings=Timings(total=time.perf_counter() - started),
             )
 
@@ -296,10 +406,12 @@ class WisePipeline:
         commands: Sequence[str],
         *,
         frame_keys: Sequence[Hashable | None] | None = None,
+        mode: str | None = None,
     ) -> list[Result]:
-        """One result per (image, command), in order; the policy generates in batches of
-        ``config.batch_size`` (left padding). Per-sample problems never raise; mismatched
-        list lengths (a caller bug) raise ValueError.
+        """One result per (image, command), in order, every one prompted in ``mode`` (default:
+        ``config.mode``); the policy generates in batches of ``config.batch_size`` (left
+        padding). Per-sample problems never raise; mismatched list lengths or an unknown mode
+        (a caller bug) raise ValueError.
 
         Timings: prefill/decode are those of the batch the sample was in; ``total`` is the
         sample's own preprocessing and segmentation plus its batch's generation time.
@@ -309,17 +421,22 @@ class WisePipeline:
         keys = list(frame_keys) if frame_keys is not None else [None] * len(images)
         if len(keys) != len(images):
             raise ValueError(f"{len(keys)} frame keys for {len(images)} images")
+        spec = self.prompt_spec(mode)
+        stop = stop_strings(spec)
         results: list[Result | None] = [None] * len(images)
         pending: list[tuple[int, _Request]] = []
         prep_s: dict[int, float] = {}
         for i, (image, command, key) in enumerate(zip(images, commands, keys, strict=True)):
             started = time.perf_counter()
             try:
-                prepared = self._prepare(image, command, key, started)
+                prepared = self._prepare(image, command, key, spec, started)
             except Exception as exc:
                 LOG.exception("segment_batch: preparing sample %d failed", i)
                 prepared = Result.failure(
-                    _safe_command(command), Status.INTERNAL_ERROR, _describe(exc)
+                    _safe_command(command),
+                    Status.INTERNAL_ERROR,
+                    _describe(exc),
+                    mode=spec.mode,
                 )
             if isinstance(prepared, Result):
                 results[i] = prepared
@@ -334,7 +451,8 @@ class WisePipeline:
                 outputs = self.policy.generate(
                     [r.frame for _, r in chunk],
                     [r.instruction for _, r in chunk],
-                    stop=self.stop,
+                    spec=spec,
+                    stop=stop,
                 )
                 if len(outputs) != len(chunk):
                     raise RuntimeError(
@@ -376,17 +494,19 @@ class WisePipeline:
                 LOG.exception("closing %s failed", type(part).__name__)
         release_cuda_memory()
 
-    def warmup(self, command: str = "the object in the middle") -> float:
-        """Serve one request on a synthetic gray frame and return its seconds.
+    def warmup(self, command: str = "the object in the middle") -> Result:
+        """Serve one request on a synthetic gray frame and return its result (its status says
+        whether the policy could be reached; ``timings.total`` its seconds).
 
         The first request on a GPU pays for lazy CUDA initialisation (and, with a compiling
         policy backend, the compilation); doing it here keeps that off the first real command.
         """
         size = self.config.policy_frame
-        started = time.perf_counter()
+        if self.config.max_image_pixels:  # within the pipeline's own limit (it is resized anyway)
+            size = min(size, math.isqrt(self.config.max_image_pixels))
         # Not cached: the synthetic frame must not evict a camera frame's encoding.
-        self._serve(np.full((size, size, 3), 127, np.uint8), command, ("wise-warmup",), cache=False)
-        return time.perf_counter() - started
+        frame = np.full((size, size, 3), 127, np.uint8)
+        return self._serve(frame, command, ("wise-warmup",), self.spec, cache=False)
 
     def __enter__(self) -> WisePipeline:
         return self
@@ -395,21 +515,11 @@ class WisePipeline:
         self.close()
 
     def describe(self) -> dict[str, Any]:
-        """What was loaded, resolved (for the node's and the CLI's logs)."""
-
-        def part(obj: Any) -> dict[str, str]:
-            model = getattr(obj, "model", None)
-            dtype = getattr(model, "dtype", None)
-            return {
-                "name": str(getattr(obj, "name", "") or getattr(obj, "url", "")),
-                "backend": type(obj).__name__,
-                "device": str(getattr(obj, "device", "")),
-                "dtype": str(dtype).replace("torch.", "") if dtype is not None else "",
-            }
-
+        """What was loaded, resolved (for the node's and the CLI's logs). Reads values kept at
+        load time: never does I/O (a policy server that is down is described all the same)."""
         return {
-            "policy": part(self.policy),
-            "segmenter": part(self.segmenter),
+            "policy": self.policy.info().as_dict(),
+            "segmenter": self.segmenter.info().as_dict(),
             "mode": self.config.mode,
             "brevity": self.spec.brevity or "",
             "max_new_tokens": self.config.max_new_tokens,
@@ -426,19 +536,18 @@ class WisePipeline:
         image: Any,
         command: Any,
         frame_key: Hashable | None,
+        spec: PromptSpec,
         started: float,
         *,
         cache: bool = True,
     ) -> Result | _Request:
-        mode = self.config.mode
+        mode = spec.mode
         text = _safe_command(command)
         if self._closed:
             return Result.failure(text, Status.NOT_READY, "the pipeline is closed", mode=mode)
         size = _size_of(image)
         try:  # the one check of the command: rendering it validates it (core.prompts)
-            instruction = build_instruction(
-                command, self.spec, max_chars=self.config.max_command_chars
-            )
+            instruction = build_instruction(command, spec, max_chars=self.config.max_command_chars)
         except ValueError as exc:
             return Result.failure(
                 text, Status.INVALID_COMMAND, str(exc), mode=mode, image_size=size
@@ -453,7 +562,9 @@ class WisePipeline:
         encoding, hit = self.encodings.get(key, image, cache=cache)
         timings = Timings(preprocess=time.perf_counter() - started)
         result = Result(command=text, status=Status.OK, image_size=(width, height), mode=mode)
-        return _Request(text, image, frame, instruction, encoding, hit, result, started, timings)
+        return _Request(
+            text, spec, image, frame, instruction, encoding, hit, result, started, timings
+        )
 
     def _pixels(self, image: Any) -> tuple[Any, str]:
         """The pixels to serve and why they cannot be ("" when they can). An image checked where
@@ -482,7 +593,7 @@ class WisePipeline:
         result.generated_tokens = output.generated_tokens
         parsed = parse_completion(
             output.text,
-            schema=self.spec.schema,
+            schema=request.spec.schema,
             frame=(self.config.policy_frame, self.config.policy_frame),
         )
         result.rationale = parsed.think or ""
@@ -521,6 +632,52 @@ class WisePipeline:
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+@contextmanager
+def _library_progress_bars_off() -> Iterator[None]:
+    """transformers draws a "Loading weights" bar per model (two per load, more per shard),
+    which floods a node's log and the CLI's console; callers report loading as one stage."""
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:  # a vLLM-server client without transformers
+        yield
+        return
+    was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_on:
+            hf_logging.enable_progress_bar()
+
+
+def check_settings(
+    given: dict[str, Any],
+    device: str | None,
+    dtype: Any,
+    policy_backend: str,
+    segmenter_backend: str,
+) -> None:
+    """Every setting that can be checked without the checkpoint, checked (SettingsError): the
+    given config values, the backends' names, the device (CUDA asked where there is none) and
+    the dtype. Costs a torch import, not a model load."""
+    from .policy import BACKENDS as POLICY_BACKENDS
+    from .segmenter import BACKENDS as SEGMENTER_BACKENDS
+
+    for role, backend, known in (
+        ("policy", policy_backend, POLICY_BACKENDS),
+        ("segmenter", segmenter_backend, SEGMENTER_BACKENDS),
+    ):
+        if backend != "auto" and backend not in known:
+            raise SettingsError(
+                f"unknown {role} backend {backend!r}; choose one of {', '.join(known)} or auto"
+            )
+    try:
+        PipelineConfig(**given)
+        resolve_dtype(dtype, resolve_device(device))
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from exc
 
 
 def _policy_failure(exc: Exception) -> tuple[Status, str]:

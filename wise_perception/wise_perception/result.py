@@ -30,6 +30,7 @@ class Status(str, Enum):
     NOT_READY = "not_ready"  # models not loaded (node not active)
     POLICY_UNAVAILABLE = "policy_unavailable"  # the policy server cannot be reached (retry later)
     INTERNAL_ERROR = "internal_error"  # anything else; the message says what
+    STOPPED = "stopped"  # a stop command (no segmentation): the running track, if any, ended
 
 
 @dataclass

@@ -24,7 +24,27 @@ HUB_PROBE_TIMEOUT_S = 3.0
 
 
 class CheckpointUnavailable(OSError):
-    """A checkpoint cannot be had from where it was named; the message says what to do."""
+    """A checkpoint cannot be had from where it was named; the message says what to do.
+
+    ``role``: ``policy`` or ``segmenter``. The pipeline does not know what its caller calls
+    the setting that names the checkpoint (a node parameter, a CLI flag): the caller says it
+    with :meth:`naming`, so the hint names what the user can set.
+    """
+
+    def __init__(self, role: str, source: str, setting: str = "", example: str = "") -> None:
+        self.role, self.source = role, source
+        fix = f"Set {setting}" if setting else f"Point the {role}"
+        example = f" ({example})" if example else ""
+        super().__init__(
+            f"the {role} {source!r} is a Hugging Face hub id, it is not in the local cache and "
+            f"the hub cannot be reached (offline?). {fix} to a local checkpoint folder{example}, "
+            "or try `make demo`, which runs offline on tiny models."
+        )
+
+    def naming(self, setting: str, example: str = "") -> CheckpointUnavailable:
+        """The same error, its hint naming ``setting`` (e.g. "the node parameter 'x'"), with an
+        ``example`` of setting it."""
+        return CheckpointUnavailable(self.role, self.source, setting, example)
 
 
 def is_url(source: str) -> bool:
@@ -100,15 +120,10 @@ def _hub_reachable() -> bool:
         return False
 
 
-def check_reachable(source: str, what: str, parameter: str) -> None:
+def check_reachable(source: str, role: str) -> None:
     """Raise :class:`CheckpointUnavailable` for a hub id that is not cached and cannot be
-    downloaded now; local folders and URLs are checked by their loaders."""
+    downloaded now (``role``: ``policy`` or ``segmenter``); local folders and URLs are checked
+    by their loaders."""
     if not is_hub_id(source) or _cached(source) or _hub_reachable():
         return
-    raise CheckpointUnavailable(
-        f"the {what} {source!r} is a Hugging Face hub id, it is not in the local cache and "
-        "the hub cannot be reached (offline?). Point the node's parameter "
-        f"{parameter!r} at a local checkpoint folder (e.g. `make run MODEL=/path/to/folder`, "
-        "or `wise-segment --model/--segmenter`), or try `make demo`, which runs offline on "
-        "tiny models."
-    )
+    raise CheckpointUnavailable(role, source)

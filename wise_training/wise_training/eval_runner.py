@@ -1,7 +1,8 @@
 """One pipeline over one evaluation set: batched segmentation, scored sample by sample.
 
-:func:`run_dataset` feeds a reader's samples (``datasets_eval``) to a pipeline in batches and
-yields, in reading order, each skipped sample as it is and an :class:`Outcome` for each
+:func:`run_dataset` feeds a reader's samples (``datasets_eval``) to a pipeline in batches, all
+prompted in one mode (the pipeline's mode is per request, so one loaded policy serves every
+mode), and yields, in reading order, each skipped sample as it is and an :class:`Outcome` for each
 evaluated one: the pipeline's :class:`~wise_perception.result.Result`, the mask it is scored on
 and its score (``metrics.score_masks``). A result that is not ``ok``, or whose mask is missing
 or of another size, is an empty prediction: intersection 0, union = ground-truth area, as in
@@ -31,9 +32,13 @@ MAX_COMPLETION_CHARS_LOGGED = 8_000
 class SegmentPipeline(Protocol):
     """What the evaluator needs of ``wise_perception.pipeline.WisePipeline``."""
 
-    def segment_batch(self, images: list[np.ndarray], commands: list[str]) -> list[Result]: ...
+    def segment_batch(
+        self, images: list[np.ndarray], commands: list[str], *, mode: str | None = None
+    ) -> list[Result]: ...
 
-    def segment(self, image_rgb: np.ndarray, command: str) -> Result: ...
+    def segment(
+        self, image_rgb: np.ndarray, command: str, *, mode: str | None = None
+    ) -> Result: ...
 
     def close(self) -> None: ...
 
@@ -90,34 +95,39 @@ def predicted_mask(result: Result, shape: tuple[int, ...]) -> tuple[np.ndarray |
     return mask.astype(bool), ""
 
 
-def segment(pipeline: SegmentPipeline, batch: list[EvalSample]) -> tuple[list[Result], float]:
-    """One result per sample and the wall time; falls back to one sample at a time."""
+def segment(
+    pipeline: SegmentPipeline, batch: list[EvalSample], mode: str | None = None
+) -> tuple[list[Result], float]:
+    """One result per sample (prompted in ``mode``) and the wall time; falls back to one
+    sample at a time."""
     images, commands = [s.image for s in batch], [s.query for s in batch]
     start = time.perf_counter()
     try:
-        results = list(pipeline.segment_batch(images, commands))
+        results = list(pipeline.segment_batch(images, commands, mode=mode))
         if len(results) != len(batch):
             raise RuntimeError(f"segment_batch returned {len(results)} results for {len(batch)}")
     except Exception as exc:  # keep going sample by sample; one bad batch is not fatal
         LOG.warning("segment_batch failed (%s); retrying the batch one sample at a time", exc)
         results = [
-            _segment_one(pipeline, image, command)
+            _segment_one(pipeline, image, command, mode)
             for image, command in zip(images, commands, strict=True)
         ]
     return results, time.perf_counter() - start
 
 
-def _segment_one(pipeline: SegmentPipeline, image: np.ndarray, command: str) -> Result:
+def _segment_one(
+    pipeline: SegmentPipeline, image: np.ndarray, command: str, mode: str | None
+) -> Result:
     try:
-        return pipeline.segment(image, command)
+        return pipeline.segment(image, command, mode=mode)
     except Exception as exc:  # recorded as this sample's failure
         return Result.failure(command, Status.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}")
 
 
 def _scored(
-    pipeline: SegmentPipeline, batch: list[EvalSample], convention: Convention
+    pipeline: SegmentPipeline, batch: list[EvalSample], convention: Convention, mode: str | None
 ) -> Iterator[Outcome]:
-    results, wall = segment(pipeline, batch)
+    results, wall = segment(pipeline, batch, mode)
     for sample, result in zip(batch, results, strict=True):
         prediction, error = predicted_mask(result, sample.target.shape)
         score = score_masks(prediction, sample.target, ignore=sample.ignore, convention=convention)
@@ -131,8 +141,10 @@ def run_dataset(
     batch_size: int,
     convention: Convention = "lisa",
     limit: int | None = None,
+    mode: str | None = None,
 ) -> Iterator[Outcome | SkippedSample]:
-    """Evaluate at most ``limit`` samples of ``items`` (skipped ones do not count)."""
+    """Evaluate at most ``limit`` samples of ``items`` (skipped ones do not count), prompted
+    in ``mode`` (default: the pipeline's)."""
     if batch_size < 1:
         raise ValueError("batch size must be >= 1")
     batch: list[EvalSample] = []
@@ -146,7 +158,7 @@ def run_dataset(
         taken += 1
         batch.append(item)
         if len(batch) == batch_size:
-            yield from _scored(pipeline, batch, convention)
+            yield from _scored(pipeline, batch, convention, mode)
             batch = []
     if batch:
-        yield from _scored(pipeline, batch, convention)
+        yield from _scored(pipeline, batch, convention, mode)

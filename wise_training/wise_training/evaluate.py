@@ -10,8 +10,9 @@ writes to ``--out``:
 - ``table.md``: the paper's Table 3 layout; ``tokens.png``: Figure 4's token-length densities;
 - ``masks/<model>/<mode>/<dataset>/<sample_id>.png`` (0/255) with ``--save-masks``.
 
-Each (policy, mode) pipeline runs over each dataset through ``eval_runner.run_dataset``;
-this module reads the command line and writes the outputs. Scoring is
+Each policy is loaded once and evaluated in every mode on every dataset through
+``eval_runner.run_dataset`` (the pipeline's mode is per request); this module reads the command
+line and writes the outputs. Scoring is
 ``wise_training.metrics.score_masks``. The IoU convention (``--convention``)
 defaults to ``lisa`` (ignore regions excluded, an empty union scores 1); ``seg_zero`` is
 Seg-Zero's (ignore counts as target, empty union scores 0). An answer that does not parse, or
@@ -41,6 +42,7 @@ from typing import IO, Any
 
 from wise_perception.core.manifest import ManifestError, has_manifest, read_manifest
 from wise_perception.core.prompts import PromptMode
+from wise_perception.pipeline import SettingsError
 from wise_perception.visualize import mask_to_uint8
 
 from .datasets_eval import (
@@ -96,15 +98,17 @@ class EvalConfig:
         return {**asdict(self), "out": str(self.out)}
 
 
-EvalPipelineFactory = Callable[[EvalConfig, PolicySpec, str], SegmentPipeline]
+EvalPipelineFactory = Callable[[EvalConfig, PolicySpec], SegmentPipeline]
 
 
-def open_eval_pipeline(config: EvalConfig, policy: PolicySpec, mode: str) -> SegmentPipeline:
-    """The real pipeline for one policy and mode; unset options are left to the pipeline
-    (and to the policy folder's ``wise_manifest.json``)."""
+def open_eval_pipeline(config: EvalConfig, policy: PolicySpec) -> SegmentPipeline:
+    """The real pipeline for one policy, serving every mode of ``config``; unset options are
+    left to the pipeline (and to the policy folder's ``wise_manifest.json``). Every mode's
+    prompt is checked here, so a mode the checkpoint cannot be prompted in (wise_s without a
+    brevity instruction) fails before any sample is run."""
     from wise_perception.pipeline import WisePipeline
 
-    kwargs: dict[str, Any] = {"policy": policy.path, "mode": mode, "batch_size": config.batch_size}
+    kwargs: dict[str, Any] = {"policy": policy.path, "batch_size": config.batch_size}
     options = {
         "segmenter": config.segmenter,
         "device": config.device,
@@ -113,7 +117,14 @@ def open_eval_pipeline(config: EvalConfig, policy: PolicySpec, mode: str) -> Seg
         "max_new_tokens": config.max_new_tokens,
     }
     kwargs.update({key: value for key, value in options.items() if value is not None})
-    return WisePipeline.from_pretrained(**kwargs)
+    pipeline = WisePipeline.from_pretrained(**kwargs)
+    for mode in config.modes:
+        try:
+            pipeline.prompt_spec(mode)
+        except ValueError as exc:
+            pipeline.close()
+            raise SettingsError(f"{policy.label} cannot be prompted in mode {mode}: {exc}") from exc
+    return pipeline
 
 
 # --------------------------------------------------------------------------- outputs
@@ -223,6 +234,7 @@ def _evaluate_dataset(
             batch_size=config.batch_size,
             convention=config.convention,
             limit=config.limit,
+            mode=mode,
         )
         for outcome in outcomes:
             if isinstance(outcome, SkippedSample):
@@ -249,7 +261,8 @@ def _evaluate_pipeline(
     records: Records,
     first_pass: bool,
 ) -> None:
-    """Every dataset through one (policy, mode) pipeline; a dataset that failed is not retried."""
+    """Every dataset through one policy's pipeline in one mode; a dataset that failed is not
+    retried."""
     for spec in config.datasets:
         status = datasets[spec.name]
         if status.error:
@@ -273,16 +286,18 @@ def evaluate(
     loads: list[dict[str, Any]] = []
     with open(config.out / PER_SAMPLE_NAME, "w", encoding="utf-8") as handle:
         records = Records(handle)
-        pairs = [(p, m) for p in config.policies for m in (p.modes or config.modes)]
-        for index, (policy, mode) in enumerate(pairs):
-            LOG.info("loading %s in mode %s", policy.label, mode)
+        for index, policy in enumerate(config.policies):
+            modes = policy.modes or config.modes
+            LOG.info("loading %s (modes %s)", policy.label, ", ".join(modes))
             load_start = time.perf_counter()
-            pipeline = factory(config, policy, mode)
+            pipeline = factory(config, policy)
             load_s = time.perf_counter() - load_start
-            loads.append({"model": policy.label, "mode": mode, "load_time_s": load_s})
+            loads.append({"model": policy.label, "modes": list(modes), "load_time_s": load_s})
             try:
-                labels = (policy.label, mode)
-                _evaluate_pipeline(config, pipeline, labels, datasets, records, index == 0)
+                for mode_index, mode in enumerate(modes):
+                    first_pass = index == 0 and mode_index == 0
+                    labels = (policy.label, mode)
+                    _evaluate_pipeline(config, pipeline, labels, datasets, records, first_pass)
             finally:
                 pipeline.close()
     report: dict[str, Any] = {
@@ -471,7 +486,7 @@ def main(
         parser.exit(2, f"error: {exc}\n")
     try:
         report = evaluate(config, factory)
-    except (ManifestError, FileNotFoundError) as exc:
+    except (ManifestError, FileNotFoundError, SettingsError) as exc:
         print(f"error: cannot load the pipeline: {exc}", file=sys.stderr)
         return 2
     for row in report["results"]:

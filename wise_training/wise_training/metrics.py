@@ -1,90 +1,32 @@
 """Segmentation and efficiency metrics: per-sample IoU, gIoU, cIoU and #Tok statistics.
 
-gIoU = mean of per-sample IoU; cIoU = sum of intersections / sum of unions (LISA, Seg-Zero
-``calculate_iou.py``). Two conventions differ at the edges; both are supported:
-
-- ``"lisa"`` (default; LISA's ``intersectionAndUnionGPU`` with ``ignore_index=255``): pixels of
-  the ground truth's "ignore" regions are left out of both masks, and a sample whose union is
-  empty (empty target, empty prediction) scores IoU 1.
-- ``"seg_zero"`` (Seg-Zero's converted datasets, ``mask.astype(bool)``): ignore regions count
-  as target, and an empty union scores IoU 0.
-
-An unparsable answer scores intersection 0 and union = ground-truth area in both (released
-evaluation.py), i.e. it is an empty prediction.
+gIoU/cIoU and their conventions live in the product's core (:mod:`wise_perception.core.metrics`,
+re-exported here) so that the evaluator and the bag replay score with one implementation;
+#Tok statistics are the evaluator's own.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
-from typing import Literal
 
 import numpy as np
 
-Convention = Literal["lisa", "seg_zero"]
-IGNORE_VALUE = 255  # LISA marks "ignore" polygons with 255 in the target mask
+from wise_perception.core.metrics import (
+    IGNORE_VALUE,
+    Convention,
+    SampleScore,
+    SegmentationScores,
+    score_masks,
+)
 
-
-@dataclass(frozen=True)
-class SampleScore:
-    intersection: int
-    union: int
-    iou: float
-
-
-def score_masks(
-    pred: np.ndarray | None,
-    target: np.ndarray,
-    *,
-    ignore: np.ndarray | None = None,
-    convention: Convention = "lisa",
-) -> SampleScore:
-    """Intersection, union and IoU of one prediction (None: unparsable / no mask) vs. target.
-
-    ``target`` is boolean (or 0/1); ``ignore`` marks LISA's ignore pixels (bool, same shape).
-    """
-    target = np.asarray(target).astype(bool)
-    if pred is None:
-        pred = np.zeros_like(target)
-    pred = np.asarray(pred).astype(bool)
-    if pred.shape != target.shape:
-        raise ValueError(f"prediction {pred.shape} and target {target.shape} differ in size")
-    if ignore is not None:
-        ignore = np.asarray(ignore).astype(bool)
-        if convention == "lisa":
-            keep = ~ignore
-            pred, target = pred & keep, target & keep
-        else:
-            target = target | ignore
-    inter = int(np.logical_and(pred, target).sum())
-    union = int(np.logical_or(pred, target).sum())
-    if union == 0:
-        iou = 1.0 if convention == "lisa" else 0.0
-    else:
-        iou = inter / union
-    return SampleScore(inter, union, iou)
-
-
-@dataclass
-class SegmentationScores:
-    """Accumulates samples; ``giou`` and ``ciou`` as the paper's tables report them (0..1)."""
-
-    samples: list[SampleScore] = field(default_factory=list)
-
-    def add(self, score: SampleScore) -> None:
-        self.samples.append(score)
-
-    @property
-    def giou(self) -> float:
-        return float(np.mean([s.iou for s in self.samples])) if self.samples else 0.0
-
-    @property
-    def ciou(self) -> float:
-        union = sum(s.union for s in self.samples)
-        return sum(s.intersection for s in self.samples) / union if union else 0.0
-
-    def as_dict(self) -> dict[str, float]:
-        return {"gIoU": self.giou, "cIoU": self.ciou, "n": len(self.samples)}
+__all__ = [
+    "IGNORE_VALUE",
+    "Convention",
+    "SampleScore",
+    "SegmentationScores",
+    "score_masks",
+    "token_stats",
+]
 
 
 def token_stats(counts: Iterable[int], bins: int = 20) -> dict[str, object]:

@@ -11,6 +11,20 @@ seg_restrict.py``) differ, the release is the default and the paper's reading is
 - Distillation indicator: box IoU > 0.5 (release) vs. "task reward is full" (Eq. 4,
   ``indicator="task_full"``).
 - Distillation spans are measured with their tags (release; ``distill_with_tags``).
+
+On well-formed completions the defaults give the release's numbers. On malformed ones this
+code deliberately scores differently (kept: a reward should not pay for output the node
+cannot use):
+- Only a valid ``<answer>`` JSON is scored: ``json_format`` and the accuracy terms need an
+  ``<answer>`` span whose JSON the product's parser accepts (core.answer: numbers, finite,
+  ordered box corners). The release scores the first ``{...}`` anywhere in the text (even
+  inside ``<think>``, or without an answer tag) and checks only its keys and lengths.
+- Whitespace around the completion is allowed by ``tag_format`` (it matches the stripped
+  text); the release's ``re.fullmatch`` gives 0 to a completion with a leading space.
+- Decimal coordinates are used as written (and rounded when mapped to pixels); the release's
+  point reward truncates them with ``int()``.
+- The placeholder check (0 for a completion echoing the template's placeholder spans) is
+  WISE's; the ``seg_zero`` baseline config keeps it, while Seg-Zero's own reward has none.
 """
 
 from __future__ import annotations
@@ -50,7 +64,8 @@ class SimilarityModel(Protocol):
 
 @dataclass(frozen=True)
 class RewardConfig:
-    """All reward switches; defaults reproduce the released WISE training reward."""
+    """All reward switches; the defaults reproduce the released WISE training reward on
+    well-formed completions (malformed output: see the module docstring)."""
 
     # Spans the completion must contain, in generation order (Eq. 2 / Table 5 ablations).
     order: tuple[str, ...] = (THINK, ANSWER, D_THINK)

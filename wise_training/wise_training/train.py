@@ -1,4 +1,4 @@
-"""GRPO training of the WISE policy on TRL's ``GRPOTrainer`` (paper §3.2, §4).
+"""GRPO training of the WISE policy on TRL's GRPOTrainer (paper §3.2, §4).
 
     python -m wise_training.train --config wise                       # a named config (configs/)
     python -m wise_training.train --config my.yaml trainer.learning_rate=2e-6 data.limit=100
@@ -109,7 +109,7 @@ def build_trainer(
     similarity: Any = None,
     callbacks: list[Any] | None = None,
 ) -> tuple[Any, DataReport]:
-    """A ready ``GRPOTrainer`` and the data report. ``samples`` replaces ``data.train`` (tests).
+    """A ready GRPOTrainer and the data report. ``samples`` replaces ``data.train`` (tests).
 
     The sentence model is loaded first, so a run that cannot have it fails before it reads
     data or loads the policy, not at the first correct completion."""

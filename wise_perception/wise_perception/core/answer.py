@@ -15,7 +15,8 @@ import re
 from dataclasses import dataclass, field
 from enum import Enum
 
-from .prompts import ANSWER, D_THINK, THINK, AnswerSchema
+from .answer_schema import BOX_LENGTH, POINT_LENGTH, AnswerSchema, answer_template
+from .prompts import ANSWER, D_THINK, THINK
 
 # Bound on what the parser will look at: a 1024-token completion is < 8 k characters.
 MAX_COMPLETION_CHARS = 32_000
@@ -137,8 +138,8 @@ def _short(value: object, limit: int = 80) -> str:
 
 
 def _box(value: object, limit: float) -> Box:
-    if not isinstance(value, list | tuple) or len(value) != 4:
-        raise ValueError(f"box must be 4 numbers, got {_short(value)}")
+    if not isinstance(value, list | tuple) or len(value) != BOX_LENGTH:
+        raise ValueError(f"box must be {BOX_LENGTH} numbers, got {_short(value)}")
     x1, y1, x2, y2 = (_number(v, "box coordinate", limit) for v in value)
     if x2 < x1 or y2 < y1:
         raise ValueError(f"box corners are not ordered (x1<=x2, y1<=y2): {_short(list(value))}")
@@ -146,38 +147,48 @@ def _box(value: object, limit: float) -> Box:
 
 
 def _point(value: object, limit: float) -> Point:
-    if not isinstance(value, list | tuple) or len(value) != 2:
-        raise ValueError(f"point must be 2 numbers, got {_short(value)}")
+    if not isinstance(value, list | tuple) or len(value) != POINT_LENGTH:
+        raise ValueError(f"point must be {POINT_LENGTH} numbers, got {_short(value)}")
     x, y = (_number(v, "point coordinate", limit) for v in value)
     return (x, y)
 
 
+_SINGLE = answer_template(AnswerSchema.SINGLE)
+_MULTI = answer_template(AnswerSchema.MULTI)
+
+
+def _keys(keys: tuple[str, ...]) -> str:
+    return ", ".join(repr(k) for k in keys)
+
+
 def _objects_single(data: object, limit: float) -> tuple[ObjectPrompt, ...]:
+    keys = (_SINGLE.box_key, *_SINGLE.point_keys)
     if not isinstance(data, dict):
-        raise TypeError("expected one JSON object with 'bbox', 'points_1', 'points_2'")
-    missing = [k for k in ("bbox", "points_1", "points_2") if k not in data]
+        raise TypeError(f"expected one JSON object with {_keys(keys)}")
+    missing = [k for k in keys if k not in data]
     if missing:
         raise KeyError(f"missing keys {missing}")
-    box = _box(data["bbox"], limit)
+    box = _box(data[_SINGLE.box_key], limit)
     try:
-        points = (_point(data["points_1"], limit), _point(data["points_2"], limit))
+        points = tuple(_point(data[key], limit) for key in _SINGLE.point_keys)
     except ValueError as exc:
         raise _PointError(str(exc)) from exc
     return (ObjectPrompt(box, points),)
 
 
 def _objects_multi(data: object, limit: float) -> tuple[ObjectPrompt, ...]:
+    box_key, (point_key,) = _MULTI.box_key, _MULTI.point_keys
     if isinstance(data, dict):
         data = [data]
     if not isinstance(data, list):
-        raise TypeError("expected a JSON list of {'bbox_2d', 'point_2d'} objects")
+        raise TypeError(f"expected a JSON list of {{{_keys((box_key, point_key))}}} objects")
     objects = []
     for i, item in enumerate(data):
-        if not isinstance(item, dict) or "bbox_2d" not in item:
-            raise KeyError(f"object {i} has no 'bbox_2d'")
-        box = _box(item["bbox_2d"], limit)
+        if not isinstance(item, dict) or box_key not in item:
+            raise KeyError(f"object {i} has no {box_key!r}")
+        box = _box(item[box_key], limit)
         try:
-            points = (_point(item["point_2d"], limit),) if "point_2d" in item else ()
+            points = (_point(item[point_key], limit),) if point_key in item else ()
         except ValueError as exc:
             raise _PointError(f"object {i}: {exc}") from exc
         objects.append(ObjectPrompt(box, points))
@@ -217,7 +228,7 @@ def parse_completion(
         )
     schema = AnswerSchema(schema)
     try:
-        if schema is AnswerSchema.SINGLE or (isinstance(data, dict) and "bbox" in data):
+        if schema is AnswerSchema.SINGLE or (isinstance(data, dict) and _SINGLE.box_key in data):
             objects = _objects_single(data, limit)
         else:
             objects = _objects_multi(data, limit)

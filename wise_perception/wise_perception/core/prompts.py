@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
+from .answer_schema import AnswerSchema, format_answer
 from .limits import MAX_COMMAND_CHARS
 
 # Spans of a completion (paper §3.2): concise rationale c, answer a, detailed explanation d.
@@ -47,15 +48,6 @@ class PromptMode(str, Enum):
     NO_CONCISE = "no_concise"
 
 
-class AnswerSchema(str, Enum):
-    """JSON schema of the <answer> span."""
-
-    # The paper's models: one object in the 840x840 frame (released code's example answer).
-    SINGLE = "single"
-    # VisionReasoner's later multi-object schema: [{"bbox_2d": [...], "point_2d": [x, y]}, ...].
-    MULTI = "multi"
-
-
 @dataclass(frozen=True)
 class PromptSpec:
     """Which spans the completion must contain, in generation order, and how they are described."""
@@ -68,6 +60,8 @@ class PromptSpec:
     # The example answer shown in the instruction; empty: the schema's (EXAMPLE_ANSWERS).
     example_answer: str = ""
     extra: dict[str, str] = field(default_factory=dict)
+    # The PromptMode value it renders ("" for a spec made by hand).
+    mode: str = ""
 
     def __post_init__(self) -> None:
         if ANSWER not in self.order or len(set(self.order)) != len(self.order):
@@ -77,16 +71,21 @@ class PromptSpec:
             raise ValueError(f"unknown spans {sorted(unknown)}; known: {SPANS}")
 
 
-# Example answers shown in the instruction, verbatim: the single-object one from the released
-# code, the multi-object one from VisionReasoner (Seg-Zero repo, verl/utils/rl_dataset.py).
+# Example answers shown in the instruction, written by the schema (core.answer_schema) with
+# the released numbers: the single-object one from the released code, the multi-object one from
+# VisionReasoner (Seg-Zero repo, verl/utils/rl_dataset.py).
+_EXAMPLE_BOX = (10, 100, 200, 210)
 EXAMPLE_ANSWERS = {
-    AnswerSchema.SINGLE: '{"bbox": [10,100,200,210], "points_1": [30,110], "points_2": [35,180]}',
-    AnswerSchema.MULTI: '[{"bbox_2d": [10,100,200,210], "point_2d": [30,110]}, '
-    '{"bbox_2d": [225,296,706,786], "point_2d": [302,410]}]',
+    AnswerSchema.SINGLE: format_answer([(_EXAMPLE_BOX, ((30, 110), (35, 180)))], "single"),
+    AnswerSchema.MULTI: format_answer(
+        [(_EXAMPLE_BOX, ((30, 110),)), ((225, 296, 706, 786), ((302, 410),))], "multi"
+    ),
 }
 # Seg-Zero's own prompt quotes its example with ' (its evaluation.py and rl_dataset.py pass
 # Answer="{'bbox': ...}"): Seg-Zero checkpoints were trained on exactly this text.
-SEG_ZERO_EXAMPLE_ANSWER = "{'bbox': [10,100,200,210], 'points_1': [30,110], 'points_2': [35,180]}"
+SEG_ZERO_EXAMPLE_ANSWER = format_answer(
+    [(_EXAMPLE_BOX, ((30, 110), (35, 180)))], "single", quote="'"
+)
 
 
 def spec_for(
@@ -118,6 +117,7 @@ def spec_for(
         think_word="" if mode is PromptMode.SEG_ZERO else "streamlined ",
         schema=schema,
         example_answer=SEG_ZERO_EXAMPLE_ANSWER if seg_zero_single else "",
+        mode=mode.value,
     )
 
 

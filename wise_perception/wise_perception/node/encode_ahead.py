@@ -22,7 +22,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
-from .frame_slot import Frame
+from ..inputs.frame_slot import Frame
 from .models import NodePipeline
 
 

@@ -1,37 +1,35 @@
 """The WISE perception lifecycle node: camera image + spoken command in, mask + rationale out.
 
-============== ===== ================================ =======================================
-topic          dir   type                             when
-============== ===== ================================ =======================================
-image          in    sensor_msgs/Image                while active (QoS: ``image_*`` params)
-command        in    std_msgs/String                  while configured (reliable): plain
-                                                        text or {"id": ..., "command": ...}
-result         out   std_msgs/String (JSON)           exactly one per command, every status
-mask           out   sensor_msgs/Image mono8 0/255    successes only
-rationale      out   std_msgs/String                  successes only
-overlay        out   sensor_msgs/Image rgb8           successes, when ``use_overlay``
-detections     out   vision_msgs/Detection2DArray     successes, where vision_msgs is installed
-/diagnostics   out   diagnostic_msgs/DiagnosticArray  every ``diagnostics_period_s``
-============== ===== ================================ =======================================
-
-Topic names are relative (``-r __ns:=/wise`` puts them under ``/wise``). Every output carries
+Topics: the table of :data:`.usage.TOPICS` (``wise-perception-node --help`` prints it, with
+the parameters). Topic names are relative (``-r __ns:=/wise`` puts them under ``/wise``). Every output carries
 the header of the image it was computed on; a result with no image (no_image, not_ready,
 queue_full, invalid_command before pairing) carries the node clock and an empty ``frame_id``.
 
 The node holds the lifecycle, the callbacks and the publishing; the rest has its own module:
-parameters (:mod:`.settings`), the newest frame (:mod:`.frame_slot`), the bounded
-command queue (:mod:`.command_queue`), encoding ahead (:mod:`.encode_ahead`), loading the
-models (:mod:`.models`) and the messages (:mod:`.messages`). The models live in the
+parameters (:mod:`.settings`), its state (:mod:`.state`), the newest frame
+(:mod:`..inputs.frame_slot`, shared with the bag replay), the image QoS (:mod:`.image_qos`), the
+bounded command queue (:mod:`.command_queue`), encoding ahead (:mod:`.encode_ahead`), loading the
+models (:mod:`.models`), the messages (:mod:`.messages`) and ``--help`` (:mod:`.usage`). The models live in the
 pipeline; the node never imports torch.
 
 Lifecycle: parameters are declared on construction and read on configure (which also creates
-the publishers, the command subscription and the worker thread); activate loads the models
-and subscribes to images; deactivate unsubscribes and frees the models (and GPU memory);
-cleanup stops the worker. While configured but inactive, commands are answered ``not_ready``.
-With ``autostart`` (default) the node configures and activates itself. Loading never makes
-the node deaf: the lifecycle services, commands, images and diagnostics each have their own
-callback group on a multi-threaded executor, and autostart runs the transitions on a thread
-of their own; SIGINT ends the process at once, whatever is loading or running.
+the output publishers and the worker thread); activate loads the models and subscribes to
+images; deactivate unsubscribes and frees the models (and GPU memory); cleanup stops the
+worker. The command subscription and the result publisher exist from construction (their
+depths are read-only parameters), so a command is answered exactly once in every state:
+``not_ready`` with why, unless the node is active. Where the node stands is kept in one place,
+:class:`.state.NodeState`, updated by the transition callbacks.
+
+A transition never fails silently and never leaves a model loaded: its failure is logged,
+reported on ``/diagnostics`` and in every later ``not_ready``, and what it loaded is closed.
+Describing the models or warming them up never fails an activation: a policy server that is
+down at start still lets the node activate; each command then gets ``policy_unavailable``
+until the server is back (no restart). With ``autostart`` (default) the node configures and
+activates itself; with ``exit_on_autostart_failure`` (``make run``) a failure of either ends
+the process with status 1 instead. Loading never makes the node deaf: the lifecycle services,
+commands, images and diagnostics each have their own callback group on a multi-threaded
+executor, and autostart runs the transitions on a thread of their own; SIGINT ends the
+process at once, whatever is loading or running.
 
 A command's way: parsed and checked once on receipt (``invalid_command`` at once); paired
 with the newest frame at most ``max_image_age_s`` old, or waits up to ``command_wait_s`` for
@@ -42,12 +40,24 @@ once; published. An invalid newest frame answers ``invalid_image`` naming its pr
 With ``encode_ahead``, the worker starts SAM2's encoding of the newest usable frame whenever
 no command waits: one encoding at a time, each frame once, never while a command is served
 and never waited for, so a command on that frame finds its encoding done or in flight.
+
+Reason once, then track: a command that asks (``"track": true``, or ``track_default``) is
+followed after its result by SAM2's video memory (:mod:`wise_perception.tracking`), as the
+worker's idle work: each time the newest frame that came after the last one tracked (the ones
+in between are skipped and counted), its mask on ``mask`` and its JSON on ``track``, both with
+that frame's header (:mod:`.command_track`). The policy does not run while tracking. The
+track ends when the next command is served (``preempted``), on ``{"stop": true}``
+(``stopped``; the stop gets its own ``stopped`` result), on loss (``lost``: the score below
+``track_score_threshold`` for ``track_lost_after`` frames; with ``reground_on_loss`` the
+policy is asked again on that frame and its new answer tracked, published on ``track`` and
+``mask``, never as a second result), on ``track_timeout_s``, or when the models are released.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import sys
 import threading
 import time
@@ -60,24 +70,30 @@ import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
-from rclpy.event_handler import QoSRequestedIncompatibleQoSInfo, SubscriptionEventCallbacks
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNodeMixin, State, TransitionCallbackReturn
 from rclpy.node import Node
 from rclpy.publisher import Publisher
+from rclpy.qos import ReliabilityPolicy
 from rclpy.subscription import Subscription
+from rclpy.timer import Timer
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header, String
 
 from ..core.limits import MAX_COMMAND_CHARS
+from ..inputs.frame_slot import Frame, FrameSlot
 from ..result import Result, Status
+from ..tracking import TrackState
+from ..visualize import track_overlay
+from . import image_qos, models
 from . import messages as rm
-from . import models
 from .command_queue import CommandQueue
+from .command_track import CommandTrack
 from .encode_ahead import EncodeAhead
-from .frame_slot import Frame, FrameSlot
 from .models import NodePipeline, PipelineFactory
 from .settings import PARAMETERS, Settings, descriptor, reliable
+from .state import ERROR, OK, WARN, NodeState
+from .usage import usage, wants_help
 
 NODE_NAME = "wise_perception"
 # Executor threads: one can sit in a lifecycle transition (a model load) while commands,
@@ -85,6 +101,11 @@ NODE_NAME = "wise_perception"
 EXECUTOR_THREADS = 4
 # How long SIGINT waits for the inference worker before the process exits regardless.
 SHUTDOWN_WAIT_S = 0.5
+# Exit status of a node whose autostart failed with exit_on_autostart_failure.
+EXIT_AUTOSTART_FAILED = 1
+_LEVELS = {OK: DiagnosticStatus.OK, WARN: DiagnosticStatus.WARN, ERROR: DiagnosticStatus.ERROR}
+# Results whose status shows the policy answered (or could not be reached).
+_POLICY_ANSWERED = (Status.OK, Status.UNPARSABLE_ANSWER)
 
 
 @dataclass
@@ -116,26 +137,40 @@ class WisePerceptionNode(LifecycleNodeMixin, Node):
         for parameter in PARAMETERS:
             self.declare_parameter(parameter.name, parameter.default, descriptor(parameter))
         self.settings: Settings | None = None
+        self.exit_status = 0  # main()'s: EXIT_AUTOSTART_FAILED when autostart ends the process
+        self._state = NodeState()
         self._pipeline: NodePipeline | None = None
         self._pipeline_lock = threading.Lock()  # held by the worker while it uses the pipeline
-        self._load_error = ""
-        self._loading_since: float | None = None  # time.monotonic() while models load
-        self._stopping = False  # set on SIGINT: nothing more is published
-        self._image_qos_problem = ""  # a camera whose QoS this subscription cannot match
-        self._active = False
         self._frames = FrameSlot(lambda: self.get_clock().now().nanoseconds)
         self._queue: CommandQueue[_Job] | None = None
         self._worker: threading.Thread | None = None
         self._request_id = 0
         self._stats = _Stats()
         self._stats_lock = threading.Lock()
-        self._pubs: dict[str, Publisher] = {}
-        self._command_sub: Subscription | None = None
+        self._outputs: dict[str, Publisher] = {}  # mask, rationale, overlay, detections
         self._image_sub: Subscription | None = None
-        self._command_group = MutuallyExclusiveCallbackGroup()
+        self._image_reliability = ReliabilityPolicy.RELIABLE  # of the image subscription
+        self._image_recheck: Timer | None = None  # while active: re-checks the image QoS
+        self._image_lock = threading.Lock()  # the image subscription and its re-check timer
         self._image_group = MutuallyExclusiveCallbackGroup()
         self._encode_ahead = False  # resolved on activate (parameter encode_ahead)
         self._ahead = EncodeAhead(wake=self._wake_worker)
+        # The running track (one at most); set and ended by the worker, or by releasing the
+        # models, always under the pipeline lock. Its status for /diagnostics, kept apart.
+        self._track: CommandTrack | None = None
+        self._track_status: dict[str, Any] = {"state": "idle"}
+        # Commands are answered in every state, so their subscription and the result
+        # publisher exist from the start (their depths are read-only parameters).
+        self._result_pub = self.create_publisher(
+            String, "result", reliable(self.get_parameter("result_depth").value)
+        )
+        self._command_sub = self.create_subscription(
+            String,
+            "command",
+            self._on_command,
+            reliable(self.get_parameter("command_depth").value),
+            callback_group=MutuallyExclusiveCallbackGroup(),
+        )
         # Diagnostics exist in every state, so a monitor sees an unconfigured node too.
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._diag_timer = self.create_timer(
@@ -145,41 +180,83 @@ class WisePerceptionNode(LifecycleNodeMixin, Node):
         )
 
     def autostart(self) -> None:
-        """Configure, then activate (loading the models); run off the executor's threads."""
-        if self.trigger_configure() == TransitionCallbackReturn.SUCCESS and not self._stopping:
-            self.trigger_activate()
+        """Configure, then activate (loading the models); run off the executor's threads.
+
+        When either fails and ``exit_on_autostart_failure`` is set, the process ends with
+        :data:`EXIT_AUTOSTART_FAILED` (the failure itself was logged once, by the transition)."""
+        success = TransitionCallbackReturn.SUCCESS
+        started = self.trigger_configure() == success and (
+            self._state.stopping or self.trigger_activate() == success
+        )
+        exits = self.get_parameter("exit_on_autostart_failure").value
+        if started or self._state.stopping or not exits:
+            return
+        self.get_logger().fatal(
+            f"exiting with status {EXIT_AUTOSTART_FAILED}: autostart failed "
+            "(exit_on_autostart_failure: true)"
+        )
+        self.exit_status = EXIT_AUTOSTART_FAILED
+        self.context.try_shutdown()  # as SIGINT: main() returns from spin and exits
 
     # ------------------------------------------------------------------ lifecycle
     def on_configure(self, state: State) -> TransitionCallbackReturn:
+        return self._transition("configure", self._configure)
+
+    def on_activate(self, state: State) -> TransitionCallbackReturn:
+        return self._transition("activate", self._activate)
+
+    def on_deactivate(self, state: State) -> TransitionCallbackReturn:
+        return self._transition("deactivate", self._deactivate)
+
+    def on_cleanup(self, state: State) -> TransitionCallbackReturn:
+        return self._transition("cleanup", self._close)
+
+    def on_shutdown(self, state: State) -> TransitionCallbackReturn:
+        return self._transition("shutdown", self._close)
+
+    def on_error(self, state: State) -> TransitionCallbackReturn:
+        return self._transition("error", self._close)
+
+    def _transition(self, name: str, body: Callable[[], str]) -> TransitionCallbackReturn:
+        """Run a transition's ``body``, which returns "" on success, else why it failed (and
+        has undone itself). Never raises: a failure (or an exception) is logged once and kept
+        in the node's state, for /diagnostics and every command's ``not_ready``."""
+        self._state.begin(name)
+        try:
+            reason = body()
+        except Exception as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+        if reason and not self._quiet():
+            self.get_logger().error(f"{name} failed: {reason}")
+        self._state.end(name, not reason, reason)
+        return TransitionCallbackReturn.FAILURE if reason else TransitionCallbackReturn.SUCCESS
+
+    def _configure(self) -> str:
         try:
             values = {p.name: self.get_parameter(p.name).value for p in PARAMETERS}
             settings = Settings.from_parameters(values)
         except ValueError as exc:
-            self.get_logger().error(f"configure failed: {exc}")
-            return TransitionCallbackReturn.FAILURE
-        self.settings = settings
-        outputs = reliable(settings.output_depth)
-        self._pubs = {
-            "result": self.create_publisher(String, "result", reliable(settings.result_depth)),
-            "mask": self.create_publisher(Image, "mask", outputs),
-            "rationale": self.create_publisher(String, "rationale", outputs),
-        }
-        if settings.use_overlay:
-            self._pubs["overlay"] = self.create_publisher(Image, "overlay", outputs)
-        if rm.HAVE_VISION_MSGS:
-            self._pubs["detections"] = self.create_publisher(
-                rm.Detection2DArray, "detections", outputs
-            )
-        self._command_sub = self.create_subscription(
-            String,
-            "command",
-            self._on_command,
-            reliable(settings.command_depth),
-            callback_group=self._command_group,
-        )
-        self._queue = CommandQueue(settings.queue_size)
-        self._worker = threading.Thread(target=self._work, name="wise-inference", daemon=True)
-        self._worker.start()
+            return str(exc)
+        try:
+            outputs = reliable(settings.output_depth)
+            self._outputs = {
+                "mask": self.create_publisher(Image, "mask", outputs),
+                "rationale": self.create_publisher(String, "rationale", outputs),
+                "track": self.create_publisher(String, "track", outputs),
+            }
+            if settings.use_overlay:
+                self._outputs["overlay"] = self.create_publisher(Image, "overlay", outputs)
+            if rm.HAVE_VISION_MSGS:
+                self._outputs["detections"] = self.create_publisher(
+                    rm.Detection2DArray, "detections", outputs
+                )
+            self.settings = settings
+            self._queue = CommandQueue(settings.queue_size)
+            self._worker = threading.Thread(target=self._work, name="wise-inference", daemon=True)
+            self._worker.start()
+        except Exception:
+            self._teardown()
+            raise
         self.get_logger().info(
             f"configured: policy_model={settings.policy_model} "
             f"mode={settings.mode or '(checkpoint manifest, else wise_s)'} "
@@ -187,73 +264,79 @@ class WisePerceptionNode(LifecycleNodeMixin, Node):
             f"image_reliability={settings.image_reliability} "
             f"max_image_age_s={settings.max_image_age_s} command_wait_s={settings.command_wait_s}"
         )
-        return TransitionCallbackReturn.SUCCESS
+        return ""
 
-    def on_activate(self, state: State) -> TransitionCallbackReturn:
+    def _activate(self) -> str:
         settings = self.settings
-        assert settings is not None
+        assert settings is not None  # configured
         started = time.perf_counter()
-        self._load_error = ""
-        self._loading_since = time.monotonic()
         self.get_logger().info(f"loading models ({settings.policy_model})")
         try:
             pipeline = self._pipeline_factory(settings)
         except Exception as exc:
-            self._load_error = f"model loading failed: {type(exc).__name__}: {exc}"
-            self.get_logger().error(self._load_error)
-            return TransitionCallbackReturn.FAILURE
-        finally:
-            self._loading_since = None
-        if self._stopping:  # SIGINT came during the load: the process is exiting
-            with contextlib.suppress(Exception):
-                pipeline.close()
-            return TransitionCallbackReturn.FAILURE
-        self.get_logger().info(f"loaded: {models.summary(pipeline)}")
-        if settings.warmup:
-            try:
-                seconds = pipeline.warmup()
-                self.get_logger().info(f"warm-up request served in {seconds:.2f} s")
-            except Exception as exc:  # a failed warm-up costs speed, not service
-                self.get_logger().warning(f"warm-up failed: {type(exc).__name__}: {exc}")
-        self._encode_ahead = models.encodes_ahead(settings, pipeline)
+            return f"model loading failed: {type(exc).__name__}: {exc}"
         with self._pipeline_lock:
             self._pipeline = pipeline
-        self._image_sub = self.create_subscription(
-            Image,
-            "image",
-            self._on_image,
-            settings.image_qos(),
-            callback_group=self._image_group,
-            event_callbacks=SubscriptionEventCallbacks(
-                incompatible_qos=self._on_incompatible_image_qos
-            ),
-        )
-        self._active = True
+        try:  # from here on, a failure closes what was loaded
+            if self._state.stopping:  # SIGINT came during the load: the process is exiting
+                raise InterruptedError("SIGINT while the models loaded")
+            self._start_serving(pipeline, settings)
+        except BaseException:
+            self._release_models()
+            raise
         self.get_logger().info(
             f"active: models loaded in {time.perf_counter() - started:.1f} s; "
             f"encode_ahead={'on' if self._encode_ahead else 'off'} ({settings.encode_ahead})"
         )
-        return TransitionCallbackReturn.SUCCESS
+        return ""
 
-    def on_deactivate(self, state: State) -> TransitionCallbackReturn:
+    def _start_serving(self, pipeline: NodePipeline, settings: Settings) -> None:
+        """After the load: log what was loaded, warm it up, subscribe to images. Neither the
+        description nor the warm-up can fail the activation: they cost a log line or speed,
+        and a policy that cannot be reached now is answered ``policy_unavailable`` per command."""
+        info, problem = models.describe(pipeline)
+        if problem:
+            self.get_logger().warning(f"could not describe the loaded models: {problem}")
+        self.get_logger().info(f"loaded: {models.summary(info)}")
+        if settings.warmup:
+            self._warm_up(pipeline)
+        self._encode_ahead = models.encodes_ahead(settings, info)
+        with self._image_lock:
+            self._image_recheck = self.create_timer(
+                image_qos.RECHECK_S,
+                self._guarded(self._subscribe_images),
+                callback_group=self._image_group,
+            )
+        self._subscribe_images()
+
+    def _warm_up(self, pipeline: NodePipeline) -> None:
+        try:
+            warm = pipeline.warmup()
+        except Exception as exc:  # a failed warm-up costs speed, not service
+            self.get_logger().warning(f"warm-up failed: {type(exc).__name__}: {exc}")
+            return
+        if warm.status is Status.POLICY_UNAVAILABLE:
+            self._state.policy_answered(warm.error)
+            self.get_logger().error(
+                f"policy unavailable: {warm.error}; the node activates and answers each "
+                "command policy_unavailable until the policy can be reached"
+            )
+        elif warm.status in _POLICY_ANSWERED:
+            self.get_logger().info(f"warm-up request served in {warm.timings.total:.2f} s")
+        else:
+            self.get_logger().warning(f"warm-up request got {warm.status.value}: {warm.error}")
+
+    def _deactivate(self) -> str:
         self._release_models()
         self.get_logger().info("inactive: models freed; commands get not_ready until activated")
-        return TransitionCallbackReturn.SUCCESS
+        return ""
 
-    def on_cleanup(self, state: State) -> TransitionCallbackReturn:
+    def _close(self) -> str:
         self.close()
-        return TransitionCallbackReturn.SUCCESS
-
-    def on_shutdown(self, state: State) -> TransitionCallbackReturn:
-        self.close()
-        return TransitionCallbackReturn.SUCCESS
-
-    def on_error(self, state: State) -> TransitionCallbackReturn:
-        self.close()
-        return TransitionCallbackReturn.SUCCESS
+        return ""
 
     def close(self) -> None:
-        """Free everything (idempotent): models, worker, publishers and subscriptions."""
+        """Free everything (idempotent): models, worker, output publishers and subscriptions."""
         self._release_models()
         self._teardown()
 
@@ -264,26 +347,30 @@ class WisePerceptionNode(LifecycleNodeMixin, Node):
         the worker gets ``SHUTDOWN_WAIT_S`` to finish. Returns False when work is still
         running (a load, an inference); the caller then ends the process, which frees it.
         """
-        self._stopping = True
-        self._active = False
+        self._state.stop()
         if self._queue is not None:
             self._queue.close(drop_waiting=True)
         worker = self._worker
         if worker is not None:
             worker.join(timeout=SHUTDOWN_WAIT_S)
-        idle = self._loading_since is None and not (worker is not None and worker.is_alive())
+        idle = not self._state.loading and not (worker is not None and worker.is_alive())
         if idle:
             self.close()
         return idle
 
     def _release_models(self) -> None:
-        self._active = False
         self._encode_ahead = False
-        if self._image_sub is not None:
-            self.destroy_subscription(self._image_sub)
-            self._image_sub = None
+        with self._image_lock:
+            if self._image_recheck is not None:
+                self.destroy_timer(self._image_recheck)
+                self._image_recheck = None
+            if self._image_sub is not None:
+                self.destroy_subscription(self._image_sub)
+                self._image_sub = None
+        self._state.camera("")
         self._frames.clear()
         with self._pipeline_lock:  # waits for a running inference to finish
+            self._end_track(TrackState.STOPPED, "the models were released (deactivated)")
             pipeline, self._pipeline = self._pipeline, None
             self._ahead.forget()
         if pipeline is not None:
@@ -297,20 +384,55 @@ class WisePerceptionNode(LifecycleNodeMixin, Node):
             self._queue.close()  # after the commands already queued: each gets its result
             self._worker.join(timeout=30.0)
         self._worker, self._queue = None, None
-        if self._command_sub is not None:
-            self.destroy_subscription(self._command_sub)
-            self._command_sub = None
-        for pub in self._pubs.values():
+        for pub in self._outputs.values():
             self.destroy_publisher(pub)
-        self._pubs = {}
+        self._outputs = {}
+
+    # ------------------------------------------------------------------ image QoS
+    def _subscribe_images(self) -> None:
+        """Subscribe to images with the QoS the settings and the cameras call for, again when
+        it changed (``image_reliability: auto``), and name what cannot be received."""
+        with self._image_lock:
+            if self._image_recheck is not None and self.settings is not None:
+                self._resubscribe_images(self.settings)
+
+    def _resubscribe_images(self, settings: Settings) -> None:
+        topic = self.resolve_topic_name("image")
+        offered = [info.qos_profile for info in self.get_publishers_info_by_topic(topic)]
+        reliability = image_qos.choose_reliability(settings.image_reliability, offered)
+        qos = settings.image_qos(reliability)
+        if self._image_sub is None or reliability != self._image_reliability:
+            if self._image_sub is not None:
+                self.destroy_subscription(self._image_sub)
+                self.get_logger().info(
+                    f"image QoS: the publishers on {topic} now call for "
+                    f"{image_qos.reliability_name(reliability)} (image_reliability: auto)"
+                )
+            self._image_sub = self.create_subscription(
+                Image, "image", self._on_image, qos, callback_group=self._image_group
+            )
+            self._image_reliability = reliability
+        problem = image_qos.mismatch(qos, offered, topic)
+        if problem != self._state.camera_problem:
+            if problem:
+                self.get_logger().error(problem)
+            else:
+                self.get_logger().info(f"image QoS: every publisher on {topic} can be received")
+            self._state.camera(problem)
 
     # ------------------------------------------------------------------ callbacks (executor threads)
+    def _quiet(self) -> bool:
+        """After SIGINT: the ROS context is (being) shut down; a log line would fail to reach
+        /rosout, and a message to be sent."""
+        return self._state.stopping or not self.context.ok()
+
     def _guarded(self, fn: Callable[..., None]) -> Callable[..., None]:
         def call(*args: Any) -> None:
             try:
                 fn(*args)
             except Exception as exc:
-                self.get_logger().error(f"{fn.__name__} failed: {type(exc).__name__}: {exc}")
+                if not self._quiet():
+                    self.get_logger().error(f"{fn.__name__} failed: {type(exc).__name__}: {exc}")
 
         return call
 
@@ -326,21 +448,10 @@ class WisePerceptionNode(LifecycleNodeMixin, Node):
             with self._stats_lock:
                 self._stats.images += 1
                 self._stats.invalid_images += bool(frame.error)
-            if self._encode_ahead:
-                self._wake_worker()  # a new frame to encode while idle
+            if self._encode_ahead or self._track is not None:
+                self._wake_worker()  # a new frame to encode, or to track, while idle
         except Exception as exc:
             self.get_logger().error(f"image callback failed: {type(exc).__name__}: {exc}")
-
-    def _on_incompatible_image_qos(self, info: QoSRequestedIncompatibleQoSInfo) -> None:
-        # REP 2003 cameras publish reliable, but some publish best effort: say how to fix it.
-        assert self.settings is not None
-        self._image_qos_problem = (
-            f"{info.total_count} publisher(s) on {self._image_topic()} offer a QoS this "
-            f"subscription cannot accept (policy id {info.last_policy_kind}); with "
-            f"image_reliability={self.settings.image_reliability} no frame arrives from them. "
-            "A best_effort camera needs image_reliability: best_effort"
-        )
-        self.get_logger().error(self._image_qos_problem)
 
     def _on_command(self, msg: String) -> None:
         received = time.perf_counter()
@@ -357,8 +468,12 @@ class WisePerceptionNode(LifecycleNodeMixin, Node):
 
     def _accept(self, job: _Job) -> None:
         settings, jobs = self.settings, self._queue
-        if settings is None or jobs is None or not self._active:
-            self._fail(job, Status.NOT_READY, self._not_ready_reason())
+        if settings is None or jobs is None or not self._state.serving:
+            self._fail(job, Status.NOT_READY, self._state.not_ready_reason())
+            return
+        if job.command.stop:  # served in order by the worker, which runs the track
+            if not jobs.offer(job):
+                self._fail(job, Status.QUEUE_FULL, f"rejected: queue_size={jobs.maxsize} full")
             return
         if job.command.question is None:
             self._fail(job, Status.INVALID_COMMAND, job.command.error)
@@ -372,17 +487,6 @@ class WisePerceptionNode(LifecycleNodeMixin, Node):
                 job.frame,
             )
 
-    def _not_ready_reason(self) -> str:
-        since = self._loading_since
-        if since is not None:
-            return (
-                f"models are loading ({time.monotonic() - since:.0f} s so far); "
-                "commands are served once the node is active"
-            )
-        label = self._state_machine.current_state[1]
-        reason = f"node is {label}, models are not loaded; activate it through the lifecycle"
-        return f"{reason} ({self._load_error})" if self._load_error else reason
-
     def _image_topic(self) -> str:
         return self._image_sub.topic_name if self._image_sub is not None else "image"
 
@@ -390,12 +494,12 @@ class WisePerceptionNode(LifecycleNodeMixin, Node):
     def _work(self) -> None:
         jobs = self._queue
         assert jobs is not None
-        encode_ahead = self._guarded(self._encode_newest_ahead)
-        while (job := jobs.take(idle=encode_ahead)) is not None:
+        idle = self._guarded(self._idle_work)
+        while (job := jobs.take(idle=idle)) is not None:
             try:
                 self._serve(job)
             except Exception as exc:
-                if self._stopping:
+                if self._state.stopping:
                     return
                 self.get_logger().error(
                     f"request {job.request_id} failed: {type(exc).__name__}: {exc}"
@@ -404,6 +508,16 @@ class WisePerceptionNode(LifecycleNodeMixin, Node):
                     self._fail(job, Status.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}")
 
     def _serve(self, job: _Job) -> None:
+        stopped = False
+        if self._track is not None:  # a new command preempts the track, a stop ends it
+            ended = TrackState.STOPPED if job.command.stop else TrackState.PREEMPTED
+            with self._pipeline_lock:
+                stopped = self._end_track(ended, f"by request {job.request_id}")
+        if job.command.stop:  # answered like any command: one result
+            reason = "" if stopped else "no track was running"
+            stop = Result.failure(job.command.text, Status.STOPPED, reason)
+            self._publish(stop, job, self._clock_header(), {}, None)
+            return
         settings, question = self.settings, job.command.question
         assert settings is not None and question is not None
         started = time.perf_counter()
@@ -412,17 +526,19 @@ class WisePerceptionNode(LifecycleNodeMixin, Node):
         if frame is None:
             deadline = job.received + settings.command_wait_s
             frame = self._frames.wait_usable(
-                settings.max_image_age_s, deadline, lambda: self._active
+                settings.max_image_age_s, deadline, lambda: self._state.serving
             )
             timing["image_wait_ms"] = (time.perf_counter() - started) * 1e3
-        if frame is None and self._active:
+        if frame is None and self._state.serving:
             reason = self._frames.why_none_usable(
                 self._image_topic(), settings.max_image_age_s, settings.command_wait_s
             )
+            camera = self._state.camera_problem
+            reason = f"{reason}; {camera}" if camera else reason
             self._fail(job, Status.NO_IMAGE, reason, None, timing)
             return
         if frame is None:
-            self._fail(job, Status.NOT_READY, self._not_ready_reason(), None, timing)
+            self._fail(job, Status.NOT_READY, self._state.not_ready_reason(), None, timing)
             return
         if frame.error:  # found at receipt
             self._fail(job, Status.INVALID_IMAGE, frame.error, frame, timing)
@@ -436,14 +552,148 @@ class WisePerceptionNode(LifecycleNodeMixin, Node):
         with self._pipeline_lock:
             if self._pipeline is None:
                 result = Result.failure(
-                    job.command.text, Status.NOT_READY, self._not_ready_reason()
+                    job.command.text, Status.NOT_READY, self._state.not_ready_reason()
                 )
             else:
                 frame.encoding_started = True  # by the command: nothing to start ahead
                 t0 = time.perf_counter()
                 result = self._pipeline.segment(image, question, frame_key=frame.key)
                 timing["pipeline_ms"] = (time.perf_counter() - t0) * 1e3
-        self._publish(result, job, frame.msg.header, timing, image.pixels)
+        if result.status is Status.POLICY_UNAVAILABLE:
+            self._state.policy_answered(result.error)
+        elif result.status in _POLICY_ANSWERED:
+            self._state.policy_answered()
+        if not result.ok and not self._quiet():  # the log says what the result says
+            self.get_logger().warning(
+                f"request {job.request_id} (id={job.command.id!r}) "
+                f"{result.status.value}: {result.error}",
+                throttle_duration_sec=1.0,
+            )
+        wanted = job.command.track
+        track = (
+            self._start_track(job, frame, result)
+            if wanted or (wanted is None and settings.track_default)
+            else None
+        )
+        self._publish(result, job, frame.msg.header, timing, image.pixels, track)
+
+    # ------------------------------------------------------------------ tracking (worker thread)
+    def _start_track(self, job: _Job, frame: Frame, result: Result) -> dict[str, Any]:
+        """Seed a track with a command's answer on its frame; what the result says of it."""
+        settings, question = self.settings, job.command.question
+        assert settings is not None and question is not None
+        if not result.ok:
+            return {"state": "not_started", "error": f"no answer to track ({result.status.value})"}
+        with self._pipeline_lock:
+            if self._pipeline is None:
+                return {"state": "not_started", "error": self._state.not_ready_reason()}
+            try:
+                track, seed = self._pipeline.track(frame.image(), result, settings.track_settings())
+            except Exception as exc:  # TrackingUnsupported names why this SAM2 cannot
+                error = f"{type(exc).__name__}: {exc}"
+                self.get_logger().error(f"request {job.request_id}: cannot track: {error}")
+                return {"state": "not_started", "error": error}
+            self._track = CommandTrack(
+                track, job.request_id, job.command.id, question, frame.seq, frame.msg.header, seed
+            )
+            self._track_status = self._track.status()
+        self._wake_worker()  # frames may already wait
+        return {"state": track.state.value, "error": ""}
+
+    def _idle_work(self) -> None:
+        """The worker's work while no command waits: follow the running track on the newest
+        frame, else encode the newest frame ahead (:mod:`.encode_ahead`)."""
+        if self._track is not None:
+            self._follow()
+        else:
+            self._encode_newest_ahead()
+
+    def _follow(self) -> None:
+        """Track the newest frame, if it came after the last one looked at (newest wins: the
+        frames in between are counted as skipped). A frame the tracker refuses is counted
+        and passed over; the track goes on."""
+        settings, current = self.settings, self._track
+        frame = self._frames.newest()
+        if settings is None or current is None or frame is None or not current.wants(frame.seq):
+            return
+        with self._pipeline_lock:
+            if self._track is not current:  # ended meanwhile (models released)
+                return
+            try:
+                image = frame.image()  # checked at receipt: ValueError names its problem
+                update = current.track.update(image.pixels)
+            except ValueError as exc:  # this frame cannot be tracked; the next one may
+                current.refused_frame(frame.seq)
+                self._track_status = current.status()
+                self.get_logger().warning(
+                    f"tracking request {current.request_id}: frame "
+                    f"{frame.frame_id!r} refused: {exc}",
+                    throttle_duration_sec=5.0,
+                )
+                return
+            except Exception as exc:  # the tracker failed: the track has ended (failed)
+                self.get_logger().error(
+                    f"tracking request {current.request_id} failed: {type(exc).__name__}: {exc}"
+                )
+                self._end_track(TrackState.FAILED, f"{type(exc).__name__}: {exc}")
+                return
+            current.tracked_frame(frame.seq, frame.msg.header, update)
+            self._publish_tracked(current, update.step.mask, image.pixels)
+            if current.state is TrackState.LOST and settings.reground_on_loss:
+                self._reground(current, frame, image)
+            if not current.track.active:
+                self._end_track(current.state, current.track.error)
+            else:
+                self._track_status = current.status()
+
+    def _reground(self, current: CommandTrack, frame: Frame, image: Any) -> None:
+        """The object is lost: ask the policy again with the same command on this frame and
+        track its new answer (published on ``track`` and ``mask``, never as a second result).
+        Called with the pipeline lock held."""
+        settings, pipeline = self.settings, self._pipeline
+        assert settings is not None and pipeline is not None
+        result = pipeline.segment(image, current.question, frame_key=frame.key)
+        if not result.ok:
+            current.track.error = f"re-grounding got {result.status.value}: {result.error}"
+            return
+        try:
+            track, seed = pipeline.track(image, result, settings.track_settings())
+        except Exception as exc:
+            current.track.error = f"re-grounding: {type(exc).__name__}: {exc}"
+            return
+        current.reseeded(track, frame.seq, frame.msg.header, seed)
+        self.get_logger().info(
+            f"tracking request {current.request_id}: lost, re-grounded on frame "
+            f"{frame.frame_id!r} ({current.regrounded} so far)"
+        )
+        self._publish_tracked(current, result.mask, image.pixels)
+
+    def _end_track(self, state: TrackState, error: str = "") -> bool:
+        """End the running track, if any (False when none ran), and publish its end on
+        ``track`` unless its last tracked frame's message already said it (a loss or a
+        timeout with nothing more to say). Called with the pipeline lock held."""
+        current, self._track = self._track, None
+        if current is None:
+            return False
+        current.track.end(state, error)
+        self._track_status = current.status()
+        said = current.state in (TrackState.LOST, TrackState.TIMEOUT) and not current.track.error
+        if not said and not self._quiet() and "track" in self._outputs:
+            self._outputs["track"].publish(rm.track_to_string(current.report(), current.header))
+        return True
+
+    def _publish_tracked(self, current: CommandTrack, mask: Any, pixels: Any) -> None:
+        """A tracked frame's mask, its ``track`` JSON (and overlay), with that frame's header."""
+        outputs = self._outputs
+        if self._quiet() or not outputs:
+            return
+        header = current.header
+        if mask is not None:
+            outputs["mask"].publish(rm.mask_to_image(mask, header))
+        outputs["track"].publish(rm.track_to_string(current.report(), header))
+        if "overlay" in outputs:
+            picture = track_overlay(pixels, current.last, current.question.sent)
+            outputs["overlay"].publish(rm.numpy_to_image(picture, "rgb8", header))
 
     def _encode_newest_ahead(self) -> None:
         """The worker's idle work: start SAM2 on the newest usable frame (:mod:`.encode_ahead`)."""
@@ -472,6 +722,8 @@ class WisePerceptionNode(LifecycleNodeMixin, Node):
         timing: dict[str, float] | None = None,
     ) -> None:
         """Publish an error result (header of ``frame``, or node clock + empty frame_id)."""
+        if self._quiet():
+            return
         self.get_logger().warning(
             f"request {job.request_id} (id={job.command.id!r}) {status.value}: {error}",
             throttle_duration_sec=1.0,
@@ -490,14 +742,16 @@ class WisePerceptionNode(LifecycleNodeMixin, Node):
         header: Header,
         timing: dict[str, float],
         image: np.ndarray | None,
+        track: dict[str, Any] | None = None,
     ) -> None:
-        if self._stopping or not self.context.ok():
-            return  # SIGINT: the ROS context is (being) shut down, nothing can be sent
-        pubs = self._pubs
-        overlay_on = image if "overlay" in pubs else None
+        """``track``: whether the answer is being tracked (when the command asked for it)."""
+        if self._quiet():
+            return  # SIGINT: nothing can be sent
+        outputs = self._outputs
+        overlay_on = image if "overlay" in outputs else None
         for topic, msg in rm.success_messages(result, header, overlay_on=overlay_on).items():
-            if topic in pubs:
-                pubs[topic].publish(msg)
+            if topic in outputs:
+                outputs[topic].publish(msg)
         elapsed_ms = (time.perf_counter() - job.received) * 1e3
         waits = sum(timing.get(k, 0.0) for k in ("queue_wait_ms", "image_wait_ms", "pipeline_ms"))
         node_info = {
@@ -506,34 +760,31 @@ class WisePerceptionNode(LifecycleNodeMixin, Node):
             "node_overhead_ms": round(max(elapsed_ms - waits, 0.0), 3),
             "latency_ms": round(elapsed_ms, 3),
         }
-        if "result" in pubs:
-            pubs["result"].publish(rm.result_to_string(result, header, node_info, job.command.id))
+        extra = {"track": track} if track is not None else {}
+        self._result_pub.publish(
+            rm.result_to_string(result, header, node_info, job.command.id, **extra)
+        )
         with self._stats_lock:
             self._stats.counts[result.status.value] += 1
             self._stats.last_status = result.status.value
             self._stats.last_latency_ms = round(elapsed_ms, 3)
 
-    def _models_state(self) -> str:
-        if self._loading_since is not None:
-            return "loading"
-        if self._active:
-            return "loaded"
-        return "failed" if self._load_error else "not loaded"
-
     def _publish_diagnostics(self) -> None:
-        label = self._state_machine.current_state[1]
+        health = self._state.health()
         jobs, pipeline, frame = self._queue, self._pipeline, self._frames.newest()
         with self._stats_lock:
             counts = dict(self._stats.counts)
             values: dict[str, Any] = {
-                "state": label,
-                "models": self._models_state(),
+                "state": self._state.label,
+                "models": health.models,
                 "queue_depth": len(jobs) if jobs is not None else 0,
                 "queue_size": jobs.maxsize if jobs is not None else 0,
                 "last_latency_ms": self._stats.last_latency_ms,
                 "last_status": self._stats.last_status,
                 "ok": counts.get(Status.OK.value, 0),
-                "errors": sum(n for s, n in counts.items() if s != Status.OK.value),
+                "errors": sum(
+                    n for s, n in counts.items() if s not in (Status.OK.value, Status.STOPPED.value)
+                ),
                 "counts": counts,
                 "images": self._stats.images,
                 "invalid_images": self._stats.invalid_images,
@@ -541,37 +792,39 @@ class WisePerceptionNode(LifecycleNodeMixin, Node):
         # The newest frame's frame_id: what the next command will be paired with.
         values["newest_frame"] = frame.frame_id if frame is not None else ""
         values["encode_ahead"] = "on" if self._encode_ahead else "off"
+        # The running track (rate, skipped frames, state), or the last one's end.
+        values["tracking"] = self._track_status
         values["encoded_ahead"] = self._ahead.encoded  # the last frame encoded ahead
+        if self._image_sub is not None:  # what auto chose (or the explicit setting)
+            values["image_reliability"] = image_qos.reliability_name(self._image_reliability)
         if pipeline is not None:  # reuse of SAM2 encodings: hits, misses, size, capacity
             values["encode_cache"] = pipeline.cache_info()
-        since = self._loading_since
-        if since is not None:
-            level = DiagnosticStatus.WARN
-            message = f"loading models ({time.monotonic() - since:.0f} s so far)"
-            values["loading_s"] = round(time.monotonic() - since, 1)
-        elif self._load_error:
-            level, message = DiagnosticStatus.ERROR, self._load_error
-        elif self._active and self._image_qos_problem:
-            level, message = DiagnosticStatus.WARN, self._image_qos_problem
-        elif self._active:
-            level, message = DiagnosticStatus.OK, "active"
-        else:
-            level, message = DiagnosticStatus.WARN, f"{label}: models not loaded"
+        if health.models == "loading":
+            values["loading_s"] = round(self._state.seconds_in_state(), 1)
         self._diag_pub.publish(
             rm.diagnostics_message(
                 self.get_clock().now().to_msg(),
                 f"{self.get_name()}: segmentation",
                 self.get_fully_qualified_name(),
-                level,
-                message,
+                _LEVELS[health.level],
+                health.message,
                 values,
             )
         )
 
 
 def main(args: list[str] | None = None, pipeline_factory: PipelineFactory | None = None) -> int:
-    """Entry point of ``wise-perception-node`` / ``python -m wise_perception.node``."""
-    rclpy.init(args=args)  # its SIGINT handler shuts the context down; spin() then returns
+    """Entry point of ``wise-perception-node`` / ``python -m wise_perception.node``; ``-h`` or
+    ``--help`` prints the usage (parameters, launch, topics) instead of starting the node."""
+    if wants_help(sys.argv if args is None else args):
+        print(usage())
+        return 0
+    # rclpy's SIGINT handler shuts the context down, and spin() returns. Python's own handler
+    # would also raise KeyboardInterrupt, at whatever line runs next: in the clean-up below it
+    # would leave the interpreter waiting at exit for a model load to finish. So Python's does
+    # nothing (rclpy's handler, installed next, still calls it after its own work).
+    signal.signal(signal.SIGINT, lambda *_: None)
+    rclpy.init(args=args)
     node = WisePerceptionNode(pipeline_factory=pipeline_factory)
     executor = MultiThreadedExecutor(num_threads=EXECUTOR_THREADS)
     executor.add_node(node)
@@ -583,6 +836,11 @@ def main(args: list[str] | None = None, pipeline_factory: PipelineFactory | None
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except Exception:
+        # rclpy's executor can race a shutdown (an RCLError "the given context is not valid"
+        # from building its wait set): then it is the shutdown, and must end as one.
+        if node.context.ok():
+            raise
     finally:
         idle = node.stop_now()
         idle = executor.shutdown(timeout_sec=0, wait_for_threads=False) and idle
@@ -599,8 +857,8 @@ def main(args: list[str] | None = None, pipeline_factory: PipelineFactory | None
             flush=True,
         )
         sys.stdout.flush()
-        os._exit(0)
-    return 0
+        os._exit(node.exit_status)
+    return node.exit_status
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 from ..core.limits import CheckedImage
 from ..core.prompts import Question
 from ..result import Result
+from ..tracking import Track, TrackSettings, TrackUpdate
 from .settings import Settings
 
 
@@ -25,9 +26,18 @@ class NodePipeline(Protocol):
 
     def encode_ahead(self, image: CheckedImage, frame_key: Hashable) -> Future[Any]: ...
 
+    def track(
+        self,
+        image: CheckedImage,
+        result: Result,
+        settings: TrackSettings | None = None,
+        *,
+        at: float | None = None,
+    ) -> tuple[Track, TrackUpdate]: ...
+
     def cache_info(self) -> dict[str, int]: ...
 
-    def warmup(self) -> float: ...
+    def warmup(self) -> Result: ...
 
     def describe(self) -> dict[str, Any]: ...
 
@@ -46,40 +56,39 @@ def load(settings: Settings) -> NodePipeline:
     accepts the pipeline serves without checking it again.
     """
     from ..pipeline import WisePipeline
+    from ..sources import CheckpointUnavailable
 
-    # Options of the transformers engine, passed only when they differ from its defaults (a
-    # vLLM policy has no such options and refuses them, by name, at load).
-    engine_options: dict[str, Any] = {}
-    if not settings.forced_schema:
-        engine_options["forced_schema"] = False
-    if settings.int8_decode:
-        engine_options["int8_decode"] = True
-    return WisePipeline.from_pretrained(
-        policy=settings.policy_model,
-        segmenter=settings.segmenter_model or None,
-        device=settings.device,
-        dtype=settings.dtype,
-        mode=settings.mode or None,
-        brevity=settings.brevity or None,
-        max_new_tokens=settings.max_new_tokens or None,
-        compile=settings.compile,  # the policy's decode and prefill, and SAM2's encoder
-        policy_options=engine_options or None,
-        max_image_pixels=settings.max_image_pixels,
-        max_command_chars=settings.max_command_chars,
-    )
+    try:
+        return WisePipeline.from_parameters(settings)  # the bag replay loads with the same call
+    except CheckpointUnavailable as exc:  # name what a node user sets
+        setting = {"policy": "policy_model", "segmenter": "segmenter_model"}[exc.role]
+        make = {"policy": "MODEL", "segmenter": "SEGMENTER"}[exc.role]
+        raise exc.naming(
+            f"the node parameter {setting!r}", f"with make: `make run {make}=/path/to/folder`"
+        ) from None
 
 
-def encodes_ahead(settings: Settings, pipeline: NodePipeline) -> bool:
+def describe(pipeline: NodePipeline) -> tuple[dict[str, Any], str]:
+    """What was loaded (``pipeline.describe()``) and "", or {} and why it could not be said:
+    describing is for the log and never fails an activation."""
+    try:
+        return pipeline.describe(), ""
+    except Exception as exc:
+        return {}, f"{type(exc).__name__}: {exc}"
+
+
+def encodes_ahead(settings: Settings, info: dict[str, Any]) -> bool:
     """Whether the node encodes the newest frame while idle. ``auto``: where SAM2 runs on
-    CUDA; on a CPU the encoding would take the cores that the next command's inference needs."""
+    CUDA (as ``info``, the pipeline's description, says); on a CPU the encoding would take the
+    cores that the next command's inference needs."""
     if settings.encode_ahead == "auto":
-        return str(pipeline.describe()["segmenter"].get("device", "")).startswith("cuda")
+        segmenter = info.get("segmenter") or {}
+        return str(segmenter.get("device", "")).startswith("cuda")
     return settings.encode_ahead == "true"
 
 
-def summary(pipeline: NodePipeline) -> str:
+def summary(info: dict[str, Any]) -> str:
     """What was loaded, resolved (policy, segmenter, mode, device, dtype), for the log."""
-    info = pipeline.describe()
     parts = []
     for role in ("policy", "segmenter"):
         part = info.get(role) or {}

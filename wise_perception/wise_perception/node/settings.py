@@ -23,11 +23,14 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from ..core.limits import DEFAULT_MAX_IMAGE_PIXELS, MAX_COMMAND_CHARS
 from ..core.manifest import DEFAULT_POLICY
 from ..core.prompts import DEFAULT_BREVITY, PromptMode
+from ..tracking import TrackSettings
 
-_RELIABILITY = {
+RELIABILITY = {
     "reliable": ReliabilityPolicy.RELIABLE,
     "best_effort": ReliabilityPolicy.BEST_EFFORT,
 }
+# auto: the reliability the camera offers, re-checked while active (node.image_qos).
+IMAGE_RELIABILITY = ("auto", *RELIABILITY)
 _HISTORY = {"keep_last": HistoryPolicy.KEEP_LAST, "keep_all": HistoryPolicy.KEEP_ALL}
 _DURABILITY = {
     "volatile": DurabilityPolicy.VOLATILE,
@@ -64,6 +67,13 @@ class Settings:
     """The node's parameters as read on configure, typed and checked (the table itself)."""
 
     autostart: bool = _param(True, "configure and activate right after start", read_only=True)
+    exit_on_autostart_failure: bool = _param(
+        False,
+        "with autostart: exit with status 1 when configure or activate fails (make run sets it); "
+        "false: stay up, report the failure on /diagnostics and in every command's result, and "
+        "wait for the lifecycle to try again",
+        read_only=True,
+    )
     # Models: a change needs them reloaded.
     policy_model: str = _param(
         DEFAULT_POLICY,
@@ -122,13 +132,15 @@ class Settings:
         choices=ENCODE_AHEAD,
         also_bool=True,
     )
-    # Reliable by default: measured with bench_node --stream-seconds (30 Hz 640x480, loaded
-    # 2-core host, two runs), a best-effort subscription received 10-22% of the frames and
-    # paired commands with frames up to 1.7-3.7 s old; a reliable one 76-79%, at most 0.18 s old.
+    # auto by default, as `ros2 bag record`: reliable from reliable cameras (measured with
+    # bench_node --stream-seconds, 30 Hz 640x480, loaded 2-core host, two runs: a best-effort
+    # subscription received 10-22% of a reliable stream's frames, up to 1.7-3.7 s old; a reliable
+    # one 76-79%, at most 0.18 s old), best effort from the cameras that publish only that.
     image_reliability: str = _param(
-        "reliable",
-        "image QoS reliability (best_effort for best_effort cameras)",
-        choices=tuple(_RELIABILITY),
+        "auto",
+        "image QoS reliability: auto (reliable, or best_effort while a publisher on the topic "
+        "offers only best effort; re-checked as publishers come and go), reliable, best_effort",
+        choices=IMAGE_RELIABILITY,
         read_only=True,
     )
     image_history: str = _param(
@@ -168,6 +180,34 @@ class Settings:
     use_overlay: bool = _param(
         False, "also publish an rgb8 overlay of mask, box, points and rationale", read_only=True
     )
+    # Tracking (reason once, then track: wise_perception.tracking).
+    track_default: bool = _param(
+        False,
+        'track the answer through later frames when a command does not say ("track" in its '
+        "JSON): a mask per frame on mask, a JSON per frame on track",
+    )
+    track_score_threshold: float = _param(
+        0.5,
+        "a tracked frame whose score (SAM2's object-presence probability) is below this does "
+        "not see the object",
+        bounds=(0.0, 1.0),
+    )
+    track_lost_after: int = _param(
+        5, "frames in a row below the threshold before the object is lost", bounds=(1, 100000)
+    )
+    track_timeout_s: float = _param(
+        0.0, "seconds a track runs before it ends (timeout); 0: no limit", bounds=(0.0, 86400.0)
+    )
+    reground_on_loss: bool = _param(
+        False,
+        "when the object is lost, ask the policy again with the same command on the newest "
+        "frame and track its new answer (no second result: tracking output only)",
+    )
+    track_seed_with: str = _param(
+        "prompts",
+        "seed the tracker with the answer's boxes and points (prompts) or its masks (masks)",
+        choices=("prompts", "masks"),
+    )
     # The pipeline is loaded with the node's limits: what the node accepts, the pipeline serves.
     max_image_pixels: int = _param(
         DEFAULT_MAX_IMAGE_PIXELS,
@@ -206,9 +246,23 @@ class Settings:
             read[f.name] = value
         return cls(**read)
 
-    def image_qos(self) -> QoSProfile:
+    def track_settings(self) -> TrackSettings:
+        """How a command's track is seeded and when it ends."""
+        return TrackSettings(
+            score_threshold=self.track_score_threshold,
+            lost_after=self.track_lost_after,
+            timeout_s=self.track_timeout_s,
+            seed_with=self.track_seed_with,
+        )
+
+    def image_qos(self, reliability: ReliabilityPolicy | None = None) -> QoSProfile:
+        """The image subscription's QoS; ``reliability`` is auto's choice (required for auto)."""
+        if reliability is None:
+            if self.image_reliability not in RELIABILITY:
+                raise ValueError("image_reliability=auto: pass the reliability auto chose")
+            reliability = RELIABILITY[self.image_reliability]
         return QoSProfile(
-            reliability=_RELIABILITY[self.image_reliability],
+            reliability=reliability,
             history=_HISTORY[self.image_history],
             depth=self.image_depth,
             durability=_DURABILITY[self.image_durability],

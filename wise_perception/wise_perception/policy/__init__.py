@@ -29,9 +29,9 @@ def load_policy(
 
     ``backend="auto"``: an ``http(s)://`` URL is a vLLM OpenAI-compatible server (the served
     model name may follow a ``#``: ``http://host:8000#wise-s``), anything else a local folder or
-    hub id for transformers. ``options`` go to the backend (``system_prompt``,
-    ``min_new_tokens``; for vLLM ``gpu_memory_utilization``...; for the server ``model``,
-    ``timeout_s``, ``tokenizer``, ``api_key``).
+    hub id for transformers. ``options`` go to the backend (``system_prompt``; for
+    transformers ``forced_schema``, ``int8_decode``...; for vLLM ``gpu_memory_utilization``...;
+    for the server ``model``, ``timeout_s``, ``tokenizer``, ``api_key``).
     """
     source = str(policy)
     if backend == "auto":

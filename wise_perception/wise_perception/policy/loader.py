@@ -12,9 +12,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..weights import CheckpointError, first_line, raise_if_damaged
 
-class CheckpointError(RuntimeError):
-    """The checkpoint cannot be loaded as it is; the message says why."""
+__all__ = ["CheckpointError", "check_pickles_are_safe", "find_weights", "first_line", "load_model"]
 
 
 def find_weights(folder: Path) -> tuple[list[Path], list[Path]]:
@@ -22,11 +22,6 @@ def find_weights(folder: Path) -> tuple[list[Path], list[Path]]:
     safetensors = sorted(folder.glob("*.safetensors"))
     pickles = sorted(p for p in folder.glob("*.bin") if p.name.startswith("pytorch_model"))
     return safetensors, pickles
-
-
-def first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0][:200] if lines else type(exc).__name__
 
 
 def check_pickles_are_safe(files: Sequence[Path]) -> None:
@@ -78,6 +73,7 @@ def load_model(
     try:
         return model_class.from_pretrained(source, trust_remote_code=False, **kwargs)
     except Exception as exc:
+        raise_if_damaged(source, "the policy", exc)  # names a truncated weights file
         raise CheckpointError(
             f"cannot load the policy from {source} with {model_class.__name__}: {first_line(exc)}"
         ) from exc

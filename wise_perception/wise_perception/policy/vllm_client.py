@@ -6,8 +6,10 @@ image as a base64 PNG data URL, greedy, streamed (server-sent events), so the ti
 streamed token is the prefill time. #Tok needs the policy tokenizer: a local ``tokenizer=``
 folder, else the server's ``POST /tokenize`` endpoint. Every request has a bounded timeout and a
 bounded number of attempts; a server that cannot be reached raises
-:class:`PolicyUnavailableError`. ``structured_output=True`` sends vLLM's structured outputs
-(:mod:`.vllm_structured`).
+:class:`PolicyUnavailableError`. Only requests talk to the server: making the client, reading
+its attributes and :meth:`VllmServerPolicy.info` never do, so a client can describe itself
+while its server is down. ``structured_output=True`` sends vLLM's structured outputs of the
+request's prompt spec (:mod:`.vllm_structured`).
 """
 
 from __future__ import annotations
@@ -26,8 +28,9 @@ from typing import Any
 
 import numpy as np
 
+from ..backend_info import BackendInfo
 from ..core.manifest import DEFAULT_MAX_NEW_TOKENS
-from ..core.prompts import ANSWER, THINK, AnswerSchema, chat_messages
+from ..core.prompts import PromptSpec, chat_messages
 from .base import PolicyBackend, PolicyOutput, PolicyUnavailable
 from .vllm_structured import structured_regex
 
@@ -50,7 +53,7 @@ class RemoteTokenizer:
 
     def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
         body = {
-            "model": self.client.model,
+            "model": self.client.served_model(),
             "prompt": text,
             "add_special_tokens": add_special_tokens,
         }
@@ -65,7 +68,7 @@ class VllmServerPolicy(PolicyBackend):
     """Client of a vLLM OpenAI-compatible server (``vllm serve <checkpoint>``).
 
     ``model`` is the served model name (default: the first one ``GET /v1/models`` lists, asked
-    on first use, so a client can start before its server). ``tokenizer`` is a local folder
+    by the first request, so a client can start before its server; :meth:`served_model`). ``tokenizer`` is a local folder
     with the policy tokenizer for #Tok (default: the server's ``/tokenize``). Requests of one
     batch are sent concurrently (the server batches them), at most ``max_concurrency`` at once.
 
@@ -85,7 +88,6 @@ class VllmServerPolicy(PolicyBackend):
         *,
         model: str | None = None,
         max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
-        min_new_tokens: int = 0,
         timeout_s: float = 120.0,
         tokenizer: str | Path | Any | None = None,
         api_key: str | None = None,
@@ -95,8 +97,6 @@ class VllmServerPolicy(PolicyBackend):
         retries: int = 2,
         retry_wait_s: float = 0.25,
         structured_output: bool | str = False,
-        answer_schema: AnswerSchema | str = AnswerSchema.SINGLE,
-        spans: Sequence[str] = (THINK, ANSWER),
         device: str | None = None,
         dtype: Any = None,
         compile: bool = False,
@@ -107,15 +107,14 @@ class VllmServerPolicy(PolicyBackend):
         self.url = url.rstrip("/").removesuffix("/v1")
         self.timeout_s = float(timeout_s)
         self.max_new_tokens = int(max_new_tokens)
-        self.min_new_tokens = int(min_new_tokens)
         self.api_key = api_key
         self.system_prompt = system_prompt
         self.stream = stream
         self.max_concurrency = max(1, int(max_concurrency))
         self.retries = max(0, int(retries))
         self.retry_wait_s = max(0.0, float(retry_wait_s))
-        self.regex = structured_regex(structured_output, answer_schema, spans)
-        self._model = model or None
+        self.structured_output = structured_output
+        self._model = model or None  # the served model's name once known
         if tokenizer is None:
             self.tokenizer: Any = RemoteTokenizer(self)
         elif isinstance(tokenizer, str | Path):
@@ -125,12 +124,17 @@ class VllmServerPolicy(PolicyBackend):
         else:
             self.tokenizer = tokenizer
 
-    @property
-    def model(self) -> str:
-        """The served model name (asked from ``GET /v1/models`` once, on first use)."""
+    def served_model(self) -> str:
+        """The served model's name: as given, else asked from ``GET /v1/models`` (once, by the
+        first request that needs it; raises like a request when the server is down)."""
         if self._model is None:
             self._model = self._first_model()
         return self._model
+
+    def info(self) -> BackendInfo:
+        """The server URL and model name as given (or as learnt): no request is made."""
+        name = f"{self.url}#{self._model}" if self._model else self.url
+        return BackendInfo(name, "vllm-server")
 
     # -------------------------------------------------------------- HTTP
 
@@ -207,29 +211,39 @@ class VllmServerPolicy(PolicyBackend):
         return "data:image/png;base64," + base64.b64encode(png.tobytes()).decode("ascii")
 
     def _body(
-        self, image: np.ndarray, instruction: str, stop: Sequence[str] = ()
+        self,
+        image: np.ndarray,
+        instruction: str,
+        stop: Sequence[str] = (),
+        spec: PromptSpec | None = None,
     ) -> dict[str, Any]:
         image_part = {"type": "image_url", "image_url": {"url": self.image_data_url(image)}}
         body: dict[str, Any] = {
-            "model": self.model,
+            "model": self.served_model(),
             "messages": chat_messages(instruction, system=self.system_prompt, image=image_part),
             "max_tokens": self.max_new_tokens,
             "temperature": 0.0,
             "stream": self.stream,
         }
-        if self.min_new_tokens:
-            body["min_tokens"] = self.min_new_tokens  # vLLM's extra sampling parameter
         if stop:
             body["stop"] = list(stop)
             body["include_stop_str_in_output"] = True  # vLLM's extra sampling parameter
-        if self.regex is not None:
-            body["structured_outputs"] = {"regex": self.regex}  # vLLM's extra parameter
+        regex = structured_regex(self.structured_output, spec)
+        if regex is not None:
+            body["structured_outputs"] = {"regex": regex}  # vLLM's extra parameter
         if self.stream:
             body["stream_options"] = {"include_usage": True}
         return body
 
-    def _one(self, image: np.ndarray, instruction: str, stop: Sequence[str] = ()) -> PolicyOutput:
-        request = self._request("/v1/chat/completions", self._body(image, instruction, stop))
+    def _one(
+        self,
+        image: np.ndarray,
+        instruction: str,
+        stop: Sequence[str] = (),
+        spec: PromptSpec | None = None,
+    ) -> PolicyOutput:
+        body = self._body(image, instruction, stop, spec)
+        request = self._request("/v1/chat/completions", body)
         start = time.perf_counter()
         if not self.stream:
             with self._open(request) as response:
@@ -302,17 +316,22 @@ class VllmServerPolicy(PolicyBackend):
         return tokens, chunks, first
 
     def generate(
-        self, images: list[np.ndarray], instructions: list[str], *, stop: Sequence[str] = ()
+        self,
+        images: list[np.ndarray],
+        instructions: list[str],
+        *,
+        spec: PromptSpec | None = None,
+        stop: Sequence[str] = (),
     ) -> list[PolicyOutput]:
         if len(images) != len(instructions):
             raise ValueError(f"{len(images)} images for {len(instructions)} instructions")
         if len(images) <= 1:
             return [
-                self._one(image, text, stop)
+                self._one(image, text, stop, spec)
                 for image, text in zip(images, instructions, strict=True)
             ]
         with ThreadPoolExecutor(max_workers=min(self.max_concurrency, len(images))) as pool:
-            return list(pool.map(lambda i, t: self._one(i, t, stop), images, instructions))
+            return list(pool.map(lambda i, t: self._one(i, t, stop, spec), images, instructions))
 
 
 MAX_RESPONSE_BYTES = 8 << 20  # a JSON answer of the server; completions are far smaller

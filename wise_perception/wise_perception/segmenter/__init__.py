@@ -6,11 +6,24 @@ from pathlib import Path
 from typing import Any
 
 from .base import ImageEncoding, SegmentedObject, Segmenter
+from .tracking import TrackedObject, Tracker, TrackingUnsupported, TrackStep
 
 # Files that select the Meta sam2 backend under backend="auto" (Meta ships .pt files).
 CHECKPOINT_SUFFIXES = (".pt", ".pth")
 
-__all__ = ["ImageEncoding", "SegmentedObject", "Segmenter", "load_segmenter"]
+__all__ = [
+    "BACKENDS",
+    "ImageEncoding",
+    "SegmentedObject",
+    "Segmenter",
+    "TrackStep",
+    "TrackedObject",
+    "Tracker",
+    "TrackingUnsupported",
+    "load_segmenter",
+]
+
+BACKENDS = ("transformers", "sam2")
 
 
 def load_segmenter(
@@ -37,4 +50,6 @@ def load_segmenter(
         from .sam2_meta import Sam2MetaSegmenter
 
         return Sam2MetaSegmenter.from_checkpoint(source, device=device, dtype=dtype, **options)
-    raise ValueError(f"unknown segmenter backend {backend!r}; choose transformers, sam2 or auto")
+    raise ValueError(
+        f"unknown segmenter backend {backend!r}; choose one of {', '.join(BACKENDS)} or auto"
+    )

@@ -26,6 +26,7 @@ from __future__ import annotations
 import copy
 import re
 import threading
+import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -33,10 +34,24 @@ from typing import Any
 
 import numpy as np
 
+from ..backend_info import BackendInfo, dtype_name
 from ..core.answer import ObjectPrompt
 from ..device import SideStream
-from .base import ImageEncoding, SegmentedObject, Segmenter
+from ..weights import REDOWNLOAD, first_line
+from .base import ImageEncoding, SegmentedObject, Segmenter, check_rgb
+from .tracking import Tracker, TrackingUnsupported
 
+# Read in sam2 1.1.0: SAM2VideoPredictor.init_state(video_path) loads a whole MP4 file or a folder
+# of JPEG files up front (utils/misc.py load_video_frames: "Only MP4 video and JPEG folder are
+# supported"), and propagate_in_video runs over that fixed number of frames. Frames cannot be
+# added one at a time, so a camera stream cannot be tracked through its public API.
+TRACKING_UNSUPPORTED = (
+    "Meta's sam2 package cannot track a live stream: its video predictor (SAM2VideoPredictor) "
+    "takes a whole MP4 file or folder of JPEG frames when its state is made and propagates over "
+    "exactly those frames; it has no way to add frames one at a time. Track with the "
+    "transformers backend instead: a Hugging Face SAM2 folder (facebook/sam2.1-hiera-large, or "
+    "this checkpoint converted with transformers' SAM2 conversion script)."
+)
 SAM2_INSTALL = "uv pip install --no-build-isolation-package sam2 sam2==1.1.0"
 SAM2_MISSING = (
     "Meta's sam2 package is not installed. Install it into this environment (torch must already "
@@ -111,13 +126,19 @@ def load_checkpoint_state(path: str | Path) -> dict[str, Any]:
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        if not zipfile.is_zipfile(path):  # not torch's format at all: a damaged download
+            raise Sam2CheckpointError(
+                f"{path}: unreadable as a torch checkpoint (not torch's zip format): {REDOWNLOAD}"
+            ) from exc
         # weights_only refuses anything but tensors and plain containers: say so, not just "bad".
         raise Sam2CheckpointError(
-            f"{path}: refused or unreadable as a weights-only torch checkpoint ({exc}). Only "
+            f"{path}: refused as a weights-only torch checkpoint ({first_line(exc)}). Only "
             'tensor state dicts ({"model": state_dict}) are loaded; re-save the weights alone.'
         ) from exc
     except (RuntimeError, EOFError, OSError) as exc:  # not a torch zip/pickle, or truncated
-        raise Sam2CheckpointError(f"{path}: not a readable torch checkpoint ({exc})") from exc
+        raise Sam2CheckpointError(
+            f"{path}: not a readable torch checkpoint ({first_line(exc)}); {REDOWNLOAD}"
+        ) from exc
     state = data.get("model") if isinstance(data, dict) else None
     if not isinstance(state, dict) or not state:
         keys = sorted(map(str, data))[:5] if isinstance(data, dict) else type(data).__name__
@@ -176,6 +197,9 @@ class Sam2MetaSegmenter(Segmenter):
         self.device = device
         self.autocast_dtype = autocast_dtype
         self.name = name
+        # The weights stay float32; autocast_dtype is what the matrix products run in.
+        dtype = autocast_dtype if autocast_dtype is not None else "float32"
+        self._info = BackendInfo(name, "sam2", str(device), dtype_name(dtype))
         self._stream = SideStream(device)
 
     @classmethod
@@ -228,6 +252,9 @@ class Sam2MetaSegmenter(Segmenter):
         predictor = predictor_cls(model, mask_threshold=mask_threshold)
         return cls(predictor, device=device, autocast_dtype=autocast, name=str(path))
 
+    def info(self) -> BackendInfo:
+        return self._info
+
     @contextmanager
     def _on_device(self) -> Iterator[None]:
         """Run on the segmenter's CUDA stream (if any) under autocast (if asked); wait only for
@@ -245,18 +272,7 @@ class Sam2MetaSegmenter(Segmenter):
     def encode(self, image: np.ndarray) -> ImageEncoding:
         if self.predictor is None:
             raise RuntimeError("segmenter is closed")
-        if not (
-            isinstance(image, np.ndarray)
-            and image.dtype == np.uint8
-            and image.ndim == 3
-            and image.shape[2] == 3
-            and image.shape[0] > 0
-            and image.shape[1] > 0
-        ):
-            raise ValueError(
-                "SAM2 expects an HxWx3 uint8 RGB image, got "
-                f"{getattr(image, 'shape', None)} {getattr(image, 'dtype', type(image).__name__)}"
-            )
+        check_rgb(image)
         height, width = image.shape[:2]
         # A shallow copy shares the model and transforms but owns the per-image state that
         # set_image fills (features, original size): the pipeline keeps encodings of several
@@ -316,6 +332,9 @@ class Sam2MetaSegmenter(Segmenter):
             SegmentedObject(mask=masks[i, best[i]].astype(bool), score=float(scores[i, best[i]]))
             for i in range(len(objects))
         ]
+
+    def tracker(self) -> Tracker:
+        raise TrackingUnsupported(TRACKING_UNSUPPORTED)
 
     def close(self) -> None:
         self.predictor = None  # the pipeline gives the memory back (device.release_cuda_memory)

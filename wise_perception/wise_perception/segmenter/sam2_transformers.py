@@ -12,18 +12,25 @@ and decode run on the segmenter's own stream (:class:`~wise_perception.device.Si
 encoder, started on a worker thread while the policy decodes, overlaps it instead of queueing
 behind it on the default stream. ``compile=True`` (CUDA) compiles the image encoder (one input
 shape, 1024x1024).
+
+``tracker()`` follows an answer's objects through later frames with SAM2's video memory
+(:mod:`.sam2_video`), loaded from the same checkpoint on first use and sharing this model's
+image encoder.
 """
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..backend_info import BackendInfo, dtype_name
 from ..core.answer import ObjectPrompt
 from ..device import SideStream
 from .base import ImageEncoding, SegmentedObject, Segmenter
+from .tracking import Tracker, TrackingUnsupported
 
 
 class Sam2TransformersSegmenter(Segmenter):
@@ -35,12 +42,18 @@ class Sam2TransformersSegmenter(Segmenter):
         device: str = "cpu",
         name: str = "",
         compile: bool = False,
+        video_model: Any = None,
     ) -> None:
+        """``video_model``: a ``Sam2VideoModel`` for :meth:`tracker` (default: loaded from
+        ``name`` on first use)."""
         self.model = model
         self.processor = processor
         self.device = device
         self.name = name
+        self._info = BackendInfo(name, "transformers", str(device), dtype_name(model.dtype))
         self._stream = SideStream(device)
+        self._video_model = video_model
+        self._video_lock = threading.Lock()
         self._embed = model.get_image_embeddings
         if compile and str(device).startswith("cuda"):
             import torch
@@ -59,14 +72,22 @@ class Sam2TransformersSegmenter(Segmenter):
         from transformers import Sam2Model, Sam2Processor
 
         from ..device import resolve_device, resolve_dtype
+        from ..weights import raise_if_damaged
 
         device = resolve_device(device)
         torch_dtype = resolve_dtype(dtype, device)
         source = str(path)
-        model = Sam2Model.from_pretrained(source, dtype=torch_dtype, use_safetensors=True)
+        try:
+            model = Sam2Model.from_pretrained(source, dtype=torch_dtype, use_safetensors=True)
+        except Exception as exc:
+            raise_if_damaged(source, "SAM2", exc)  # names a truncated weights file
+            raise
         model = model.to(device).eval()
         processor = Sam2Processor.from_pretrained(source)
         return cls(model, processor, device=device, name=source, compile=compile)
+
+    def info(self) -> BackendInfo:
+        return self._info
 
     @property
     def _dtype(self) -> Any:
@@ -151,5 +172,29 @@ class Sam2TransformersSegmenter(Segmenter):
             picked = scores[rows, best].tolist()
         return [SegmentedObject(mask=masks[i], score=float(picked[i])) for i in range(len(objects))]
 
+    def tracker(self) -> Tracker:
+        """A tracker over this checkpoint's video memory (loaded once, on first use, sharing
+        this model's image encoder). TrackingUnsupported when the checkpoint has none."""
+        from .sam2_video import Sam2VideoTracker, load_video_model, video_processor_like
+
+        with self._video_lock:
+            if self.model is None:
+                raise RuntimeError("segmenter is closed")
+            if self._video_model is None:
+                if not self.name:
+                    raise TrackingUnsupported(
+                        "this SAM2 was not loaded from a checkpoint, so it has no video memory "
+                        "to load; pass video_model= when building it"
+                    )
+                self._video_model = load_video_model(
+                    self.name, device=self.device, dtype=self._dtype, share_encoder_with=self.model
+                )
+            return Sam2VideoTracker(
+                self._video_model,
+                video_processor_like(self.processor.image_processor),
+                device=self.device,
+            )
+
     def close(self) -> None:
         self.model = None  # the pipeline gives the memory back (device.release_cuda_memory)
+        self._video_model = None

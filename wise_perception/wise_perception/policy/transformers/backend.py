@@ -16,9 +16,13 @@ in 0.91 s instead of 2.2-2.5 s; the first call compiles (about 35 s), so warm up
 ``engine="engine"`` (the default for Qwen2.5-VL checkpoints): generation runs in
 :mod:`.engine` (own decode loop, static KV cache sized per request, end checks every few
 steps) with the forced answer schema of :mod:`.forced_schema` (``forced_schema=True``) when the
-tokenizer passes its check, the stop strings include ``</answer>`` and the instruction puts
-the answer right after the rationale. ``engine="generate"`` falls back to ``model.generate``.
-Both give the same completion text and stop behaviour.
+tokenizer passes its check, the stop strings include ``</answer>`` and the request's prompt
+spec puts the answer right after the rationale. ``engine="generate"`` falls back to
+``model.generate``. Both give the same completion text and stop behaviour.
+
+Token choice is greedy; ``choose`` (a :data:`.engine.TokenChooser`) replaces it in both
+engines (in ``model.generate`` as a logits processor that leaves only the chosen token): the
+benchmark teacher-forces a given completion through it (``wise_dev.decoding``).
 """
 
 from __future__ import annotations
@@ -32,10 +36,12 @@ from typing import Any
 
 import numpy as np
 
+from ...backend_info import BackendInfo, dtype_name
 from ...core.manifest import DEFAULT_MAX_NEW_TOKENS
-from ...core.prompts import chat_messages
+from ...core.prompts import PromptSpec, chat_messages
 from ...device import resolve_device, resolve_dtype
 from ..base import PolicyBackend, PolicyOutput
+from .engine import TokenChooser
 
 LOG = logging.getLogger(__name__)
 
@@ -52,6 +58,27 @@ class _FirstTokenClock:
         return scores
 
 
+class _ChosenToken:
+    """Logits processor that leaves only the token ``choose`` picks (``model.generate`` then
+    takes it greedily): the engines' :data:`.engine.TokenChooser` in ``generate``."""
+
+    def __init__(self, choose: TokenChooser, prompt_length: int) -> None:
+        self.choose, self.prompt_length = choose, prompt_length
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        import torch
+
+        positions = torch.full(
+            (input_ids.shape[0],),
+            input_ids.shape[1] - self.prompt_length,
+            dtype=torch.long,
+            device=input_ids.device,
+        )
+        chosen = self.choose(scores, positions)
+        only = torch.full_like(scores, float("-inf"))
+        return only.scatter_(1, chosen[:, None], 0.0)
+
+
 # Prompt tokens the static cache reserves besides the completion: 900 vision tokens of an
 # 840x840 frame, the template, and a command of up to MAX_QUESTION_CHARS characters.
 PROMPT_TOKEN_BUDGET = 2048
@@ -63,9 +90,8 @@ TEMPLATE_CACHE_SIZE = 256
 class TransformersPolicy(PolicyBackend):
     """Greedy batched generation with a transformers vision-language model.
 
-    ``max_new_tokens`` bounds the completion; ``min_new_tokens`` (0 = off) forces a length,
-    which the benchmark uses to time a given reasoning length with random weights.
-    ``compile`` (CUDA only) turns on the static cache + compiled decode step (module docstring).
+    ``max_new_tokens`` bounds the completion. ``compile`` (CUDA only) turns on the static
+    cache + compiled decode step; ``choose`` replaces greedy token choice (module docstring).
     """
 
     def __init__(
@@ -75,13 +101,13 @@ class TransformersPolicy(PolicyBackend):
         *,
         device: str = "cpu",
         max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
-        min_new_tokens: int = 0,
         system_prompt: str | None = None,
         name: str = "",
         compile: bool = False,
         engine: str = "auto",
         forced_schema: bool = True,
         int8_decode: bool = False,
+        choose: TokenChooser | None = None,
     ) -> None:
         tokenizer = getattr(processor, "tokenizer", None)
         if tokenizer is None or getattr(processor, "image_processor", None) is None:
@@ -98,7 +124,6 @@ class TransformersPolicy(PolicyBackend):
         self.tokenizer = tokenizer
         self.device = device
         self.max_new_tokens = int(max_new_tokens)
-        self.min_new_tokens = int(min_new_tokens)
         self.system_prompt = system_prompt
         self.name = name
         self.compile = bool(compile) and str(device).startswith("cuda")
@@ -119,7 +144,8 @@ class TransformersPolicy(PolicyBackend):
         self.engine_name = engine
         self.forced_schema = bool(forced_schema)
         self.int8_decode = bool(int8_decode)
-        self.last_forward_passes = 0  # sequential forwards of the last generate call
+        self.choose = choose  # None: greedy (engine.greedy)
+        self._info = BackendInfo(name, "transformers", str(device), dtype_name(model.dtype))
         self._engine: Any = None
         self._grammar: Any = None
         self._grammar_built = False
@@ -132,7 +158,6 @@ class TransformersPolicy(PolicyBackend):
         device: str | None = None,
         dtype: Any = None,
         max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
-        min_new_tokens: int = 0,
         system_prompt: str | None = None,
         attn_implementation: str | None = None,
         compile: bool = False,
@@ -157,7 +182,6 @@ class TransformersPolicy(PolicyBackend):
             processor,
             device=device,
             max_new_tokens=max_new_tokens,
-            min_new_tokens=min_new_tokens,
             system_prompt=system_prompt,
             name=source,
             compile=compile,
@@ -165,6 +189,9 @@ class TransformersPolicy(PolicyBackend):
             forced_schema=forced_schema,
             int8_decode=int8_decode,
         )
+
+    def info(self) -> BackendInfo:
+        return self._info
 
     # ------------------------------------------------------------------ generation
 
@@ -196,7 +223,6 @@ class TransformersPolicy(PolicyBackend):
         config.top_p = None
         config.top_k = None
         config.max_new_tokens = self.max_new_tokens
-        config.min_new_tokens = self.min_new_tokens or None
         if config.eos_token_id is None:
             config.eos_token_id = self.tokenizer.eos_token_id
         if config.pad_token_id is None:
@@ -219,16 +245,12 @@ class TransformersPolicy(PolicyBackend):
         images: list[np.ndarray],
         instructions: list[str],
         *,
+        spec: PromptSpec | None = None,
         stop: Sequence[str] = (),
-        script: Sequence[Sequence[int]] | None = None,
     ) -> list[PolicyOutput]:
-        """See :meth:`PolicyBackend.generate`. ``script`` (own engine only): teacher forcing,
-        the completion's token ids per row chosen instead of the greedy ones with every
-        forward run in full (:func:`.engine.scripted`; for timing a given completion)."""
+        """See :meth:`PolicyBackend.generate`; ``spec`` decides whether the forced answer
+        schema can write the answer (module docstring)."""
         import torch
-
-        if script is not None and self.engine_name != "engine":
-            raise ValueError("script (teacher forcing) needs engine='engine'")
 
         if len(images) != len(instructions):
             raise ValueError(f"{len(images)} images for {len(instructions)} instructions")
@@ -248,24 +270,25 @@ class TransformersPolicy(PolicyBackend):
             eos_ids = self._eos_ids(config)
             with torch.inference_mode():
                 if self.engine_name == "engine":
-                    new = self._engine_rows(
-                        inputs, instructions, config, eos_ids, stop, clock, script
-                    )
+                    new, passes = self._engine_rows(inputs, spec, config, eos_ids, stop, clock)
                 else:
+                    processors: list[Any] = [clock]
+                    if self.choose is not None:
+                        processors.append(_ChosenToken(self.choose, inputs["input_ids"].shape[1]))
                     out = self.model.generate(
                         **inputs,
                         generation_config=config,
-                        logits_processor=[clock],
+                        logits_processor=processors,
                         tokenizer=self.tokenizer,  # stop strings are matched on decoded text
                     )
                     new = out[:, inputs["input_ids"].shape[1] :].tolist()
-                    self.last_forward_passes = len(new[0]) if new else 0
+                    passes = None  # one forward per generated token
             if self.device.startswith("cuda"):
                 torch.cuda.synchronize()
             end = time.perf_counter()
         first = clock.first if clock.first is not None else end
         outputs = []
-        for row in new:
+        for i, row in enumerate(new):
             text, length = self._completion(row, eos_ids, stop)
             outputs.append(
                 PolicyOutput(
@@ -273,6 +296,7 @@ class TransformersPolicy(PolicyBackend):
                     generated_tokens=length,
                     prefill_s=first - start,
                     decode_s=end - first,
+                    forward_passes=passes[i] if passes is not None else length,
                 )
             )
         return outputs
@@ -302,16 +326,18 @@ class TransformersPolicy(PolicyBackend):
     def _engine_rows(
         self,
         inputs: Any,
-        instructions: Sequence[str],
+        spec: PromptSpec | None,
         config: Any,
         eos_ids: set[int],
         stop: Sequence[str],
         clock: _FirstTokenClock,
-        script: Sequence[Sequence[int]] | None = None,
-    ) -> list[list[int]]:
-        from .forced_schema import STOP, RowMachine, schema_options
+    ) -> tuple[list[list[int]], list[int]]:
+        """The generated rows and the forward passes each needed."""
+        from .engine import greedy
+        from .forced_schema import RowMachine, schema_options
 
         engine = self.engine()
+        choose = self.choose or greedy
 
         def decode(row: list[int]) -> str:
             return self.tokenizer.decode(row, skip_special_tokens=True)
@@ -324,16 +350,12 @@ class TransformersPolicy(PolicyBackend):
             clock(None, None)
 
         pad_id = int(config.pad_token_id)
-        min_new = int(config.min_new_tokens or 0)
-        grammar = self.grammar() if self.forced_schema and STOP in stop and not min_new else None
-        machines = []
-        for instruction in instructions:
-            allowed, multi = schema_options(instruction)
-            machines.append(RowMachine(grammar, allow_multi=multi) if grammar and allowed else None)
-        if any(machines):
+        allowed, multi = schema_options(spec, stop)
+        grammar = self.grammar() if self.forced_schema and allowed else None
+        if grammar is not None:
             result = engine.generate_forced(
                 inputs,
-                machines,
+                [RowMachine(grammar, allow_multi=multi) for _ in range(len(inputs["input_ids"]))],
                 max_new_tokens=self.max_new_tokens,
                 eos_ids=eos_ids,
                 pad_id=pad_id,
@@ -341,7 +363,7 @@ class TransformersPolicy(PolicyBackend):
                 stop_check=stop_check if stop else None,
                 extra_slots=grammar.longest_piece + 1,
                 on_first_token=first_token,
-                script=script,
+                choose=choose,
             )
         else:
             result = engine.generate(
@@ -349,13 +371,11 @@ class TransformersPolicy(PolicyBackend):
                 max_new_tokens=self.max_new_tokens,
                 eos_ids=eos_ids,
                 pad_id=pad_id,
-                min_new_tokens=min_new,
                 stop_check=stop_check if stop else None,
                 on_first_token=first_token,
-                script=script,
+                choose=choose,
             )
-        self.last_forward_passes = result.forward_passes
-        return result.rows
+        return result.rows, result.passes_per_row
 
     def _completion(
         self, row: list[int], eos_ids: set[int], stop: Sequence[str]

@@ -18,6 +18,10 @@ norms and MLPs, ``lm_head``) with its own attention over a KV cache it owns:
   constant per row (``rope delta - left padding``): a step needs only integer tensors, which is
   what lets a CUDA graph capture it.
 * Logits are computed for one position per row only (the last real input of the step).
+* Which token a row takes from its logits is an injected function (a :data:`TokenChooser`, as
+  gpt-fast's ``sample``): :func:`greedy` by default. It gets each row's position in its
+  completion as a device tensor, so a chooser that looks the token up (teacher forcing, in
+  ``wise_dev``) adds no host sync to the free loop.
 * Free decoding checks for the end (end-of-turn, stop strings) every ``check_every`` steps
   instead of after each one; end-of-turn is tracked on the device in between.
 * A decode step has one of two widths: one token per row, or (forced schema) the decided
@@ -49,6 +53,18 @@ KEPT_CACHES = 2
 # Free decoding reads the generated tokens back to the host this often (end-of-turn and stop
 # string checks); the steps generated after a row's real end are discarded.
 DEFAULT_CHECK_EVERY = 8
+
+
+TokenChooser = Callable[[Any, Any], Any]
+"""``choose(logits, positions) -> tokens``: logits (B, V) of each row's next token, positions
+(B,) how many tokens each row has generated before it (long, on the device); returns (B,)
+token ids on the device."""
+
+
+def greedy(logits: Any, positions: Any) -> Any:
+    """The highest-scoring token of every row (the product decodes greedily, as the release)."""
+    del positions
+    return logits.argmax(-1)
 
 
 @dataclass
@@ -311,15 +327,14 @@ class Qwen25VLEngine:
         max_new_tokens: int,
         eos_ids: set[int],
         pad_id: int,
-        min_new_tokens: int = 0,
         stop_check: Callable[[list[int]], bool] | None = None,
         check_every: int = DEFAULT_CHECK_EVERY,
         on_first_token: Callable[[], None] | None = None,
-        script: Sequence[Sequence[int]] | None = None,
+        choose: TokenChooser = greedy,
     ) -> EngineResult:
-        """Free greedy decoding. ``stop_check(row)`` says whether a row has ended on a stop
-        string (checked on the host every ``check_every`` steps). ``script``: teacher forcing,
-        see :func:`scripted`."""
+        """Free decoding, each token taken by ``choose`` (greedy). ``stop_check(row)`` says
+        whether a row has ended on a stop string (checked on the host every ``check_every``
+        steps)."""
         import torch
 
         input_ids = inputs["input_ids"]
@@ -328,13 +343,6 @@ class Qwen25VLEngine:
         caches_len = self.cache_length(length, max_new_tokens)
         logits, offsets, padding, caches = self.prefill(inputs, caches_len)
         eos = torch.tensor(sorted(eos_ids), device=device)
-        forced = None
-        if script is not None:
-            end = min(eos_ids)
-            forced = torch.tensor(
-                [scripted(row, i, end) for row in script for i in range(max_new_tokens)],
-                device=device,
-            ).view(bsz, max_new_tokens)
         out = torch.full((bsz, max_new_tokens), pad_id, dtype=torch.long, device=device)
         done = torch.zeros(bsz, dtype=torch.bool, device=device)
         cursors = torch.full((bsz,), length, dtype=torch.long, device=device)
@@ -342,10 +350,7 @@ class Qwen25VLEngine:
         passes = 1
         produced = 0
         for i in range(max_new_tokens):
-            if i < min_new_tokens:  # as generate's min_new_tokens: no end-of-turn before it
-                logits[:, eos] = float("-inf")
-            choice = logits.argmax(-1) if forced is None else forced[:, i]
-            token = torch.where(done, pad_id, choice)
+            token = torch.where(done, pad_id, choose(logits, cursors - length))
             if i == 0 and on_first_token is not None:
                 on_first_token()
             out[:, i] = token
@@ -376,13 +381,13 @@ class Qwen25VLEngine:
         stop_check: Callable[[list[int]], bool] | None = None,
         extra_slots: int = 0,
         on_first_token: Callable[[], None] | None = None,
-        script: Sequence[Sequence[int]] | None = None,
+        choose: TokenChooser = greedy,
     ) -> EngineResult:
-        """Greedy decoding with the forced answer schema (:mod:`.forced_schema`): after each decided
-        token a row's machine may name tokens to append; they go into the same forward as
-        that token. The next piece depends on the decided token, so this loop reads one token
-        per row back from the device after every forward (not every ``check_every``).
-        ``script``: teacher forcing, see :func:`scripted`."""
+        """Decoding with the forced answer schema (:mod:`.forced_schema`), each decided token
+        taken by ``choose`` (greedy): after it a row's machine may name tokens to append; they
+        go into the same forward as that token. The next piece depends on the decided token,
+        so this loop reads one token per row back from the device after every forward (not
+        every ``check_every``)."""
         import torch
 
         input_ids = inputs["input_ids"]
@@ -397,10 +402,8 @@ class Qwen25VLEngine:
         forward_count = 1
         first = True
         while True:
-            decided = logits.argmax(-1).tolist()
-            if script is not None:
-                end = min(eos_ids)
-                decided = [scripted(script[b], len(rows[b]), end) for b in range(bsz)]
+            # A row's position in its completion is its cursor past the prompt.
+            decided = choose(logits, cursors - length).tolist()
             if first and on_first_token is not None:
                 on_first_token()
             first = False
@@ -487,36 +490,3 @@ class Qwen25VLEngine:
                 flags[b] = True
                 done[b] = True
         return all(flags)
-
-
-def scripted(script: Sequence[int], index: int, end: int) -> int:
-    """Teacher forcing: the token a row decides at position ``index`` is its script's (and
-    ``end`` after it) instead of the argmax. Every forward still runs in full, so the time and
-    the forward passes are those of generating that text: the benchmark uses it to time a
-    given completion on random weights, which would otherwise write junk and leave the
-    answer schema."""
-    return int(script[index]) if index < len(script) else end
-
-
-def rows_agree(
-    reference: Sequence[Sequence[int]],
-    candidate: Sequence[Sequence[int]],
-    margins: Sequence[Sequence[float]] | None,
-    *,
-    rel_tol: float = 1e-4,
-) -> tuple[bool, str]:
-    """Whether two greedy runs agree: equal ids, or a first divergence where the reference's
-    top-1/top-2 logit margin was below ``rel_tol`` (relative to the top logit's magnitude,
-    floor 1): a genuine tie, after which nothing more can be compared. ``margins[b][i]`` is the
-    reference's margin when it chose ``reference[b][i]``."""
-    for b, (ref, cand) in enumerate(zip(reference, candidate, strict=True)):
-        if list(ref) == list(cand):
-            continue
-        at = next(
-            (i for i, (x, y) in enumerate(zip(ref, cand, strict=False)) if x != y),
-            min(len(ref), len(cand)),
-        )
-        if margins is not None and at < min(len(ref), len(cand)) and margins[b][at] <= rel_tol:
-            continue
-        return False, f"row {b}: first difference at token {at}: {list(ref)} vs {list(cand)}"
-    return True, ""

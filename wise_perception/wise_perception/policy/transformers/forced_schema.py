@@ -14,12 +14,13 @@ freely. A row leaves the schema (and is decoded freely from there on, exactly as
 it) as soon as the model picks a token that the schema does not allow, so the completion
 text equals free decoding's whenever the model follows the schema.
 
-Single-object schema (released WISE answers)::
+The pieces are the answer schema's template (core.answer_schema) between the closing of the
+rationale and ``</answer>``; for the single-object schema (released WISE answers)::
 
     </think><answer>{"bbox": [N,N,N,N], "points_1": [N,N], "points_2": [N,N]}</answer>
 
-Multi-object schema (VisionReasoner; offered when the instruction shows it, next to the
-single one, which the parser also accepts)::
+and for the multi-object schema (VisionReasoner; offered when the request's prompt spec asks
+for it, next to the single one, which the parser also accepts)::
 
     </think><answer>[{"bbox_2d": [N,N,N,N], "point_2d": [N,N]}, {...}]</answer>
 """
@@ -32,38 +33,36 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ...core.answer_schema import (
+    LIST_CLOSE,
+    LIST_OPEN,
+    OBJECT_SEPARATOR,
+    AnswerSchema,
+    answer_template,
+    format_answer,
+    merge_literals,
+)
+from ...core.prompts import ANSWER, THINK, PromptSpec
+
 LOG = logging.getLogger(__name__)
 
 # Coordinates are in the 840x840 policy frame (core.geometry.POLICY_FRAME): at most 3 digits,
 # so after a third digit the separator is forced without asking the model.
 MAX_DIGITS = 3
-CLOSE_THINK = "</think>"
-STOP = "</answer>"
+CLOSE_THINK = f"</{THINK}>"
+OPEN_ANSWER = f"<{ANSWER}>"
+STOP = f"</{ANSWER}>"
 
-_NUM = None  # marks a number in the piece sequences below
-SINGLE_SEQUENCE: tuple[str | None, ...] = (
-    '</think><answer>{"bbox": [',
-    _NUM,
-    ",",
-    _NUM,
-    ",",
-    _NUM,
-    ",",
-    _NUM,
-    '], "points_1": [',
-    _NUM,
-    ",",
-    _NUM,
-    '], "points_2": [',
-    _NUM,
-    ",",
-    _NUM,
-    "]}</answer>",
+_SINGLE_OBJECT = answer_template(AnswerSchema.SINGLE).object
+SINGLE_SEQUENCE: tuple[str | None, ...] = merge_literals(
+    (CLOSE_THINK, OPEN_ANSWER, *_SINGLE_OBJECT, STOP)
 )
-MULTI_OPEN = '</think><answer>[{"bbox_2d": ['
-MULTI_POINT = '], "point_2d": ['
-MULTI_NEXT = ']}, {"bbox_2d": ['
-MULTI_CLOSE = "]}]</answer>"
+# A multi-object answer: the opening, one object's inside, then the next object or the close.
+_MULTI_OBJECT = answer_template(AnswerSchema.MULTI).object
+MULTI_OPEN = CLOSE_THINK + OPEN_ANSWER + LIST_OPEN + str(_MULTI_OBJECT[0])
+MULTI_INSIDE: tuple[str | None, ...] = _MULTI_OBJECT[1:-1]
+MULTI_NEXT = str(_MULTI_OBJECT[-1]) + OBJECT_SEPARATOR + str(_MULTI_OBJECT[0])
+MULTI_CLOSE = str(_MULTI_OBJECT[-1]) + LIST_CLOSE + STOP
 
 END = -1
 
@@ -86,12 +85,15 @@ class Node:
         return not self.alternatives
 
 
-def schema_options(instruction: str) -> tuple[bool, bool]:
-    """(forcing allowed, multi-object schema offered) for a prompt-contract instruction.
+def schema_options(spec: PromptSpec | None, stop: Sequence[str]) -> tuple[bool, bool]:
+    """(forcing allowed, multi-object schema offered) for a request's prompt spec.
 
-    Forcing assumes the answer directly follows the rationale, which the instruction's own
-    example shows (``</think><answer>``); modes that put ``<d_think>`` between them do not."""
-    return "</think><answer>" in instruction, '"bbox_2d"' in instruction
+    Forcing assumes the answer directly follows the rationale and ends the completion (the
+    spec's order ends with think, answer, and generation stops at ``</answer>``); modes that
+    put ``<d_think>`` between them or after the answer decode freely."""
+    if spec is None or STOP not in stop:
+        return False, False
+    return tuple(spec.order[-2:]) == (THINK, ANSWER), spec.schema is AnswerSchema.MULTI
 
 
 class AnswerGrammar:
@@ -131,8 +133,7 @@ class AnswerGrammar:
         single_first = 0
         # Multi-object chain: 4 box numbers, point piece, 2 numbers, then next object or close.
         m = len(nodes)
-        seq = [None, ",", None, ",", None, ",", None, MULTI_POINT, None, ",", None]
-        for i, piece in enumerate(seq):
+        for i, piece in enumerate(MULTI_INSIDE):
             nxt = m + i + 1
             if piece is None:
                 nodes.append(Node(next=nxt))
@@ -170,23 +171,17 @@ class AnswerGrammar:
         for i in range(samples):
             multi = i % 2 == 1
             think = "<think>" + thinks[i % len(thinks)]
-            numbers = [rng.choice((rng.randint(0, 9), rng.randint(10, 99), rng.randint(100, 839)))]
+            first = rng.choice((rng.randint(0, 9), rng.randint(10, 99), rng.randint(100, 839)))
             if multi:
-                count = 1 + i % 3
                 objects = []
-                for _ in range(count):
+                for _ in range(1 + i % 3):
                     n = [rng.randint(0, 839) for _ in range(6)]
-                    objects.append(
-                        f'{{"bbox_2d": [{n[0]},{n[1]},{n[2]},{n[3]}], "point_2d": [{n[4]},{n[5]}]}}'
-                    )
-                answer = "<answer>[" + ", ".join(objects) + "]</answer>"
+                    objects.append((n[:4], [n[4:]]))
+                answer = OPEN_ANSWER + format_answer(objects, AnswerSchema.MULTI) + STOP
             else:
-                n = [rng.randint(0, 839) for _ in range(8)]
-                n[0] = numbers[0]
-                answer = (
-                    f'<answer>{{"bbox": [{n[0]},{n[1]},{n[2]},{n[3]}], "points_1": [{n[4]},{n[5]}],'
-                    f' "points_2": [{n[6]},{n[7]}]}}</answer>'
-                )
+                n = [first, *(rng.randint(0, 839) for _ in range(7))]
+                single = [(n[:4], [n[4:6], n[6:]])]
+                answer = OPEN_ANSWER + format_answer(single, AnswerSchema.SINGLE) + STOP
             full = think + CLOSE_THINK + answer
             canonical = self.tokenizer.encode(full, add_special_tokens=False)
             # Replay: the model's decisions are the canonical tokens; forced ones must match.
@@ -227,7 +222,8 @@ def _find_trigger(tokenizer: Any) -> str | None:
     found = set()
     for think in (" the red cup is on the left ", " left", " left.", " 3 "):
         prefix = "<think>" + think
-        full = prefix + CLOSE_THINK + '<answer>{"bbox": [1,2,3,4]'
+        answer = format_answer([((1, 2, 3, 4), ((5, 6), (7, 8)))], AnswerSchema.SINGLE)
+        full = prefix + CLOSE_THINK + OPEN_ANSWER + answer
         ids = tokenizer.encode(full, add_special_tokens=False)
         for end in range(1, len(ids) + 1):
             text = tokenizer.decode(ids[:end], skip_special_tokens=True)
@@ -328,14 +324,19 @@ class RowMachine:
             self.live = [(a, used + 1) for a, used in self.live]
 
 
-def forward_passes(grammar: AnswerGrammar | None, tokenizer: Any, completion: str) -> int:
+def forward_passes(
+    grammar: AnswerGrammar | None,
+    tokenizer: Any,
+    completion: str,
+    schema: AnswerSchema | str = AnswerSchema.SINGLE,
+) -> int:
     """Sequential forward passes needed to generate ``completion`` (ids of the policy's
-    tokenizer, ending at ``</answer>``): one per token the model decides, prefill included.
-    With ``grammar=None``, free decoding: one per token."""
+    tokenizer, ending at ``</answer>``) asked in ``schema``: one per token the model decides,
+    prefill included. With ``grammar=None``, free decoding: one per token."""
     ids = tokenizer.encode(completion, add_special_tokens=False)
     if grammar is None:
         return len(ids)
-    machine = RowMachine(grammar, allow_multi='"bbox_2d"' in completion)
+    machine = RowMachine(grammar, allow_multi=AnswerSchema(schema) is AnswerSchema.MULTI)
     produced: list[int] = []
     passes = 0
     while len(produced) < len(ids) and not machine.finished:

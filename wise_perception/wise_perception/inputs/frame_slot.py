@@ -8,7 +8,11 @@ may start ahead of it). An unusable frame still becomes the newest one: a comman
 with it gets ``invalid_image`` naming the problem, never a result computed on an older frame.
 
 A frame's age is the node clock minus its header stamp, or the time since its receipt when
-the camera does not stamp it.
+the camera does not stamp it. Both clocks are injected: the node passes its ROS clock and
+``time.monotonic``; the bag replay passes the bag's clock (a message's log time is when it was
+received), so a command is paired in bag time with exactly the node's rule. Frames may be
+sensor_msgs/Image or CompressedImage messages, from rclpy or from rosbags
+(:mod:`.images`).
 """
 
 from __future__ import annotations
@@ -16,11 +20,10 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-
-from sensor_msgs.msg import Image
+from typing import Any
 
 from ..core.limits import CheckedImage
-from . import messages as rm
+from . import images
 
 NANOSECONDS = 1_000_000_000
 
@@ -28,10 +31,10 @@ NANOSECONDS = 1_000_000_000
 class Frame:
     """One received image: its message, its place in the stream, and why it is unusable."""
 
-    def __init__(self, msg: Image, seq: int, max_pixels: int, error: str) -> None:
-        self.msg = msg
+    def __init__(self, msg: Any, seq: int, max_pixels: int, error: str, received: float) -> None:
+        self.msg = msg  # a sensor_msgs/Image or CompressedImage (rclpy's or rosbags')
         self.seq = seq
-        self.received = time.monotonic()
+        self.received = received  # the slot's monotonic clock, in seconds
         self.max_pixels = max_pixels  # what it was checked against
         self.error = error  # "" when usable
         # Whether SAM2's encoding of this frame was started (by a command, or ahead of one):
@@ -56,7 +59,7 @@ class Frame:
         if self.error:
             raise ValueError(self.error)
         if self._image is None:  # checked at receipt: converted, not checked again
-            pixels = rm.checked_to_rgb(self.msg)
+            pixels = images.checked_frame_to_rgb(self.msg)
             self._image = CheckedImage(pixels, self.max_pixels)
         return self._image
 
@@ -64,22 +67,26 @@ class Frame:
 class FrameSlot:
     """The newest frame, and a condition to wait for a fresh one on."""
 
-    def __init__(self, clock_ns: Callable[[], int]) -> None:
+    def __init__(
+        self, clock_ns: Callable[[], int], monotonic: Callable[[], float] = time.monotonic
+    ) -> None:
         self._clock_ns = clock_ns  # the node clock (ROS time: simulated under use_sim_time)
+        self._monotonic = monotonic  # receipt times and the age of unstamped frames
         self._frame: Frame | None = None
         self._seq = 0
         self._changed = threading.Condition()
 
-    def put(self, msg: Image, max_pixels: int) -> Frame:
+    def put(self, msg: Any, max_pixels: int) -> Frame:
         """Keep ``msg`` as the newest frame, checked against ``max_pixels`` (0: no limit)."""
         try:
-            rm.check_image(msg, max_pixels)
+            images.check_frame(msg, max_pixels)
             error = ""
-        except rm.ImageError as exc:
+        except images.ImageError as exc:
             error = str(exc)
+        received = self._monotonic()
         with self._changed:
             self._seq += 1
-            self._frame = Frame(msg, self._seq, max_pixels, error)
+            self._frame = Frame(msg, self._seq, max_pixels, error, received)
             self._changed.notify_all()
             return self._frame
 
@@ -97,7 +104,7 @@ class FrameSlot:
         """Seconds since ``frame`` was taken (since it arrived, when it has no stamp)."""
         stamp = frame.msg.header.stamp
         if stamp.sec == 0 and stamp.nanosec == 0:
-            return time.monotonic() - frame.received
+            return self._monotonic() - frame.received
         return (self._clock_ns() - (stamp.sec * NANOSECONDS + stamp.nanosec)) / NANOSECONDS
 
     def usable(self, max_age_s: float) -> Frame | None:
