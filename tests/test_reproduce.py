@@ -74,7 +74,9 @@ def test_the_export_segments_through_the_pipeline(reproduction):
     record = read_records(out / "scenes" / "test.jsonl")[0]
     image = np.asarray(__import__("PIL.Image").Image.open(out / "scenes" / record["image"]))
     with WisePipeline.from_pretrained(out / "exports" / "wise", device="cpu") as pipeline:
-        assert pipeline.config.mode == "wise_s" and pipeline.config.policy_frame == 224
+        assert (
+            pipeline.config.mode == "wise_s" and pipeline.config.policy_frame == PRESETS["ci"].frame
+        )
         result = pipeline.segment(image[..., :3], record["instruction"])
     # a one-step policy writes what it writes; the pipeline answers with a status either way
     assert result.status.value in ("ok", "unparsable_answer"), result.error

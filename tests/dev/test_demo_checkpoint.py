@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from wise_dev.reproduce.demo import DEMO_CHECKPOINT, demo_scene
+from wise_dev.reproduce.presets import PRESETS
 from wise_perception.core.geometry import box_iou
 from wise_perception.core.manifest import read_manifest
 
@@ -34,7 +35,10 @@ def test_the_demo_checkpoint_is_small_and_self_contained():
     assert size < 20 * 2**20
     manifest = read_manifest(DEMO_CHECKPOINT)
     assert manifest.prompt_mode == "wise_s" and manifest.segmenter == "sam2"
-    assert manifest.policy_frame == 224 and manifest.training_config["name"] == "wise"
+    assert (
+        manifest.policy_frame == PRESETS["default"].frame
+        and manifest.training_config["name"] == "wise"
+    )
 
 
 def test_it_localises_most_fresh_scenes_greedily(answers):

@@ -388,16 +388,19 @@ def test_project_jsonl_is_read_with_its_masks_and_bad_lines_skipped(tmp_path: Pa
 
 def test_each_policy_can_have_its_own_modes(reasonseg, tmp_path: Path) -> None:
     folder, _ = reasonseg
-    opened: list[tuple[str, str]] = []
+    opened: list[str] = []
 
-    def factory(config, policy, mode):
-        opened.append((policy.label, mode))
-        return ScriptedPipeline(mode)
+    def factory(config, policy):
+        opened.append(policy.label)
+        return ScriptedPipeline()
 
     argv = ["--policy", "a=/m/a", "--policy", "b=/m/b", "--dataset", f"rs={folder}"]
     argv += ["--modes", "wise", "--policy-modes", "b=seg_zero,wise_s", "--out", str(tmp_path)]
     assert ev.main(argv, factory=factory) == 0
-    assert opened == [("a", "wise"), ("b", "seg_zero"), ("b", "wise_s")]
+    assert opened == ["a", "b"]  # each policy loaded once, whatever its modes
+    report = json.loads((tmp_path / REPORT_NAME).read_text())
+    rows = [(r["model"], r["mode"]) for r in report["results"]]
+    assert rows == [("a", "wise"), ("b", "seg_zero"), ("b", "wise_s")]
     for bad in ("c=wise", "b=", "b=wise_train"):
         with pytest.raises(SystemExit):
             ev.main([*argv[:-4], "--policy-modes", bad, "--out", str(tmp_path)], factory=factory)

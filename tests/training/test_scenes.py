@@ -102,7 +102,7 @@ def test_held_out_families_and_pairs_appear_only_in_test():
 def test_written_splits_are_read_by_the_trainer_and_the_evaluator(tmp_path):
     paths = scenes.write_scenes(tmp_path / "s", {"train": 6, "test": 4}, seed=2)
     samples, report = load_training_samples(
-        paths["train"], spec_for("wise_train"), policy_frame=224
+        paths["train"], spec_for("wise_train"), policy_frame=scenes.CANVAS
     )
     assert report.loaded == 6 and not report.skipped
     rows = scenes.read_records(paths["train"])

@@ -118,7 +118,7 @@ def open_eval_pipeline(config: EvalConfig, policy: PolicySpec) -> SegmentPipelin
     }
     kwargs.update({key: value for key, value in options.items() if value is not None})
     pipeline = WisePipeline.from_pretrained(**kwargs)
-    for mode in config.modes:
+    for mode in policy.modes or config.modes:
         try:
             pipeline.prompt_spec(mode)
         except ValueError as exc:

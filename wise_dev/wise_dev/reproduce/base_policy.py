@@ -46,8 +46,12 @@ class PolicySize:
 
 # ../shared/ENVIRONMENT.md "Training small Qwen2.5-VL models on these CPUs": 256/4 text, 2/128
 # vision is ~5.5 M parameters, 0.075 s per SFT example and 1.4 s per GRPO step on 2 cores.
+# "mid" is what the scene world's grounding probe measured (1.5 M parameters, ~0.3 s per SFT
+# step of 8 short box requests on a shared core): the default preset's size, as the CPU budget
+# buys it about twice the steps of "small".
 SIZES: dict[str, PolicySize] = {
     "small": PolicySize(256, 4, 4, 2, 768, 2, 128, 2),
+    "mid": PolicySize(128, 4, 4, 2, 384, 2, 96, 2),
     "tiny": PolicySize(64, 2, 4, 2, 128, 1, 32, 2),  # plumbing only (CI)
 }
 

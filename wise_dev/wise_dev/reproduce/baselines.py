@@ -24,6 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from wise_perception.backend_info import BackendInfo
+from wise_perception.core.prompts import PromptSpec
 from wise_perception.policy.base import PolicyBackend, PolicyOutput
 from wise_training.data import points_from_mask
 from wise_training.scenes import COLOURS, SHAPES
@@ -116,7 +118,12 @@ class ScriptedPolicy(PolicyBackend):
         self.tokenizer = None
 
     def generate(
-        self, images: list[np.ndarray], instructions: list[str], *, stop: Sequence[str] = ()
+        self,
+        images: list[np.ndarray],
+        instructions: list[str],
+        *,
+        spec: PromptSpec | None = None,
+        stop: Sequence[str] = (),
     ) -> list[PolicyOutput]:
         outputs = []
         for image, instruction in zip(images, instructions, strict=True):
@@ -124,6 +131,9 @@ class ScriptedPolicy(PolicyBackend):
             text = answer(self.kind, image, _question(instruction))
             outputs.append(PolicyOutput(text, 0, decode_s=time.perf_counter() - start))
         return outputs
+
+    def info(self) -> BackendInfo:
+        return BackendInfo(name=self.name, backend="rule", device="cpu")
 
 
 def _question(instruction: str) -> str:

@@ -307,7 +307,7 @@ class Reproduction:
         )
         total = sum(len(p.modes) for p in policies) * self.preset.scenes["test"]
         with tqdm(total=total, desc="evaluate", unit="sample", dynamic_ncols=True) as bar:
-            evaluate(config, factory=lambda c, p, m: _counting(_pipeline(self, c, p, m), bar))
+            evaluate(config, factory=lambda c, p: _counting(_pipeline(self, c, p), bar))
         runs = {c: self.runs / c for c in self.preset.configs}
         from wise_training.curves import plot_curves, read_metrics
 
@@ -330,7 +330,7 @@ class Reproduction:
         return target
 
 
-def _pipeline(run: Reproduction, config: Any, policy: Any, mode: str) -> Any:
+def _pipeline(run: Reproduction, config: Any, policy: Any) -> Any:
     """The evaluator's pipeline: the product's for checkpoints, a rule-based policy behind the
     same pipeline (same SAM2, parser and scoring) for the baselines."""
     from wise_perception.pipeline import PipelineConfig, WisePipeline
@@ -338,13 +338,11 @@ def _pipeline(run: Reproduction, config: Any, policy: Any, mode: str) -> Any:
     from wise_training.evaluate import open_eval_pipeline
 
     if not policy.path.startswith("baseline:"):
-        return open_eval_pipeline(config, policy, mode)
+        return open_eval_pipeline(config, policy)
     from .baselines import ScriptedPolicy
 
     segmenter = load_segmenter(str(run.sam2), device="cpu", dtype="float32")
-    settings = PipelineConfig(
-        mode=mode, policy_frame=run.preset.frame, batch_size=config.batch_size
-    )
+    settings = PipelineConfig(policy_frame=run.preset.frame, batch_size=config.batch_size)
     return WisePipeline(ScriptedPolicy(policy.path.split(":", 1)[1]), segmenter, settings)
 
 
@@ -354,13 +352,13 @@ class _counting:
     def __init__(self, pipeline: Any, bar: Any) -> None:
         self.pipeline, self.bar = pipeline, bar
 
-    def segment_batch(self, images: list, commands: list) -> list:
-        results = self.pipeline.segment_batch(images, commands)
+    def segment_batch(self, images: list, commands: list, **options: Any) -> list:
+        results = self.pipeline.segment_batch(images, commands, **options)
         self.bar.update(len(images))
         return results
 
-    def segment(self, image: Any, command: str) -> Any:
-        result = self.pipeline.segment(image, command)
+    def segment(self, image: Any, command: str, **options: Any) -> Any:
+        result = self.pipeline.segment(image, command, **options)
         self.bar.update(1)
         return result
 
@@ -428,8 +426,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--threads",
         type=int,
-        default=2,
-        help="torch threads (default 2; the same count gives the same table)",
+        default=1,
+        # Measured on the 2-core machine: SFT at 0.8 s/step with one thread, 8-10 s/step with
+        # two while another process was busy (threads waiting on each other); the models are
+        # too small for a second thread to pay.
+        help="torch threads (default 1; the same count gives the same table)",
     )
     parser.add_argument("--restart", action="store_true", help="run every stage again")
     parser.add_argument(
