@@ -153,8 +153,8 @@ def test_train_cli_runs_a_jsonl_dataset_end_to_end(wise_policy, tmp_path):
     proc = run_train_cli(wise_policy, tmp_path, "trainer.max_steps=1", "trainer.save_steps=1")
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert (
-        "skipping sample train.jsonl:5" in proc.stderr
-        and "skipping sample train.jsonl:6" in proc.stderr
+        "skipped sample train.jsonl:5" in proc.stderr
+        and "skipped sample train.jsonl:6" in proc.stderr
     )
     assert (tmp_path / "out" / "final" / "model.safetensors").is_file()
     assert list((tmp_path / "out").rglob("events.out.tfevents*")), "TensorBoard events missing"

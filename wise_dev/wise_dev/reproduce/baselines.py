@@ -32,7 +32,9 @@ from wise_training.scenes import COLOURS, SHAPES
 
 KINDS = ("largest", "named")
 MIN_REGION = 40  # pixels
-_BACKGROUND_DISTANCE = 60.0  # RGB distance under which a pixel is background
+_BACKGROUND_DISTANCE = 80.0  # RGB distance under which a pixel is background (the floor's
+# tint ramp, scenes.BACKGROUND_GRADIENT, moves it up to ~57 from its median; palette colours are
+# 140 or more away)
 
 
 @dataclass(frozen=True)
