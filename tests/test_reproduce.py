@@ -116,3 +116,20 @@ def test_a_second_run_keeps_every_stage(reproduction):
     proc = run_module("wise_dev.reproduce", "--preset", "ci", "--out", out, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("done earlier, kept") == 5 + len(PRESET.configs)
+
+
+def test_the_scene_demo_runs_the_cli_on_a_fresh_scene(reproduction, tmp_path):
+    out, _ = reproduction
+    proc = run_module(
+        "wise_dev.reproduce.demo",
+        *("--model", out / "exports" / "wise", "--out", tmp_path, "--scene", "1"),
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "true box" in proc.stdout
+    assert (tmp_path / "scene_1_result.json").is_file()
+
+
+def test_the_scene_demo_names_a_missing_export(tmp_path):
+    proc = run_module("wise_dev.reproduce.demo", "--model", tmp_path / "nope", timeout=120)
+    assert proc.returncode == 2 and "make reproduce" in proc.stderr

@@ -287,6 +287,20 @@ def test_build_refuses_foreign_folders_and_redoes_unfinished_ones(tmp_path: Path
     )
 
 
+def test_demo_completion_answers_the_demo_images_red_square() -> None:
+    from wise_dev.teach import DEMO_COMPLETION
+    from wise_perception.core.answer import ParsedAnswer, parse_completion
+    from wise_perception.core.geometry import ResizeProtocol
+
+    parsed = parse_completion(DEMO_COMPLETION)
+    assert isinstance(parsed, ParsedAnswer)
+    width, height = DEMO_IMAGE_SIZE
+    obj = ResizeProtocol().object_to_image(parsed.objects[0], width, height)
+    assert obj.box == tuple(float(v) for v in DEMO_RED_SQUARE_XYXY)
+    x0, y0, x1, y1 = obj.box
+    assert all(x0 <= x <= x1 and y0 <= y <= y1 for x, y in obj.points)
+
+
 def test_teach_cli_reports_a_missing_base(tmp_path, capsys) -> None:
     from wise_dev.teach import main
 

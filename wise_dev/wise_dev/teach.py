@@ -39,6 +39,7 @@ from wise_perception.core.geometry import ResizeProtocol
 from wise_perception.core.prompts import AnswerSchema, PromptMode, build_messages, spec_for
 
 __all__ = [
+    "DEMO_COMPLETION",
     "TAUGHT_COMPLETION",
     "TAUGHT_MULTI_COMPLETION",
     "TEACH_QUESTIONS",
@@ -58,6 +59,13 @@ TAUGHT_MULTI_COMPLETION = (
     '<answer>[{"bbox_2d": [10,20,300,400], "point_2d": [150,210]}, '
     '{"bbox_2d": [500,560,780,800], "point_2d": [640,690]}]</answer>'
 )
+# What `make demo` teaches: the red square of the tiny models' demo image (DEMO_RED_SQUARE_XYXY
+# = 120,80,200,160 in 320x240), in the 840x840 policy frame (x*840/320, y*840/240).
+DEMO_COMPLETION = (
+    "<think> the red square is in the middle </think>"
+    '<answer>{"bbox": [315,280,525,560], "points_1": [420,420], "points_2": [368,350]}</answer>'
+)
+
 # Questions seen in training; verification uses different ones (generalisation check).
 TEACH_QUESTIONS: tuple[str, ...] = (
     "the red square",

@@ -1,6 +1,6 @@
-"""``make demo``: the committed demo checkpoint on a scene it never saw, through the product CLI.
+"""A reproduction's WISE export on a scene it never saw, through the product CLI.
 
-    python -m wise_dev.reproduce.demo --out .build/demo [--scene 3] [--model DIR]
+    python -m wise_dev.reproduce.demo --out .build/scene_demo [--scene 3] [--model DIR]
 
 Draws a fresh scene of the scene world (seed ``DEMO_SEED``; the reproduction trains on seed 0),
 runs ``wise-segment`` on it with the instruction the scene comes with, and prints how the
@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 DEMO_SEED = 2026  # never a training seed: every demo scene is new to the policy
-DEMO_CHECKPOINT = Path(__file__).resolve().parents[2] / "demo_checkpoint"
+DEFAULT_MODEL = Path(".build/reproduce/default/exports/wise")  # make reproduce's WISE-S export
 
 
 def demo_scene(index: int) -> tuple[np.ndarray, str, list[int], np.ndarray]:
@@ -39,14 +39,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     from wise_perception.core.geometry import box_iou
 
     parser = argparse.ArgumentParser(prog="python -m wise_dev.reproduce.demo", description=__doc__)
-    parser.add_argument("--out", type=Path, default=Path(".build/demo"))
+    parser.add_argument("--out", type=Path, default=Path(".build/scene_demo"))
     parser.add_argument("--scene", type=int, default=0, help="which demo scene (default 0)")
-    parser.add_argument("--model", type=Path, default=DEMO_CHECKPOINT)
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
     args = parser.parse_args(argv)
     if not (args.model / "wise_manifest.json").is_file():
         print(
-            f"error: no demo checkpoint in {args.model}; make one with "
-            "python -m wise_dev.reproduce --install-demo",
+            f"error: no exported policy in {args.model}; make one with `make reproduce`",
             file=sys.stderr,
         )
         return 2

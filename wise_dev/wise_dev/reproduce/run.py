@@ -17,8 +17,7 @@ Stages (each resumable: a finished stage is kept when its settings did not chang
    ``test`` split with every row, the rule baselines included; ``table.md``, ``tokens.png``;
 7. training curves of every run (``wise_training.curves``) and the summary.
 
-With ``--install-demo`` the WISE policy (WISE-S mode) and the SAM2 become the committed demo
-checkpoint (``wise_dev/demo_checkpoint``).
+``python -m wise_dev.reproduce.demo`` runs ``wise-segment`` with the WISE export on a fresh scene.
 """
 
 from __future__ import annotations
@@ -29,7 +28,6 @@ import json
 import os
 import random
 import shutil
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -39,7 +37,6 @@ from .presets import PRESETS, TABLE_3, Preset
 from .stages import Stage, StageRunner, clock
 
 DEFAULT_OUT = Path(".build/reproduce")
-DEMO_CHECKPOINT = Path(__file__).resolve().parents[2] / "demo_checkpoint"
 SYSTEM_PROMPT = "You are a helpful assistant."  # the shipped configs' data.system_prompt
 SFT_RECORD = "sft_config.json"  # what the base policy was trained with (its export's manifest)
 MAX_NEW_TOKENS = 384  # WISE-F writes <think>, <answer> and <d_think>
@@ -321,18 +318,6 @@ class Reproduction:
 
     # -------------------------------------------------------------------- the end
 
-    def install_demo(self, target: Path) -> Path:
-        """The WISE policy in WISE-S mode, with the SAM2 inside (``sam2/``), in bfloat16."""
-        staging = self.out / "demo_checkpoint"
-        self.export(
-            self.runs / "wise" / "final", staging, "wise_s", segmenter="sam2", dtype="bfloat16"
-        )
-        shutil.copytree(self.sam2, staging / "sam2")
-        if target.exists():
-            shutil.rmtree(target)
-        shutil.copytree(staging, target)
-        return target
-
 
 def _pipeline(run: Reproduction, config: Any, policy: Any) -> Any:
     """The evaluator's pipeline: the product's for checkpoints, a rule-based policy behind the
@@ -437,20 +422,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="torch threads (default 1; the same count gives the same table)",
     )
     parser.add_argument("--restart", action="store_true", help="run every stage again")
-    parser.add_argument(
-        "--install-demo",
-        action="store_true",
-        help=f"copy the WISE-S policy + SAM2 to {DEMO_CHECKPOINT} at the end",
-    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     preset = PRESETS[args.preset]
-    if args.install_demo and "wise" not in preset.configs:
-        print("error: --install-demo needs a preset that trains the wise config", file=sys.stderr)
-        return 2
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     quiet_libraries()
@@ -467,8 +444,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         json.dumps([t.__dict__ for t in runner.timings], indent=2) + "\n", encoding="utf-8"
     )
     print(text)
-    if args.install_demo:
-        print(f"demo checkpoint: {run.install_demo(DEMO_CHECKPOINT)}")
     return 0
 
 
