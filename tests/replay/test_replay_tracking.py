@@ -261,3 +261,28 @@ def test_a_lost_object_ends_the_track(taught_policy_dir, tiny_sam2_video_dir, tm
         ("f03", "lost"),
     ]
     assert all(t["track"]["score"] < 1.0 for t in tracks)
+
+
+def test_with_reground_on_loss_the_policy_is_asked_again_on_that_frame(
+    taught_policy_dir, tiny_sam2_video_dir, tmp_path
+):
+    b = frames(BagBuilder(), 6)
+    command(b, 0.15, id="r", command=QUESTIONS[0], track=True)
+    bag = b.write(tmp_path / "bag", "mcap")
+    settings = params(
+        tmp_path / "p.yaml", track_score_threshold=1.0, track_lost_after=2, reground_on_loss=True
+    )
+    assert replay(bag, tmp_path / "out", taught_policy_dir, tiny_sam2_video_dir, settings) == 0
+    folder = tmp_path / "out" / "taught"
+    assert len(lines(folder / "results.jsonl")) == 1  # a new answer is tracking output only
+    tracks = lines(folder / "tracks.jsonl")
+    assert [(t["kind"], t["track"]["frame_id"], t["track"]["state"]) for t in tracks] == [
+        ("tracked", "f02", "tracking"),
+        ("tracked", "f03", "lost"),
+        ("regrounded", "f03", "tracking"),  # the new answer on f03, its mask on mask
+        ("tracked", "f04", "tracking"),
+        ("tracked", "f05", "lost"),
+        ("regrounded", "f05", "tracking"),  # and the bag ends: no end message
+    ]
+    assert [t["track"]["regrounded"] for t in tracks] == [0, 0, 1, 1, 1, 2]
+    assert all(t["mask"] for t in tracks)
