@@ -153,6 +153,7 @@ def test_the_output_bag_is_the_nodes_topics_with_the_source_headers_read_by_rosb
             "/replay/taught/mask": "sensor_msgs/msg/Image",
             "/replay/taught/rationale": "std_msgs/msg/String",
             "/replay/taught/overlay": "sensor_msgs/msg/Image",
+            "/replay/taught/track": "std_msgs/msg/String",  # nothing tracked here
         }
         for connection, time_ns, raw in reader.messages():
             msg = store.deserialize_cdr(raw, connection.msgtype)

@@ -57,6 +57,17 @@ class TrackSettings:
         if self.seed_with not in SEED_CHOICES:
             raise ValueError(f"seed_with must be one of {SEED_CHOICES}, got {self.seed_with!r}")
 
+    @classmethod
+    def from_parameters(cls, parameters: Any) -> TrackSettings:
+        """From the node's parameters (``track_score_threshold``, ``track_lost_after``,
+        ``track_timeout_s``, ``track_seed_with``: the node's settings or a replay's)."""
+        return cls(
+            score_threshold=parameters.track_score_threshold,
+            lost_after=parameters.track_lost_after,
+            timeout_s=parameters.track_timeout_s,
+            seed_with=parameters.track_seed_with,
+        )
+
 
 @dataclass
 class TrackUpdate:

@@ -45,7 +45,8 @@ Reason once, then track: a command that asks (``"track": true``, or ``track_defa
 followed after its result by SAM2's video memory (:mod:`wise_perception.tracking`), as the
 worker's idle work: each time the newest frame that came after the last one tracked (the ones
 in between are skipped and counted), its mask on ``mask`` and its JSON on ``track``, both with
-that frame's header (:mod:`.command_track`). The policy does not run while tracking. The
+that frame's header. The rules are ROS-free (:mod:`wise_perception.command_track`, shared with
+the bag replay); the node locks, publishes and logs. The policy does not run while tracking. The
 track ends when the next command is served (``preempted``), on ``{"stop": true}``
 (``stopped``; the stop gets its own ``stopped`` result), on loss (``lost``: the score below
 ``track_score_threshold`` for ``track_lost_after`` frames; with ``reground_on_loss`` the
@@ -56,6 +57,7 @@ policy is asked again on that frame and its new answer tracked, published on ``t
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import sys
@@ -80,6 +82,7 @@ from rclpy.timer import Timer
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header, String
 
+from ..command_track import ENDED, CommandTracking, TrackOutput, not_started
 from ..core.limits import MAX_COMMAND_CHARS
 from ..inputs.frame_slot import Frame, FrameSlot
 from ..result import Result, Status
@@ -88,7 +91,6 @@ from ..visualize import track_overlay
 from . import image_qos, models
 from . import messages as rm
 from .command_queue import CommandQueue
-from .command_track import CommandTrack
 from .encode_ahead import EncodeAhead
 from .models import NodePipeline, PipelineFactory
 from .settings import PARAMETERS, Settings, descriptor, reliable
@@ -155,10 +157,10 @@ class WisePerceptionNode(LifecycleNodeMixin, Node):
         self._image_group = MutuallyExclusiveCallbackGroup()
         self._encode_ahead = False  # resolved on activate (parameter encode_ahead)
         self._ahead = EncodeAhead(wake=self._wake_worker)
-        # The running track (one at most); set and ended by the worker, or by releasing the
-        # models, always under the pipeline lock. Its status for /diagnostics, kept apart.
-        self._track: CommandTrack | None = None
-        self._track_status: dict[str, Any] = {"state": "idle"}
+        # The running track (one at most); started, followed and ended by the worker, or
+        # ended by releasing the models, always under the pipeline lock. Its status (for
+        # /diagnostics) is read without the lock.
+        self._tracking = CommandTracking(self._publish_tracked, self._log_tracking)
         # Commands are answered in every state, so their subscription and the result
         # publisher exist from the start (their depths are read-only parameters).
         self._result_pub = self.create_publisher(
@@ -370,7 +372,7 @@ class WisePerceptionNode(LifecycleNodeMixin, Node):
         self._state.camera("")
         self._frames.clear()
         with self._pipeline_lock:  # waits for a running inference to finish
-            self._end_track(TrackState.STOPPED, "the models were released (deactivated)")
+            self._tracking.end(TrackState.STOPPED, "the models were released (deactivated)")
             pipeline, self._pipeline = self._pipeline, None
             self._ahead.forget()
         if pipeline is not None:
@@ -448,7 +450,7 @@ class WisePerceptionNode(LifecycleNodeMixin, Node):
             with self._stats_lock:
                 self._stats.images += 1
                 self._stats.invalid_images += bool(frame.error)
-            if self._encode_ahead or self._track is not None:
+            if self._encode_ahead or self._tracking.running:
                 self._wake_worker()  # a new frame to encode, or to track, while idle
         except Exception as exc:
             self.get_logger().error(f"image callback failed: {type(exc).__name__}: {exc}")
@@ -509,10 +511,10 @@ class WisePerceptionNode(LifecycleNodeMixin, Node):
 
     def _serve(self, job: _Job) -> None:
         stopped = False
-        if self._track is not None:  # a new command preempts the track, a stop ends it
+        if self._tracking.running:  # a new command preempts the track, a stop ends it
             ended = TrackState.STOPPED if job.command.stop else TrackState.PREEMPTED
             with self._pipeline_lock:
-                stopped = self._end_track(ended, f"by request {job.request_id}")
+                stopped = self._tracking.end(ended, f"by request {job.request_id}")
         if job.command.stop:  # answered like any command: one result
             reason = "" if stopped else "no track was running"
             stop = Result.failure(job.command.text, Status.STOPPED, reason)
@@ -582,118 +584,67 @@ class WisePerceptionNode(LifecycleNodeMixin, Node):
         """Seed a track with a command's answer on its frame; what the result says of it."""
         settings, question = self.settings, job.command.question
         assert settings is not None and question is not None
-        if not result.ok:
-            return {"state": "not_started", "error": f"no answer to track ({result.status.value})"}
         with self._pipeline_lock:
-            if self._pipeline is None:
-                return {"state": "not_started", "error": self._state.not_ready_reason()}
-            try:
-                track, seed = self._pipeline.track(frame.image(), result, settings.track_settings())
-            except Exception as exc:  # TrackingUnsupported names why this SAM2 cannot
-                error = f"{type(exc).__name__}: {exc}"
-                self.get_logger().error(f"request {job.request_id}: cannot track: {error}")
-                return {"state": "not_started", "error": error}
-            self._track = CommandTrack(
-                track, job.request_id, job.command.id, question, frame.seq, frame.msg.header, seed
+            if self._pipeline is None and result.ok:
+                return not_started(self._state.not_ready_reason())
+            started = self._tracking.start(
+                self._pipeline,
+                settings.track_settings(),
+                job.request_id,
+                job.command.id,
+                question,
+                frame,
+                result,
             )
-            self._track_status = self._track.status()
-        self._wake_worker()  # frames may already wait
-        return {"state": track.state.value, "error": ""}
+        if self._tracking.running:
+            self._wake_worker()  # frames may already wait
+        return started
 
     def _idle_work(self) -> None:
         """The worker's work while no command waits: follow the running track on the newest
         frame, else encode the newest frame ahead (:mod:`.encode_ahead`)."""
-        if self._track is not None:
+        if self._tracking.running:
             self._follow()
         else:
             self._encode_newest_ahead()
 
     def _follow(self) -> None:
-        """Track the newest frame, if it came after the last one looked at (newest wins: the
-        frames in between are counted as skipped). A frame the tracker refuses is counted
-        and passed over; the track goes on."""
-        settings, current = self.settings, self._track
+        """Track the newest frame, if it came after the last one looked at (newest wins)."""
+        settings, current = self.settings, self._tracking.current
         frame = self._frames.newest()
         if settings is None or current is None or frame is None or not current.wants(frame.seq):
             return
         with self._pipeline_lock:
-            if self._track is not current:  # ended meanwhile (models released)
-                return
-            try:
-                image = frame.image()  # checked at receipt: ValueError names its problem
-                update = current.track.update(image.pixels)
-            except ValueError as exc:  # this frame cannot be tracked; the next one may
-                current.refused_frame(frame.seq)
-                self._track_status = current.status()
-                self.get_logger().warning(
-                    f"tracking request {current.request_id}: frame "
-                    f"{frame.frame_id!r} refused: {exc}",
-                    throttle_duration_sec=5.0,
-                )
-                return
-            except Exception as exc:  # the tracker failed: the track has ended (failed)
-                self.get_logger().error(
-                    f"tracking request {current.request_id} failed: {type(exc).__name__}: {exc}"
-                )
-                self._end_track(TrackState.FAILED, f"{type(exc).__name__}: {exc}")
-                return
-            current.tracked_frame(frame.seq, frame.msg.header, update)
-            self._publish_tracked(current, update.step.mask, image.pixels)
-            if current.state is TrackState.LOST and settings.reground_on_loss:
-                self._reground(current, frame, image)
-            if not current.track.active:
-                self._end_track(current.state, current.track.error)
-            else:
-                self._track_status = current.status()
+            if self._tracking.current is not current or self._pipeline is None:
+                return  # ended meanwhile (models released)
+            self._tracking.follow(
+                self._pipeline,
+                frame,
+                settings.track_settings(),
+                reground=settings.reground_on_loss,
+            )
 
-    def _reground(self, current: CommandTrack, frame: Frame, image: Any) -> None:
-        """The object is lost: ask the policy again with the same command on this frame and
-        track its new answer (published on ``track`` and ``mask``, never as a second result).
-        Called with the pipeline lock held."""
-        settings, pipeline = self.settings, self._pipeline
-        assert settings is not None and pipeline is not None
-        result = pipeline.segment(image, current.question, frame_key=frame.key)
-        if not result.ok:
-            current.track.error = f"re-grounding got {result.status.value}: {result.error}"
-            return
-        try:
-            track, seed = pipeline.track(image, result, settings.track_settings())
-        except Exception as exc:
-            current.track.error = f"re-grounding: {type(exc).__name__}: {exc}"
-            return
-        current.reseeded(track, frame.seq, frame.msg.header, seed)
-        self.get_logger().info(
-            f"tracking request {current.request_id}: lost, re-grounded on frame "
-            f"{frame.frame_id!r} ({current.regrounded} so far)"
-        )
-        self._publish_tracked(current, result.mask, image.pixels)
-
-    def _end_track(self, state: TrackState, error: str = "") -> bool:
-        """End the running track, if any (False when none ran), and publish its end on
-        ``track`` unless its last tracked frame's message already said it (a loss or a
-        timeout with nothing more to say). Called with the pipeline lock held."""
-        current, self._track = self._track, None
-        if current is None:
-            return False
-        current.track.end(state, error)
-        self._track_status = current.status()
-        said = current.state in (TrackState.LOST, TrackState.TIMEOUT) and not current.track.error
-        if not said and not self._quiet() and "track" in self._outputs:
-            self._outputs["track"].publish(rm.track_to_string(current.report(), current.header))
-        return True
-
-    def _publish_tracked(self, current: CommandTrack, mask: Any, pixels: Any) -> None:
-        """A tracked frame's mask, its ``track`` JSON (and overlay), with that frame's header."""
+    def _publish_tracked(self, out: TrackOutput) -> None:
+        """A track's message on ``track`` with its frame's header, and for a tracked frame or
+        a re-grounded answer its mask (and overlay). Called with the pipeline lock held."""
         outputs = self._outputs
-        if self._quiet() or not outputs:
+        if self._quiet() or "track" not in outputs:
             return
-        header = current.header
-        if mask is not None:
-            outputs["mask"].publish(rm.mask_to_image(mask, header))
-        outputs["track"].publish(rm.track_to_string(current.report(), header))
-        if "overlay" in outputs:
-            picture = track_overlay(pixels, current.last, current.question.sent)
-            outputs["overlay"].publish(rm.numpy_to_image(picture, "rgb8", header))
+        if out.mask is not None:
+            outputs["mask"].publish(rm.mask_to_image(out.mask, out.header))
+        outputs["track"].publish(rm.track_to_string(out.report, out.header))
+        if out.kind != ENDED and out.pixels is not None and "overlay" in outputs:
+            picture = track_overlay(out.pixels, out.update, out.track.question.sent)
+            outputs["overlay"].publish(rm.numpy_to_image(picture, "rgb8", out.header))
+
+    def _log_tracking(self, level: int, message: str) -> None:
+        logger = self.get_logger()
+        if level >= logging.ERROR:
+            logger.error(message)
+        elif level >= logging.WARNING:  # a refused frame: a camera's problem, said now and then
+            logger.warning(message, throttle_duration_sec=5.0)
+        else:
+            logger.info(message)
 
     def _encode_newest_ahead(self) -> None:
         """The worker's idle work: start SAM2 on the newest usable frame (:mod:`.encode_ahead`)."""
@@ -793,7 +744,7 @@ class WisePerceptionNode(LifecycleNodeMixin, Node):
         values["newest_frame"] = frame.frame_id if frame is not None else ""
         values["encode_ahead"] = "on" if self._encode_ahead else "off"
         # The running track (rate, skipped frames, state), or the last one's end.
-        values["tracking"] = self._track_status
+        values["tracking"] = self._tracking.status
         values["encoded_ahead"] = self._ahead.encoded  # the last frame encoded ahead
         if self._image_sub is not None:  # what auto chose (or the explicit setting)
             values["image_reliability"] = image_qos.reliability_name(self._image_reliability)

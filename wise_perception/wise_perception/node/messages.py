@@ -23,6 +23,8 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header, String
 
+from ..command_track import track_message
+
 # Reading the node's inputs is ROS-free (wise_perception.inputs, shared with the bag replay);
 # the node reaches it through this module (``X as X``: re-exported).
 from ..inputs.commands import Command as Command
@@ -111,12 +113,8 @@ def result_to_string(
 
 def track_to_string(fields: dict[str, Any], header: Header) -> String:
     """The ``track`` topic: one tracked frame (or the track's end), with the ``stamp`` and
-    ``frame_id`` of the frame it was computed on (:meth:`.command_track.CommandTrack.report`)."""
-    return String(
-        data=json.dumps(
-            {**fields, "stamp": stamp_to_dict(header.stamp), "frame_id": header.frame_id}
-        )
-    )
+    ``frame_id`` of the frame it was computed on (:func:`wise_perception.command_track.track_message`)."""
+    return String(data=json.dumps(track_message(fields, header)))
 
 
 def result_to_detections(result: Result, header: Header) -> Any:

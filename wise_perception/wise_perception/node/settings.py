@@ -248,12 +248,7 @@ class Settings:
 
     def track_settings(self) -> TrackSettings:
         """How a command's track is seeded and when it ends."""
-        return TrackSettings(
-            score_threshold=self.track_score_threshold,
-            lost_after=self.track_lost_after,
-            timeout_s=self.track_timeout_s,
-            seed_with=self.track_seed_with,
-        )
+        return TrackSettings.from_parameters(self)
 
     def image_qos(self, reliability: ReliabilityPolicy | None = None) -> QoSProfile:
         """The image subscription's QoS; ``reliability`` is auto's choice (required for auto)."""

@@ -72,6 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--command-wait-s", type=float, help="as the node parameter")
     parser.add_argument("--queue-size", type=int, help="as the node parameter")
     parser.add_argument(
+        "--track-default",
+        action="store_true",
+        default=None,
+        help='track every command that does not say "track": false (the node parameter)',
+    )
+    parser.add_argument(
         "--out", type=Path, default=Path("replay"), help="output folder (default: %(default)s)"
     )
     parser.add_argument(
@@ -203,6 +209,7 @@ def _settings(args: argparse.Namespace) -> tuple[ReplaySettings, list[tuple[str,
             "max_image_age_s": args.max_image_age_s,
             "command_wait_s": args.command_wait_s,
             "queue_size": args.queue_size,
+            "track_default": args.track_default,
         }
     )
     return settings, _policies(args.policy or [settings.policy_model])

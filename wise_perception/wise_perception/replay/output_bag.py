@@ -5,8 +5,11 @@ A rosbag2 folder with one MCAP file (readable by rosbags, the ``mcap`` package, 
 JSON, one per command), and for a success its ``mask`` (mono8 0/255), ``rationale`` and
 ``overlay`` (rgb8), each with the header of the frame it was computed on (a failure without a
 frame: the bag time of the decision and an empty frame_id, as the node stamps it with its
-clock). A message's log time is the bag time at which the node decided the command, so the
-output lines up with the input bag in a viewer. Topics are ``<namespace>/<name>``.
+clock). A tracked command's ``track`` messages (``tracks.jsonl``) follow: each on ``track``
+(the node's JSON) and, for a tracked frame or a re-grounded answer, its mask on ``mask``, with
+the header of the frame it was computed on. A message's log time is the bag time at which the
+node made it (a command's decision, a tracked frame's receipt), so the output lines up with
+the input bag in a viewer. Topics are ``<namespace>/<name>``.
 
 It is written aside (``.writing/bag``) and moved in place when complete, so a stop while it
 is written leaves the previous one (and the journal, from which the next run writes it again).
@@ -30,19 +33,26 @@ from .journal import RunFolder
 STRING, IMAGE = "std_msgs/msg/String", "sensor_msgs/msg/Image"
 
 # The node's output topics (node/lifecycle.py's table) and how a journal line becomes each
-# one's message (None: nothing on that topic for this command). Tracking (issue 17: a tracked
-# mask on ``mask`` and a ``track`` JSON per later frame) adds its topic here and a builder in
-# _builders, from what the runner journals for each tracked frame.
+# one's message (None: nothing on that topic for this command).
 OUTPUT_TOPICS: dict[str, str] = {
     "result": STRING,
     "mask": IMAGE,
     "rationale": STRING,
     "overlay": IMAGE,
+    "track": STRING,
 }
+# At one bag time: a track's end (by the command the worker takes) comes before that command's
+# result, and the result before the frames its track follows.
+_END, _RESULT, _TRACKED = 0, 1, 2
 
 
-def write_output_bag(folder: RunFolder, records: list[dict[str, Any]], namespace: str) -> Path:
-    """(Re)write ``folder``'s output bag from its journal ``records``."""
+def write_output_bag(
+    folder: RunFolder,
+    records: list[dict[str, Any]],
+    namespace: str,
+    tracks: list[dict[str, Any]] | None = None,
+) -> Path:
+    """(Re)write ``folder``'s output bag from its journal ``records`` and ``tracks``."""
     from rosbags.rosbag2 import StoragePlugin, Writer
 
     store = typestore()
@@ -56,13 +66,21 @@ def write_output_bag(folder: RunFolder, records: list[dict[str, Any]], namespace
             name: writer.add_connection(f"{namespace.rstrip('/')}/{name}", msgtype, typestore=store)
             for name, msgtype in OUTPUT_TOPICS.items()
         }
-        for record in sorted(records, key=lambda r: (r["decided_ns"], r["index"])):
-            header = _header(store, record)
-            for name, msgtype in OUTPUT_TOPICS.items():
-                msg = builders[name](record, header)
+        timeline = [((r["decided_ns"], _RESULT, r["index"], 0), r, None) for r in records]
+        for t in tracks or []:
+            rank = _END if t["kind"] == "ended" else _TRACKED
+            timeline.append(((t["at_ns"], rank, t["index"], t["line"]), None, t))
+        for (time_ns, *_), record, track in sorted(timeline, key=lambda item: item[0]):
+            if record is not None:
+                header = _header(store, record["result"])
+                messages = {name: build(record, header) for name, build in builders.items()}
+            else:
+                header = _header(store, track["track"])
+                messages = _track_messages(folder, store, track, header)
+            for name, msg in messages.items():
                 if msg is not None:
-                    raw = store.serialize_cdr(msg, msgtype)
-                    writer.write(connections[name], record["decided_ns"], raw)
+                    raw = store.serialize_cdr(msg, OUTPUT_TOPICS[name])
+                    writer.write(connections[name], time_ns, raw)
     shutil.rmtree(folder.bag, ignore_errors=True)
     partial.rename(folder.bag)
     writing.rmdir()
@@ -94,12 +112,26 @@ def _builders(folder: RunFolder, store: Any) -> dict[str, Builder]:
     return {"result": result, "mask": mask, "rationale": rationale, "overlay": overlay}
 
 
+def _track_messages(
+    folder: RunFolder, store: Any, track: dict[str, Any], header: Any
+) -> dict[str, Any]:
+    """A ``tracks.jsonl`` line's messages: its ``track`` JSON and its mask (if any)."""
+    pixels = folder.picture(track["mask"], color=False)
+    mask = (
+        None
+        if pixels is None
+        else _image(store, header, mask_to_uint8(pixels > 0, pixels.shape), "mono8")
+    )
+    return {"track": store.types[STRING](data=json.dumps(track["track"])), "mask": mask}
+
+
 def _ok(record: dict[str, Any]) -> bool:
     return record["result"]["status"] == "ok"
 
 
-def _header(store: Any, record: dict[str, Any]) -> Any:
-    result = record["result"]
+def _header(store: Any, message: dict[str, Any]) -> Any:
+    """The header a node message (the result's or a track's JSON) names: stamp, frame_id."""
+    result = message
     Time = store.types["builtin_interfaces/msg/Time"]
     Header = store.types["std_msgs/msg/Header"]
     stamp = Time(sec=int(result["stamp"]["sec"]), nanosec=int(result["stamp"]["nanosec"]))

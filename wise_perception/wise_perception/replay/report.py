@@ -45,6 +45,7 @@ def write_report(
 ) -> dict[str, Any]:
     """Write report.json, report.md and contact_sheet.png into ``out``; returns the report."""
     by_policy = {run.label: {r["index"]: r for r in run.records} for run in runs}
+    tracks = {run.label: _tracks_by_command(run) for run in runs}
     indexes = sorted({i for records in by_policy.values() for i in records})
     rows, unmatched, scores = [], set(labels), {run.label: _Scores() for run in runs}
     for index in indexes:
@@ -64,7 +65,7 @@ def write_report(
             record = by_policy[run.label].get(index)
             if record is None:
                 continue
-            entry = _entry(record)
+            entry = _entry(record, tracks[run.label].get(index))
             if label is not None:
                 entry.update(scores[run.label].add(run, record, label))
             row["policies"][run.label] = entry
@@ -85,8 +86,32 @@ def write_report(
 
 
 # --------------------------------------------------------------------------- per command
-def _entry(record: dict[str, Any]) -> dict[str, Any]:
+def _tracks_by_command(run: RunSummary) -> dict[int, list[dict[str, Any]]]:
+    out: dict[int, list[dict[str, Any]]] = {}
+    for line in run.tracks:
+        out.setdefault(line["index"], []).append(line)
+    return out
+
+
+def _track_entry(result: dict[str, Any], lines: list[dict[str, Any]] | None) -> dict[str, Any]:
+    """A tracked command's track: how many frames it followed and how it ended (its last
+    ``track`` message; ``tracking``: still running when the bag ended)."""
+    if not lines:
+        return {**result["track"], "tracked_frames": 0}
+    last = lines[-1]["track"]
+    return {
+        "state": last["state"],
+        "error": last["error"],
+        "tracked_frames": last["tracked_frames"],
+        "refused_frames": last["refused_frames"],
+        "regrounded": last["regrounded"],
+        "last_frame": {"frame_id": last["frame_id"], "stamp": last["stamp"]},
+    }
+
+
+def _entry(record: dict[str, Any], tracks: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     result = record["result"]
+    track = _track_entry(result, tracks) if "track" in result else None
     return {
         "status": result["status"],
         "error": result["error"],
@@ -99,6 +124,7 @@ def _entry(record: dict[str, Any]) -> dict[str, Any]:
         "mask_pixels": result["mask_pixels"],
         "image_age_ms": result["node"].get("image_age_ms"),
         "pipeline_ms": result["node"].get("pipeline_ms"),
+        **({"track": track} if track is not None else {}),
     }
 
 
@@ -160,6 +186,11 @@ def _summary(run: RunSummary, scores: _Scores) -> dict[str, Any]:
         latency["pipeline_ms"] = _stats([r["node"]["pipeline_ms"] for r in served])
     ages = [r["node"]["image_age_ms"] for r in results if "image_age_ms" in r["node"]]
     manifest = run.folder.read_manifest()
+    tracked = [r for r in results if "track" in r]
+    ends: dict[str, int] = {}
+    for lines in _tracks_by_command(run).values():
+        ends[lines[-1]["track"]["state"]] = ends.get(lines[-1]["track"]["state"], 0) + 1
+    track_ms = [t["track"]["track_ms"] for t in run.tracks if t["kind"] == "tracked"]
     return {
         "folder": str(run.folder.root),
         "output_bag": str(run.folder.bag),
@@ -168,6 +199,13 @@ def _summary(run: RunSummary, scores: _Scores) -> dict[str, Any]:
         "latency_ms": latency,
         "reasoning_tokens": _stats([r["reasoning_tokens"] for r in served]),
         "image_age_ms": _stats(ages),
+        "tracking": {
+            "commands": len(tracked),
+            "started": sum(r["track"]["state"] == "tracking" for r in tracked),
+            "tracked_frames": len(track_ms),
+            "track_ms": _stats(track_ms),
+            "ends": dict(sorted(ends.items())),
+        },
         "scores": scores.as_dict(),
         "complete": bool(manifest.get("complete")),
         "ended_early": run.ended_early,
@@ -215,6 +253,10 @@ def _markdown(report: dict[str, Any]) -> str:
     for stage in (*STAGES, "pipeline_ms"):
         row(f"{stage} mean / p90", lambda p, s=stage: _mean_p90(p["latency_ms"].get(s, {})))
     row("image age ms p50", lambda p: p["image_age_ms"].get("p50", "-"))
+    row(
+        "tracked commands, frames (ends)",
+        lambda p: _tracking(p["tracking"]),
+    )
     for kind in ("mask", "box"):
         row(
             f"{kind} labels gIoU / cIoU (n)",
@@ -232,7 +274,13 @@ def _markdown(report: dict[str, Any]) -> str:
                 continue
             frame = entry["frame"]["frame_id"] if entry["frame"] else "no frame"
             iou = f", IoU {entry['iou']:.3f}" if "iou" in entry else ""
-            cells.append(f"{entry['status']} on {frame}, #Tok {entry['reasoning_tokens']}{iou}")
+            track = entry.get("track")
+            followed = (
+                f", tracked {track['tracked_frames']} frame(s): {track['state']}" if track else ""
+            )
+            cells.append(
+                f"{entry['status']} on {frame}, #Tok {entry['reasoning_tokens']}{iou}{followed}"
+            )
         text = command["command"].replace("|", "\\|")[:60]
         ident = "" if command["id"] is None else json.dumps(command["id"])
         lines.append(
@@ -251,6 +299,13 @@ def _markdown(report: dict[str, Any]) -> str:
         lines += ["", "## Notes", "", *notes]
     lines += ["", "![contact sheet](contact_sheet.png)", ""]
     return "\n".join(lines)
+
+
+def _tracking(tracking: dict[str, Any]) -> str:
+    if not tracking["commands"]:
+        return "-"
+    ends = ", ".join(f"{k} {v}" for k, v in tracking["ends"].items())
+    return f"{tracking['commands']}, {tracking['tracked_frames']} ({ends or 'none'})"
 
 
 def _mean_max(stats: dict[str, float]) -> str:

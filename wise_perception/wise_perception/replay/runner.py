@@ -1,6 +1,13 @@
 """One policy's replay of one bag: the bag's frames and commands through the node's timeline,
 each decided command served by the real pipeline, journaled as it is decided.
 
+Tracking follows the node's rules (:class:`~wise_perception.command_track.CommandTracking`,
+the same object the node's worker drives), in bag time: a command that asks (``"track":
+true``, or ``track_default``) is followed after its result through each later frame while the
+worker is idle (no command waiting), every command the worker takes ends the running track
+(``preempted``; a stop: ``stopped``), and ``track_timeout_s`` counts bag seconds. Each
+``track`` message (and its mask) is journaled in ``tracks.jsonl`` as it is made.
+
 The pipeline is loaded on the first command that needs it (a replay that only continues, or
 whose commands all fail before inference, loads nothing). A restarted replay re-reads the bag
 from its start, re-deciding every command (cheap: pairing converts no frame), serves those its
@@ -13,14 +20,16 @@ import heapq
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TextIO
 
 import numpy as np
 
+from ..command_track import CommandTracking, TrackOutput, track_message
 from ..inputs.frame_slot import Frame
 from ..result import Result, Status
+from ..tracking import TrackState
 from ..visualize import mask_to_uint8, overlay
 from .bag import BagMessage, InputBag, Topic, typestore
 from .files import FileCommand
@@ -79,6 +88,7 @@ class RunSummary:
     input_problems: list[str] = field(default_factory=list)
     served_now: int = 0  # commands served in this run (not found in the journal)
     wall_s: float = 0.0
+    tracks: list[dict[str, Any]] = field(default_factory=list)  # tracks.jsonl's lines
 
 
 PipelineLoader = Callable[[], Any]
@@ -108,6 +118,8 @@ class PolicyReplay:
         self.progress = progress
         self.problems: list[str] = []
         self._last_said = 0.0
+        self._now_ns = 0  # the bag time of what is done now (tracking's clock)
+        self._tracking = CommandTracking(self._journal_track, self._log_track, self._bag_s)
 
     def identity(self) -> dict[str, Any]:
         return {**self.inputs.identity(), "settings": self.settings.as_dict()}
@@ -129,20 +141,24 @@ class PolicyReplay:
             self._last_said = time.monotonic()  # progress lines only: results never read it
             for event in self._events():
                 self._tick(event.time_ns)
+                self._now_ns = event.time_ns
                 if event.kind == FRAME:
                     decisions = timeline.frame(event.time_ns, event.msg)
                 else:
                     decisions = timeline.command(event.time_ns, event.msg)
                 served += self._handle(decisions, done)
+                if event.kind == FRAME and not timeline.pending:  # the worker is idle
+                    self._follow(timeline.slot.newest(), event.time_ns)
             served += self._handle(timeline.finish(), done)
             end = self.inputs.bag.end
             finished = True
         finally:
+            self._tracking.drop()  # a track running at the bag's end: the node would go on
             if self._pipeline is not None:
                 self._pipeline.close()
                 self._pipeline = None
             records = self.folder.records()
-            write_output_bag(self.folder, records, self.namespace)
+            write_output_bag(self.folder, records, self.namespace, self.folder.track_records())
             manifest = {
                 **manifest,
                 "finished": finished,  # the whole bag (as far as it reads) was replayed
@@ -188,10 +204,14 @@ class PolicyReplay:
     def _handle(self, decisions: list[Decision], done: dict[int, dict[str, Any]]) -> int:
         served = 0
         for decision in decisions:
+            stopped = self._end_track(decision)
             previous = done.get(decision.job.index)
             if previous is not None:
                 _check_same(previous, decision)
                 continue
+            if decision.job.command.stop and decision.status is Status.STOPPED:
+                error = "" if stopped else "no track was running"  # as the node answers
+                decision = replace(decision, error=error)
             record, mask, picture = self._serve(decision)
             self.folder.append(record, mask, picture)
             served += 1
@@ -200,7 +220,7 @@ class PolicyReplay:
 
     def _serve(self, decision: Decision) -> tuple[dict[str, Any], np.ndarray | None, Any]:
         job, frame = decision.job, decision.frame
-        pixels, pipeline_ms = None, None
+        pixels, pipeline_ms, track = None, None, None
         if decision.status is not None:
             result = Result.failure(job.command.text, decision.status, decision.error)
         else:
@@ -215,13 +235,75 @@ class PolicyReplay:
                 result = pipeline.segment(image, job.command.question, frame_key=frame.key)
                 pipeline_ms = (time.perf_counter() - t0) * 1e3
                 pixels = image.pixels
+                wanted = job.command.track
+                if wanted or (wanted is None and self.settings.track_default):
+                    track = self._start_track(pipeline, decision, result)
         if pixels is None and frame is not None and not frame.error:
             pixels = _pixels_or_none(frame)  # a failure on a good frame is drawn on it too
-        record = _record(decision, result, pipeline_ms)
+        record = _record(decision, result, pipeline_ms, track)
         mask = None
         if result.ok and result.mask is not None:
             mask = mask_to_uint8(result.mask, result.mask.shape)
         return record, mask, overlay(pixels, result) if pixels is not None else None
+
+    # ------------------------------------------------------------------ tracking
+    def _bag_s(self) -> float:
+        """Tracking's clock: seconds of bag time since the bag's start."""
+        return (self._now_ns - self.inputs.bag.start_ns) / NANOSECONDS
+
+    def _start_track(self, pipeline: Any, decision: Decision, result: Result) -> dict[str, Any]:
+        """Seed a track with the command's answer on its frame, at the decision's bag time."""
+        job, frame = decision.job, decision.frame
+        assert frame is not None and job.command.question is not None
+        self._now_ns = decision.at_ns
+        return self._tracking.start(
+            pipeline,
+            self.settings.track_settings(),
+            job.index,
+            job.command.id,
+            job.command.question,
+            frame,
+            result,
+        )
+
+    def _end_track(self, decision: Decision) -> bool:
+        """The worker took the command (``by_worker``): the running track ends, ``stopped`` by
+        a stop and ``preempted`` by any other, at the bag time it was taken. Whether a track
+        was running (what a stop answers)."""
+        if not decision.by_worker or not self._tracking.running:
+            return False
+        job = decision.job
+        assert job.started_ns is not None
+        self._now_ns = job.started_ns
+        state = TrackState.STOPPED if job.command.stop else TrackState.PREEMPTED
+        return self._tracking.end(state, f"by request {job.index}")
+
+    def _follow(self, frame: Frame | None, time_ns: int) -> None:
+        """The idle worker tracks the newest frame (the node's ``_follow``)."""
+        if not self._tracking.running or self._pipeline is None:
+            return
+        self._now_ns = time_ns
+        self._tracking.follow(
+            self._pipeline,
+            frame,
+            self.settings.track_settings(),
+            reground=self.settings.reground_on_loss,
+        )
+
+    def _journal_track(self, out: TrackOutput) -> None:
+        """One ``track`` message (and for a tracked frame or a new answer its mask), with the
+        header of the frame it was computed on, at the bag time it was made."""
+        record = {
+            "index": out.track.request_id,
+            "kind": out.kind,
+            "at_ns": self._now_ns,
+            "track": track_message(out.report, out.header),
+        }
+        mask = None if out.mask is None else mask_to_uint8(out.mask, out.mask.shape)
+        self.folder.append_track(record, mask)
+
+    def _log_track(self, level: int, message: str) -> None:
+        self._say(message)  # what a track met is in its messages too (refused frames, errors)
 
     def _load(self) -> Any:
         self._say("loading the models")
@@ -268,6 +350,7 @@ class PolicyReplay:
             list(manifest.get("input_problems", [])),
             served,
             time.perf_counter() - started,
+            self.folder.track_records(),
         )
 
 
@@ -278,7 +361,12 @@ def _pixels_or_none(frame: Frame) -> np.ndarray | None:
         return None
 
 
-def _record(decision: Decision, result: Result, pipeline_ms: float | None) -> dict[str, Any]:
+def _record(
+    decision: Decision,
+    result: Result,
+    pipeline_ms: float | None,
+    track: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """The journal line of one command: the node's result message (as JSON), and when and on
     which frame the node decided it."""
     job, frame = decision.job, decision.frame
@@ -307,6 +395,7 @@ def _record(decision: Decision, result: Result, pipeline_ms: float | None) -> di
         "stamp": stamp_dict,
         "frame_id": frame_id,
         "node": node,
+        **({"track": track} if track is not None else {}),  # as the node's result says
     }
     return {
         "index": job.index,

@@ -1,7 +1,7 @@
 """The node parameters a replay uses, read from the node's own parameters file.
 
-A replay pairs, limits and loads exactly as a node with these parameters would: the node's
-defaults (a test checks they are the node's), then the robot's parameters file
+A replay pairs, limits, loads and tracks exactly as a node with these parameters would: the
+node's defaults (a test checks they are the node's), then the robot's parameters file
 (``--params-file``, the YAML the node was started with), then the command line. The node's
 other parameters (QoS, diagnostics, encode ahead, overlay) change no result and are ignored.
 """
@@ -15,6 +15,7 @@ from typing import Any
 from ..core.limits import DEFAULT_MAX_IMAGE_PIXELS, MAX_COMMAND_CHARS
 from ..core.manifest import DEFAULT_POLICY
 from ..core.prompts import PromptMode
+from ..tracking import TrackSettings
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,13 @@ class ReplaySettings:
     queue_size: int = 4
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
     max_command_chars: int = MAX_COMMAND_CHARS
+    # Tracking (reason once, then track), as the node's parameters of the same names.
+    track_default: bool = False
+    track_score_threshold: float = 0.5
+    track_lost_after: int = 5
+    track_timeout_s: float = 0.0
+    reground_on_loss: bool = False
+    track_seed_with: str = "prompts"
 
     def __post_init__(self) -> None:
         problems = []
@@ -57,6 +65,10 @@ class ReplaySettings:
                 problems.append(f"queue_size={self.queue_size} is outside [1, 1000]")
             if self.max_image_pixels < 0 or self.max_command_chars < 1:
                 problems.append("max_image_pixels must be >= 0 and max_command_chars >= 1")
+            try:
+                self.track_settings()
+            except ValueError as exc:
+                problems.append(f"track: {exc}")
         if problems:
             raise ValueError("invalid settings: " + "; ".join(problems))
 
@@ -70,6 +82,10 @@ class ReplaySettings:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def track_settings(self) -> TrackSettings:
+        """How a command's track is seeded and when it ends (timeout in bag seconds)."""
+        return TrackSettings.from_parameters(self)
 
 
 def read_params_file(path: Path) -> dict[str, Any]:
