@@ -125,9 +125,12 @@ def test_the_scene_demo_runs_the_cli_on_a_fresh_scene(reproduction, tmp_path):
         *("--model", out / "exports" / "wise", "--out", tmp_path, "--scene", "1"),
         timeout=300,
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    # wise-segment's own codes: 0 found, 1 the model's answer was an error status (a one-step
+    # policy may write anything); its files are written either way
+    assert proc.returncode in (0, 1), proc.stderr[-3000:]
     assert "true box" in proc.stdout
-    assert (tmp_path / "scene_1_result.json").is_file()
+    result = json.loads((tmp_path / "scene_1_result.json").read_text())
+    assert result["status"] == "ok" if proc.returncode == 0 else result["status"] != "ok"
 
 
 def test_the_scene_demo_names_a_missing_export(tmp_path):
