@@ -40,7 +40,7 @@ export WISE_TINY_CACHE ?= $(CURDIR)/.build/tiny_cache
 SAM2_INSTALL = SAM2_BUILD_CUDA=0 VIRTUAL_ENV=$(VENV) $(UV) pip install --quiet -c constraints.txt \
 	--no-build-isolation-package sam2 -e "./wise_perception[sam2]"
 
-.PHONY: help run test test-engines lint demo bench env env-dev env-test env-vllm venv clean uv train-smoke qwen-tokenizer
+.PHONY: help run test test-engines lint demo bench env env-dev env-test env-vllm venv clean uv train-smoke qwen-tokenizer reproduce reproduce-quick
 .DEFAULT_GOAL := help
 
 # `make` or `make help`: every target with its one line (the `## ` text after it).
@@ -136,6 +136,16 @@ demo: env-dev ## offline CLI demo on tiny models, written to .build/demo (no hub
 		$(PY) -m wise_dev.teach --base .build/tiny/policy --fixture-dir tests/fixtures/policies
 	$(PY) -m wise_perception.cli .build/tiny/demo.png "the red square" \
 		--model $(DEMO_POLICY) --segmenter .build/tiny/sam2 --out .build/demo
+
+# The paper's effect at CPU scale (README "Reproduction"): scenes, base policy (SFT), SAM2, GRPO
+# with the shipped configs, one evaluation with every row; resumable, prints the table.
+# PRESET=long adds the Table 5/6 configs; `make reproduce-quick` runs the same stages small.
+PRESET ?= default
+reproduce: env-dev ## the paper's effect at CPU scale (PRESET=default|long|quick), prints the table
+	$(PY) -m wise_dev.reproduce --preset $(PRESET)
+
+reproduce-quick: env-dev ## make reproduce PRESET=quick (minutes)
+	$(PY) -m wise_dev.reproduce --preset quick
 
 # Offline CPU smoke run of WISE training: teaches the tiny stand-in policy, writes a synthetic
 # dataset where it is right, runs two GRPO steps of tiny_cpu with TensorBoard (.build/smoke/).

@@ -193,10 +193,69 @@ def test_data_cli_writes_and_checks_a_dataset(tmp_path, capsys):
     assert main(["synth", "--out", str(tmp_path / "d"), "--n", "3"]) == 0
     first = capsys.readouterr().out.splitlines()[1]
     assert json.loads(first)["image"] == "images/00000.png"
-    (tmp_path / "d" / "train.jsonl").open("a").write('{"image": "gone.png"}\n')
-    assert main(["check", str(tmp_path / "d" / "train.jsonl")]) == 0
-    out = capsys.readouterr().out
-    assert "3 samples loaded, 1 skipped" in out and "train.jsonl:4" in out
+    assert main(["check", str(tmp_path / "d" / "train.jsonl")]) == 0  # every sample usable
+    capsys.readouterr()
+    with (tmp_path / "d" / "train.jsonl").open("a") as handle:
+        handle.write('{"image": "gone.png"}\n')
+    # a dataset with a sample training cannot use fails the check, and each is named once
+    assert main(["check", str(tmp_path / "d" / "train.jsonl")]) == 1
+    captured = capsys.readouterr()
+    assert "3 samples loaded, 1 skipped" in captured.out
+    assert captured.out.count("train.jsonl:4") == 1 and "train.jsonl:4" not in captured.err
+    assert "1 of 4 samples cannot be used" in captured.err
     assert main(["synth", "--out", str(tmp_path / "e"), "--n", "0"]) == 2
     assert main(["check", str(tmp_path / "missing.jsonl")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_synth_into_a_used_folder_leaves_no_stale_images(tmp_path):
+    from wise_training.data import synth_dataset
+
+    synth_dataset(tmp_path / "d", 6)
+    synth_dataset(tmp_path / "d", 2)
+    assert sorted(p.name for p in (tmp_path / "d" / "images").iterdir()) == [
+        "00000.png",
+        "00001.png",
+    ]
+    (tmp_path / "d" / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="other files"):
+        synth_dataset(tmp_path / "d", 2)
+
+
+def test_boxes_and_points_outside_the_image_and_json_errors_name_the_file_line(tmp_path):
+    write_image(tmp_path / "a.png")  # 320 x 240
+    lines = [
+        json.dumps({"image": "a.png", "instruction": "x", "box": [0, 0, 320, 240]}),
+        json.dumps({"image": "a.png", "instruction": "x", "box": [10, 10, 900, 100]}),
+        json.dumps(
+            {
+                "image": "a.png",
+                "instruction": "x",
+                "box": [0, 0, 50, 50],
+                "points": [[5, 5], [5, 400]],
+            }
+        ),
+        '{"image": "a.png", "instruction": oops}',
+    ]
+    (tmp_path / "d.jsonl").write_text("\n".join(lines))
+    samples, report = load_training_samples(tmp_path / "d.jsonl", SPEC)
+    reasons = dict(report.skipped)
+    assert len(samples) == 1
+    assert "outside the 320x240 image" in reasons["d.jsonl:2"]
+    assert "points" in reasons["d.jsonl:3"] and "outside" in reasons["d.jsonl:3"]
+    assert "column" in reasons["d.jsonl:4"] and "line 1" not in reasons["d.jsonl:4"]
+
+
+def test_exif_orientation_is_applied_to_training_images(tmp_path):
+    """A camera JPEG stored landscape with EXIF "rotate 90": the sample is the upright image."""
+    pixels = np.zeros((40, 80, 3), np.uint8)
+    pixels[:, :40] = 255  # left half white as stored
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 clockwise to display
+    Image.fromarray(pixels).save(tmp_path / "cam.jpg", exif=exif.tobytes(), quality=95)
+    row = {"image": "cam.jpg", "instruction": "x", "box": [0, 0, 40, 80]}
+    (tmp_path / "d.jsonl").write_text(json.dumps(row))
+    samples, report = load_training_samples(tmp_path / "d.jsonl", SPEC, policy_frame=84)
+    assert report.loaded == 1  # the box fits the upright 40 x 80 image, not the stored 80 x 40
+    upright = np.asarray(samples[0]["image"]).mean(axis=2)
+    assert upright[:40].mean() > 200 and upright[44:].mean() < 50  # white on top once rotated

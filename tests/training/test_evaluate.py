@@ -356,6 +356,56 @@ def test_cli_argument_errors(tmp_path: Path, reasonseg) -> None:
         assert exc.value.code == 2, extra
 
 
+def test_project_jsonl_is_read_with_its_masks_and_bad_lines_skipped(tmp_path: Path) -> None:
+    from PIL import Image
+
+    image = np.zeros((20, 30, 3), np.uint8)
+    Image.fromarray(image).save(tmp_path / "a.png")
+    mask = np.zeros((20, 30), np.uint8)
+    mask[5:9, 10:20] = 255
+    Image.fromarray(mask).save(tmp_path / "m.png")
+    Image.fromarray(np.zeros((10, 10), np.uint8)).save(tmp_path / "small.png")
+    lines = [
+        json.dumps(
+            {"image": "a.png", "mask": "m.png", "instruction": "the bar", "box": [1, 2, 3, 4]}
+        ),
+        json.dumps({"image": "a.png", "instruction": "no mask"}),
+        json.dumps({"image": "a.png", "mask": "small.png", "instruction": "wrong size"}),
+        "{broken",
+        json.dumps({"image": str(tmp_path / "a.png"), "mask": "m.png", "instruction": "absolute"}),
+    ]
+    path = tmp_path / "set.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    assert eval_data_format(path) == "jsonl"
+    items = list(read_dataset("mine", path))
+    samples = [i for i in items if isinstance(i, EvalSample)]
+    skipped = {i.sample_id: i.reason for i in items if isinstance(i, SkippedSample)}
+    assert [s.query for s in samples] == ["the bar", "absolute"]
+    assert samples[0].sample_id == "set-000001" and samples[0].gt_area == 40
+    assert "'mask'" in skipped["set-000002"] and "differ in size" in skipped["set-000003"]
+    assert "column" in skipped["set-000004"]
+
+
+def test_each_policy_can_have_its_own_modes(reasonseg, tmp_path: Path) -> None:
+    folder, _ = reasonseg
+    opened: list[str] = []
+
+    def factory(config, policy):
+        opened.append(policy.label)
+        return ScriptedPipeline()
+
+    argv = ["--policy", "a=/m/a", "--policy", "b=/m/b", "--dataset", f"rs={folder}"]
+    argv += ["--modes", "wise", "--policy-modes", "b=seg_zero,wise_s", "--out", str(tmp_path)]
+    assert ev.main(argv, factory=factory) == 0
+    assert opened == ["a", "b"]  # each policy loaded once, whatever its modes
+    report = json.loads((tmp_path / REPORT_NAME).read_text())
+    rows = [(r["model"], r["mode"]) for r in report["results"]]
+    assert rows == [("a", "wise"), ("b", "seg_zero"), ("b", "wise_s")]
+    for bad in ("c=wise", "b=", "b=wise_train"):
+        with pytest.raises(SystemExit):
+            ev.main([*argv[:-4], "--policy-modes", bad, "--out", str(tmp_path)], factory=factory)
+
+
 # --------------------------------------------------------------------------- real pipeline
 
 

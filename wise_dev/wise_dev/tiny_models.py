@@ -169,7 +169,7 @@ REASONING_TOKENS: tuple[str, ...] = (
 )
 
 # Qwen2's pre-tokenizer split regex (contractions, letters, single digits, punctuation, spaces).
-_QWEN_SPLIT_REGEX = (
+QWEN_SPLIT_REGEX = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
     r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
@@ -416,7 +416,7 @@ def build_tiny_tokenizer(extra_corpus: Sequence[str] = ()) -> Qwen2Tokenizer:
     bpe.normalizer = normalizers.NFC()
     bpe.pre_tokenizer = pre_tokenizers.Sequence(
         [
-            pre_tokenizers.Split(Regex(_QWEN_SPLIT_REGEX), behavior="isolated", invert=False),
+            pre_tokenizers.Split(Regex(QWEN_SPLIT_REGEX), behavior="isolated", invert=False),
             pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
         ]
     )
@@ -563,17 +563,18 @@ def _tiny_vision_config(image_size: int, fpn_hidden: int) -> dict[str, Any]:
     }
 
 
-def build_tiny_sam2(out_dir: Path, *, seed: int = 0) -> Path:
-    """Save a tiny random ``Sam2Model`` + ``Sam2Processor`` (256x256 input). Returns ``out_dir``."""
+def build_tiny_sam2(out_dir: Path, *, seed: int = 0, image_size: int = _SAM2_IMAGE_SIZE) -> Path:
+    """Save a tiny random ``Sam2Model`` + ``Sam2Processor`` (``image_size`` square input, 256 by
+    default). Returns ``out_dir``."""
     from transformers import Sam2Config, Sam2Model
 
     out_dir = _fresh_dir(out_dir, "sam2", seed)
     hidden = 32  # FPN / prompt encoder / mask decoder width
     config = Sam2Config(
-        vision_config=_tiny_vision_config(_SAM2_IMAGE_SIZE, hidden),
+        vision_config=_tiny_vision_config(image_size, hidden),
         prompt_encoder_config={
             "hidden_size": hidden,
-            "image_size": _SAM2_IMAGE_SIZE,
+            "image_size": image_size,
             "patch_size": 16,
         },
         mask_decoder_config={
@@ -586,7 +587,7 @@ def build_tiny_sam2(out_dir: Path, *, seed: int = 0) -> Path:
     with _seeded(seed):
         model = Sam2Model(config)
     model.save_pretrained(out_dir)
-    sam2_processor().save_pretrained(out_dir)
+    sam2_processor(image_size).save_pretrained(out_dir)
     _write_marker(out_dir, "sam2", seed)
     return out_dir
 
@@ -660,6 +661,21 @@ def sam2_processor(image_size: int = _SAM2_IMAGE_SIZE, *, video: bool = False) -
             video_processor=Sam2VideoVideoProcessor(size=size),
         )
     return Sam2Processor(image_processor=Sam2ImageProcessor(size=size))
+
+
+def from_scratch(model: Any) -> Any:
+    """PyTorch's default initialisation for every linear and convolution layer (returns
+    ``model``). transformers initialises them from N(0, 0.02), meant for loading trained
+    weights over: in a model this small the attention logits then start so flat that their
+    query and key projections get gradients 100-1000 times smaller (measured), and a model
+    trained from there learnt to ignore its prompts (identical masks for any box or point).
+    Meta trains SAM2 from PyTorch's defaults."""
+    import torch
+
+    for module in model.modules():
+        if isinstance(module, torch.nn.Linear | torch.nn.Conv2d | torch.nn.ConvTranspose2d):
+            module.reset_parameters()
+    return model
 
 
 def share_positional_encoding(model: Any) -> Any:

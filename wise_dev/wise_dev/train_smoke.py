@@ -63,9 +63,21 @@ def prepare(out: Path, policy: Path | None = None, n: int = 16) -> tuple[Path, P
 
         policy = out / "policy"
         if taught_completion(policy) != SMOKE_COMPLETION:  # teach_policy marks what it taught
+            from tqdm import tqdm
+
             tiny = build_tiny_checkpoints(out / "tiny")
-            print(f"teaching the tiny stand-in policy {SMOKE_COMPLETION!r} (CPU, about a minute)")
-            teach_policy(tiny.policy, policy, SMOKE_COMPLETION)
+            print(
+                "teaching the tiny stand-in policy its answer (CPU: 150 steps and a greedy check, "
+                "more rounds until every token wins by a margin; a few minutes on 2 cores)"
+            )
+            with tqdm(desc="teaching", unit="step", dynamic_ncols=True) as bar:
+
+                def progress(done: int, planned: int, now: str) -> None:
+                    bar.total = planned
+                    bar.update(done - bar.n)
+                    bar.set_postfix_str(now)
+
+                teach_policy(tiny.policy, policy, SMOKE_COMPLETION, progress=progress)
     elif not (policy / "config.json").is_file():
         raise FileNotFoundError(f"--policy {policy}: no config.json, not a model folder")
     data = synth_dataset(out / "data", n)

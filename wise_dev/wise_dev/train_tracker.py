@@ -38,25 +38,15 @@ from wise_perception.core.metrics import score_masks
 from wise_perception.segmenter.sam2_video import MEMORY_MODULES
 
 from .moving_shapes import Stream, make_stream
-from .tiny_models import sam2_processor, share_positional_encoding, tiny_sam2_video_config
+from .tiny_models import (
+    from_scratch,
+    sam2_processor,
+    share_positional_encoding,
+    tiny_sam2_video_config,
+)
 
 IMAGE_SIZE = 128
 TRAIN_SEEDS = 1_000_000  # training streams use seeds from here on; evaluation seeds are below
-
-
-def from_scratch(model: Any) -> Any:
-    """PyTorch's default initialisation for every linear and convolution layer (returns
-    ``model``). transformers initialises them from N(0, 0.02), meant for loading trained
-    weights over: in a model this small the attention logits then start so flat that their
-    query and key projections get gradients 100-1000 times smaller (measured), and a model
-    trained from there learnt to ignore its prompts (identical masks for any box or point).
-    Meta trains SAM2 from PyTorch's defaults."""
-    import torch
-
-    for module in model.modules():
-        if isinstance(module, torch.nn.Linear | torch.nn.Conv2d | torch.nn.ConvTranspose2d):
-            module.reset_parameters()
-    return model
 
 
 def tracker_config() -> Any:

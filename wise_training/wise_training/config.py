@@ -69,15 +69,22 @@ class TrainConfig:
 
     def reward_config(self) -> RewardConfig:
         """The reward section; its span order always follows the prompt mode, so the format
-        reward and the prompt agree (Eq. 2, Table 5)."""
+        reward and the prompt agree (Eq. 2, Table 5), and its frame the data's policy frame, so
+        the pixel thresholds keep the release's meaning."""
         order = spec_for(self.prompt.mode, brevity=self.prompt.brevity).order
         try:
-            reward = RewardConfig(**{"order": order, **self.reward})
+            reward = RewardConfig(
+                **{"order": order, "frame": self.data.policy_frame, **self.reward}
+            )
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"reward: {exc}") from exc
         if reward.order != order:
             raise ConfigError(
                 f"reward.order {list(reward.order)} contradicts prompt mode {self.prompt.mode}"
+            )
+        if reward.frame != self.data.policy_frame:
+            raise ConfigError(
+                f"reward.frame {reward.frame} contradicts data.policy_frame {self.data.policy_frame}"
             )
         return reward
 

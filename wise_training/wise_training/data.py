@@ -24,6 +24,7 @@ import argparse
 import json
 import logging
 import re
+import shutil
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -31,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from wise_perception.core.geometry import ResizeProtocol
 from wise_perception.core.prompts import PromptSpec, build_messages, spec_for
@@ -42,6 +43,7 @@ LOG = logging.getLogger(__name__)
 
 MAX_SAMPLES = 1_000_000
 MAX_JSONL_LINE = 1_000_000
+MAX_SKIPS_LOGGED = 10  # the log names the first few; ``data check`` lists every one
 
 # Seg-Zero's ground-truth string (verl/utils/reward_score/seg*.py patterns).
 _BOX_RE = re.compile(
@@ -63,7 +65,7 @@ class DataReport:
 
     def skip(self, sample_id: str, reason: str) -> None:
         self.skipped.append((sample_id, reason))
-        LOG.warning("skipping sample %s: %s", sample_id, reason)
+        LOG.debug("skipping sample %s: %s", sample_id, reason)
 
     def summary(self) -> str:
         return f"{self.loaded} samples loaded, {len(self.skipped)} skipped"
@@ -92,6 +94,17 @@ def _check_box(box: Any) -> list[float]:
     if not all(np.isfinite(values)) or values[2] <= values[0] or values[3] <= values[1]:
         raise SampleError(f"box is empty or not finite: {box!r}")
     return values
+
+
+def _check_inside(values: Sequence[float], width: int, height: int, what: str) -> None:
+    """Coordinates (x, y, x, y...) must lie in the image (a pixel of slack for inclusive or
+    exclusive corners)."""
+    xs, ys = values[0::2], values[1::2]
+    if min(xs) < -1 or min(ys) < -1 or max(xs) > width + 1 or max(ys) > height + 1:
+        raise SampleError(
+            f"{what} {[round(v, 1) for v in values]} lies outside the {width}x{height} image "
+            "(coordinates are image pixels, x right, y down)"
+        )
 
 
 def points_from_mask(mask: np.ndarray) -> list[list[float]]:
@@ -139,7 +152,9 @@ def _open_image(source: Any) -> Image.Image:
                 f"image of {image.width}x{image.height} exceeds {MAX_IMAGE_PIXELS} pixels"
             )
         image.load()
-        return image.convert("RGB")
+        # Camera JPEGs store their rotation in EXIF; the image as seen is the rotated one (the
+        # release's `datasets` loading applies it too), and boxes are given in that frame.
+        return ImageOps.exif_transpose(image).convert("RGB")
     except SampleError:
         raise
     except Exception as exc:  # PIL raises many types for corrupt files
@@ -164,7 +179,8 @@ def _jsonl_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
-                yield sample_id, {"__error__": f"invalid JSON ({exc})"}
+                # The parser's own position says "line 1" (it sees one line): give the column.
+                yield sample_id, {"__error__": f"invalid JSON ({exc.msg} at column {exc.colno})"}
                 continue
             if not isinstance(row, dict):
                 yield sample_id, {"__error__": "line is not a JSON object"}
@@ -202,10 +218,20 @@ def _convert_jsonl(
         raise SampleError("no 'instruction' text")
     box = _check_box(row.get("box"))
     width, height = image.size
+    _check_inside(box, width, height, "box")
     if row.get("points") is not None:
         points = row["points"]
-        if not (isinstance(points, list) and len(points) == 2 and all(len(p) == 2 for p in points)):
+        if not (
+            isinstance(points, list)
+            and len(points) == 2
+            and all(isinstance(p, list | tuple) and len(p) == 2 for p in points)
+        ):
             raise SampleError(f"points must be [[x, y], [x, y]], got {points!r}")
+        try:
+            points = [[float(p[0]), float(p[1])] for p in points]
+        except (TypeError, ValueError) as exc:
+            raise SampleError(f"points have non-numbers: {points!r}") from exc
+        _check_inside([*points[0], *points[1]], width, height, "points")
     elif row.get("mask"):
         mask = _open_image(root / row["mask"]).convert("L")
         points = points_from_mask(np.asarray(mask))
@@ -233,8 +259,10 @@ def load_training_samples(
     policy_frame: int = 840,
     limit: int | None = None,
     system_prompt: str | None = None,
+    log_skips: bool = True,
 ) -> tuple[list[dict[str, Any]], DataReport]:
-    """Read, validate and convert samples; images resized to the policy frame (shared protocol)."""
+    """Read, validate and convert samples; images resized to the policy frame (shared protocol).
+    ``log_skips``: name the first skipped samples in the log (``data check`` prints them all)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"training data {path} does not exist")
@@ -259,6 +287,16 @@ def load_training_samples(
         samples.append({"prompt": prompt, "image": resized, "gt_box": box, "gt_points": points})
         report.loaded += 1
     LOG.info("training data %s: %s", path, report.summary())
+    if not log_skips:
+        return samples, report
+    for sample_id, reason in report.skipped[:MAX_SKIPS_LOGGED]:
+        LOG.warning("skipped sample %s: %s", sample_id, reason)
+    if len(report.skipped) > MAX_SKIPS_LOGGED:
+        LOG.warning(
+            "... and %d more skipped (python -m wise_training.data check %s lists them all)",
+            len(report.skipped) - MAX_SKIPS_LOGGED,
+            path,
+        )
     return samples, report
 
 
@@ -282,6 +320,22 @@ def _to_source(value: float, size: int, frame: int) -> int:
     return round(value * size / frame)
 
 
+def _clear_synth_folder(out: Path) -> None:
+    """A folder written by an earlier ``synth`` is emptied first (a smaller set must not leave
+    stale images behind); a folder holding anything else is refused."""
+    if not out.exists():
+        return
+    entries = {p.name for p in out.iterdir()}
+    if not entries:
+        return
+    if not entries <= {"images", "train.jsonl"}:
+        raise FileExistsError(
+            f"{out} holds other files than a synthetic set ({sorted(entries)[:5]}); choose a new folder"
+        )
+    shutil.rmtree(out / "images", ignore_errors=True)
+    (out / "train.jsonl").unlink(missing_ok=True)
+
+
 def synth_dataset(
     out: str | Path,
     n: int = 16,
@@ -298,6 +352,7 @@ def synth_dataset(
     if not 1 <= n <= MAX_SYNTH_SAMPLES:
         raise ValueError(f"n must be between 1 and {MAX_SYNTH_SAMPLES}, got {n}")
     out = Path(out)
+    _clear_synth_folder(out)
     (out / "images").mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     lines = []
@@ -339,6 +394,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     check.add_argument("path", type=Path, help="JSONL file, parquet file or saved dataset folder")
     check.add_argument("--format", default="auto", choices=("auto", "jsonl", "segzero"))
     check.add_argument("--limit", type=int, default=None)
+    check.add_argument(
+        "--policy-frame",
+        type=int,
+        default=840,
+        help="the policy frame of the config (data.policy_frame)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     try:
@@ -348,18 +409,27 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(path.read_text(encoding="utf-8").splitlines()[0])
             return 0
         samples, report = load_training_samples(
-            args.path, spec_for("wise_train"), fmt=args.format, limit=args.limit
+            args.path,
+            spec_for("wise_train"),
+            fmt=args.format,
+            limit=args.limit,
+            policy_frame=args.policy_frame,
+            log_skips=False,
         )
     except (OSError, ValueError, DatasetError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(report.summary())
     for sample_id, reason in report.skipped:
         print(f"skipped {sample_id}: {reason}")
     if samples:
         first = samples[0]
         print(f"first sample (policy frame): box {first['gt_box']}, points {first['gt_points']}")
-    return 0 if samples else 1
+    print(report.summary())
+    if report.skipped:
+        total = report.loaded + len(report.skipped)
+        print(f"error: {len(report.skipped)} of {total} samples cannot be used", file=sys.stderr)
+    # 0: every sample usable; 1: some (or all) cannot be used; 2: the data cannot be read.
+    return 0 if samples and not report.skipped else 1
 
 
 if __name__ == "__main__":

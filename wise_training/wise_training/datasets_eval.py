@@ -10,6 +10,10 @@ Two on-disk formats are read, both from local paths only (no hub access):
   "ignore" polygons with the ignore value and all others as target, so a smaller polygon drawn
   later overwrites a larger one. Every text of an image is one sample; ``is_sentence`` is kept
   so long (sentence) and short (phrase) queries can be reported apart.
+- **The project's JSONL** (``format="jsonl"``, what ``wise_training.scenes`` writes and the
+  trainer reads): one object per line with ``image`` and ``mask`` (paths relative to the file, or
+  absolute; the mask a PNG whose non-zero pixels are the target) and ``instruction``; other keys
+  (``box``, ``points``, ...) are ignored here. Sample ids are ``<file stem>-<line>``.
 - **Seg-Zero's evaluation format** (``format="segzero"``) for RefCOCO / RefCOCO+ / RefCOCOg
   (and Seg-Zero's converted ReasonSeg): a Hugging Face dataset with the columns ``image``,
   ``mask`` (2-D bool list or array, or an image), ``text``, ``image_id``, ``ann_id``,
@@ -35,8 +39,8 @@ import numpy as np
 
 from .tables import MAX_IMAGE_PIXELS, DatasetError, is_table, parquet_files, read_rows
 
-DatasetFormat = Literal["reasonseg", "segzero"]
-FORMATS: tuple[str, ...] = ("reasonseg", "segzero")
+DatasetFormat = Literal["reasonseg", "segzero", "jsonl"]
+FORMATS: tuple[str, ...] = ("reasonseg", "segzero", "jsonl")
 
 # Bounds: evaluation data is trusted more than robot input, but a broken file must not take
 # the run down (decompression bombs, runaway polygons, multi-GB JSON).
@@ -45,6 +49,7 @@ MAX_JSON_BYTES = 16 * 1024 * 1024
 MAX_POLYGON_POINTS = 100_000
 MAX_SHAPES = 1_000
 MAX_COORD = 1_000_000.0
+MAX_JSONL_LINE = 1_000_000
 MAX_QUERY_CHARS = 4_000  # the pipeline has its own (smaller) bound and reports invalid_command
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 IGNORE_LABEL = 255  # LISA's value for "ignore" pixels
@@ -127,12 +132,15 @@ def _read_image_file(path: Path) -> np.ndarray:
 
 def eval_data_format(path: str | Path) -> DatasetFormat:
     """Which evaluation-set reader ``path`` needs: ``segzero`` for parquet/arrow data (Seg-Zero's
-    evaluation format), ``reasonseg`` for a folder of ``*.json`` annotations (LISA's)."""
+    evaluation format), ``reasonseg`` for a folder of ``*.json`` annotations (LISA's), ``jsonl``
+    for a ``.jsonl`` file (the project's own)."""
     path = Path(path)
     if not path.exists():
         raise DatasetError(f"{path} does not exist")
+    if path.is_file() and path.suffix == ".jsonl":
+        return "jsonl"
     if path.is_file() and path.suffix != ".parquet":
-        raise DatasetError(f"{path}: a dataset file must be .parquet (or give a folder)")
+        raise DatasetError(f"{path}: a dataset file must be .parquet or .jsonl (or give a folder)")
     if is_table(path):
         return "segzero"
     if next(iter(path.glob("*.json")), None) is not None:
@@ -152,6 +160,8 @@ def read_dataset(
         return read_reasonseg(name, path)
     if fmt == "segzero":
         return read_segzero(name, path)
+    if fmt == "jsonl":
+        return read_jsonl(name, path)
     raise DatasetError(f"unknown dataset format {fmt!r}; known: {FORMATS}")
 
 
@@ -357,3 +367,61 @@ def _iter_segzero(name: str, path: Path) -> Iterator[ReaderItem]:
             image_id=None if image_id is None else str(image_id),
             ann_id=None if ann_id is None else str(ann_id),
         )
+
+
+# --------------------------------------------------------------------------- the project's JSONL
+
+
+def read_jsonl(name: str, path: str | Path) -> Iterator[ReaderItem]:
+    """The project's JSONL (see the module docstring), in line order."""
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"{path} is not a JSONL file")
+    return _iter_jsonl(name, path)
+
+
+def _jsonl_file(root: Path, value: Any, key: str) -> Path:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"no '{key}' path")
+    candidate = Path(value)
+    return candidate if candidate.is_absolute() else root / candidate
+
+
+def _iter_jsonl(name: str, path: Path) -> Iterator[ReaderItem]:
+    stem = safe_name(path.stem)
+    with path.open(encoding="utf-8") as handle:
+        for line_no, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            sample_id, source = f"{stem}-{line_no:06d}", f"{path}:{line_no}"
+            try:
+                if len(line) > MAX_JSONL_LINE:
+                    raise ValueError(f"line longer than {MAX_JSONL_LINE} characters")
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise ValueError(f"invalid JSON ({exc.msg} at column {exc.colno})") from None
+                if not isinstance(row, dict):
+                    raise ValueError("line is not a JSON object")
+                query = row.get("instruction")
+                if not _usable_query(query):
+                    raise ValueError(QUERY_PROBLEM)
+                image = _read_image_file(_jsonl_file(path.parent, row.get("image"), "image"))
+                target = _read_image_file(_jsonl_file(path.parent, row.get("mask"), "mask"))
+                target = target.max(axis=2) > 0
+                if target.shape != image.shape[:2]:
+                    raise ValueError(
+                        f"mask {target.shape} and image {image.shape[:2]} differ in size"
+                    )
+            except (OSError, ValueError) as exc:
+                yield SkippedSample(name, sample_id, str(exc), source)
+                continue
+            yield EvalSample(
+                dataset=name,
+                sample_id=sample_id,
+                query=query,
+                image=image,
+                target=target,
+                source=source,
+                image_id=str(row.get("image")),
+            )

@@ -59,6 +59,7 @@ from .metrics import Convention
 from .report import PER_SAMPLE_NAME, REPORT_SCHEMA_VERSION, summarize, write_outputs
 
 LOG = logging.getLogger("wise_training.evaluate")
+INFERENCE_MODES = tuple(m.value for m in PromptMode if m is not PromptMode.WISE_TRAIN)
 MAX_SKIP_DETAILS = 200  # skipped samples listed by id in report.json (all are counted)
 
 
@@ -66,6 +67,8 @@ MAX_SKIP_DETAILS = 200  # skipped samples listed by id in report.json (all are c
 class PolicySpec:
     label: str
     path: str
+    # The inference modes to evaluate this policy in; empty: the run's ``modes``.
+    modes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -115,7 +118,7 @@ def open_eval_pipeline(config: EvalConfig, policy: PolicySpec) -> SegmentPipelin
     }
     kwargs.update({key: value for key, value in options.items() if value is not None})
     pipeline = WisePipeline.from_pretrained(**kwargs)
-    for mode in config.modes:
+    for mode in policy.modes or config.modes:
         try:
             pipeline.prompt_spec(mode)
         except ValueError as exc:
@@ -284,13 +287,14 @@ def evaluate(
     with open(config.out / PER_SAMPLE_NAME, "w", encoding="utf-8") as handle:
         records = Records(handle)
         for index, policy in enumerate(config.policies):
-            LOG.info("loading %s (modes %s)", policy.label, ", ".join(config.modes))
+            modes = policy.modes or config.modes
+            LOG.info("loading %s (modes %s)", policy.label, ", ".join(modes))
             load_start = time.perf_counter()
             pipeline = factory(config, policy)
             load_s = time.perf_counter() - load_start
-            loads.append({"model": policy.label, "modes": config.modes, "load_time_s": load_s})
+            loads.append({"model": policy.label, "modes": list(modes), "load_time_s": load_s})
             try:
-                for mode_index, mode in enumerate(config.modes):
+                for mode_index, mode in enumerate(modes):
                     first_pass = index == 0 and mode_index == 0
                     labels = (policy.label, mode)
                     _evaluate_pipeline(config, pipeline, labels, datasets, records, first_pass)
@@ -324,7 +328,7 @@ def _split_label(value: str) -> tuple[str | None, str]:
     return None, value
 
 
-def _parse_policies(values: Sequence[str]) -> list[PolicySpec]:
+def _parse_policies(values: Sequence[str], policy_modes: Sequence[str] = ()) -> list[PolicySpec]:
     policies = []
     for value in values:
         label, path = _split_label(value)
@@ -332,7 +336,19 @@ def _parse_policies(values: Sequence[str]) -> list[PolicySpec]:
     labels = [p.label for p in policies]
     if len(set(labels)) != len(labels):
         raise ValueError(f"policy labels must be unique, got {labels}: use LABEL=PATH")
-    return policies
+    modes: dict[str, tuple[str, ...]] = {}
+    for value in policy_modes:
+        label, _, names = value.partition("=")
+        chosen = tuple(dict.fromkeys(n.strip() for n in names.split(",") if n.strip()))
+        if label not in labels or not chosen:
+            raise ValueError(
+                f"--policy-modes wants LABEL=MODE[,MODE...] of a --policy, got {value!r}"
+            )
+        unknown = [m for m in chosen if m not in INFERENCE_MODES]
+        if unknown:
+            raise ValueError(f"--policy-modes {value!r}: unknown modes {unknown}")
+        modes[label] = chosen
+    return [PolicySpec(p.label, p.path, modes.get(p.label, ())) for p in policies]
 
 
 def _parse_datasets(values: Sequence[str], formats: Sequence[str]) -> list[DatasetSpec]:
@@ -380,7 +396,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         required=True,
         metavar="[NAME=]PATH",
-        help="ReasonSeg split folder (LISA format) or Seg-Zero parquet/dataset; repeatable",
+        help="ReasonSeg split folder (LISA format), Seg-Zero parquet/dataset or the project's "
+        "JSONL (e.g. python -m wise_training.scenes); repeatable",
     )
     parser.add_argument(
         "--format",
@@ -393,8 +410,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--modes",
         nargs="+",
         default=["wise_s"],
-        choices=[m.value for m in PromptMode if m is not PromptMode.WISE_TRAIN],
+        choices=INFERENCE_MODES,
         help="inference modes (default: wise_s); paper: seg_zero, wise, wise_s, wise_f",
+    )
+    parser.add_argument(
+        "--policy-modes",
+        action="append",
+        default=[],
+        metavar="LABEL=MODE[,MODE...]",
+        help="the modes of one policy (default: --modes), e.g. seg_zero=seg_zero,wise_s",
     )
     parser.add_argument(
         "--convention",
@@ -430,7 +454,7 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
     if args.limit is not None and args.limit < 1:
         raise ValueError("--limit must be >= 1")
     return EvalConfig(
-        policies=_parse_policies(args.policy),
+        policies=_parse_policies(args.policy, args.policy_modes),
         datasets=_parse_datasets(args.dataset, args.format),
         out=args.out,
         modes=list(dict.fromkeys(args.modes)),

@@ -3,7 +3,8 @@
 ``python -m wise_training.export --checkpoint outputs/wise/final --out models/wise-7b-s``
 writes into ``--out``:
 
-- the policy weights as safetensors: the checkpoint is loaded with its own Hugging Face class
+- the policy weights as safetensors (as trained, or cast with ``--dtype``): the checkpoint is
+  loaded with its own Hugging Face class
   (``config.architectures``, built into transformers; remote code is never trusted) and saved
   with ``save_pretrained``; pickle-only checkpoints are accepted only when every ``.bin`` file
   loads with ``torch.load(weights_only=True)``;
@@ -51,6 +52,8 @@ from .config import TRAINING_CONFIG_NAME
 from .processor import load_processor
 
 LOG = logging.getLogger("wise_training.export")
+# Weights as trained ("auto"), or cast: bfloat16 halves a float32-trained policy on disk.
+EXPORT_DTYPES = ("auto", "bfloat16", "float16", "float32")
 # Keys a training configuration may use for the model it started from (first found wins).
 BASE_MODEL_KEYS = ("base_model", "model_name_or_path", "model_id", "model", "policy")
 
@@ -136,10 +139,12 @@ def _system_prompt(config: dict[str, Any]) -> str | None:
 # --------------------------------------------------------------------------- loading
 
 
-def load_checkpoint(checkpoint: Path, processor_fallbacks: Sequence[str]) -> tuple[Any, Any]:
-    """Model (its own dtype) and full processor, through the loader training uses."""
+def load_checkpoint(
+    checkpoint: Path, processor_fallbacks: Sequence[str], dtype: str = "auto"
+) -> tuple[Any, Any]:
+    """Model (its own dtype, or ``dtype``) and full processor, through the loader training uses."""
     try:
-        model = load_model(checkpoint)
+        model = load_model(checkpoint, dtype=dtype)
     except CheckpointError as exc:
         raise ExportError(str(exc)) from exc
     try:
@@ -185,6 +190,7 @@ def export(
     training_config: str | Path | None = None,
     base_model: str | None = None,
     processor: str | None = None,
+    dtype: str = "auto",
     force: bool = False,
 ) -> Manifest:
     """Export ``checkpoint`` to ``out``; returns the manifest written (and read back)."""
@@ -208,7 +214,9 @@ def export(
         checkpoint, Path(training_config) if training_config else None
     )
     base = _base_model(config, base_model)
-    model, proc = load_checkpoint(checkpoint, [s for s in (processor, base) if s])
+    if dtype not in EXPORT_DTYPES:
+        raise ExportError(f"dtype must be one of {', '.join(EXPORT_DTYPES)}, got {dtype!r}")
+    model, proc = load_checkpoint(checkpoint, [s for s in (processor, base) if s], dtype)
 
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
@@ -315,6 +323,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="where to take the processor from if the checkpoint has only a tokenizer",
     )
+    parser.add_argument(
+        "--dtype",
+        default="auto",
+        choices=EXPORT_DTYPES,
+        help="weights as trained (auto, default) or cast, e.g. bfloat16 for a smaller folder",
+    )
     parser.add_argument("--force", action="store_true", help="replace an existing --out folder")
     return parser
 
@@ -336,6 +350,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             training_config=args.training_config,
             base_model=args.base_model,
             processor=args.processor,
+            dtype=args.dtype,
             force=args.force,
         )
     except ExportError as exc:

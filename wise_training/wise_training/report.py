@@ -39,7 +39,13 @@ MODE_NAMES = {
 BASELINE_MODE = "seg_zero"
 
 
+# Policies labelled ``baseline:<name>`` answer by rule, not from the prompt: shown by label alone.
+BASELINE_PREFIX = "baseline:"
+
+
 def row_label(model: str, mode: str, *, several_models: bool) -> str:
+    if model.startswith(BASELINE_PREFIX):
+        return model
     name = MODE_NAMES.get(mode, mode)
     return f"{model} {name}" if several_models else name
 
@@ -209,45 +215,74 @@ def _kde(values: np.ndarray, grid: np.ndarray) -> np.ndarray | None:
 
 
 def plot_tokens(records: Iterable[Mapping[str, Any]], path: str | Path) -> Path:
-    """Token-length density per model/mode, one panel per dataset (Figure 4), PNG via Agg."""
+    """Figure 4 as small multiples: one row per model/mode, one column per dataset, each panel
+    the histogram of #Tok (density) with its kernel density and mean, on an x axis shared by
+    the column, so distributions compare without hiding one another. PNG via Agg."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
     data: dict[str, dict[tuple[str, str], list[int]]] = {}
+    methods: list[tuple[str, str]] = []
     for r in records:
+        method = (str(r["model"]), str(r["mode"]))
+        if method not in methods:
+            methods.append(method)
         by_method = data.setdefault(str(r["dataset"]), {})
-        by_method.setdefault((str(r["model"]), str(r["mode"])), []).append(
-            int(r["reasoning_tokens"])
-        )
-    several = len({m for methods in data.values() for m, _ in methods}) > 1
-    panels = max(len(data), 1)
-    fig, axes = plt.subplots(1, panels, figsize=(5.0 * panels, 3.6), squeeze=False)
-    for ax, (dataset, by_method) in zip(axes[0], data.items(), strict=False):
-        top = max(max(v) for v in by_method.values()) if by_method else 1
-        grid = np.linspace(0.0, max(top * 1.1, 1.0), 400)
-        bins = np.linspace(0.0, max(top, 1) + 1.0, min(40, max(top, 1) + 2))
-        for index, (method, counts) in enumerate(by_method.items()):
+        by_method.setdefault(method, []).append(int(r["reasoning_tokens"]))
+    several = len({m for m, _ in methods}) > 1
+    rows, cols = max(len(methods), 1), max(len(data), 1)
+    fig, axes = plt.subplots(
+        rows,
+        cols,
+        figsize=(5.0 * cols, 0.3 + 1.15 * rows),
+        squeeze=False,
+        sharex="col",
+        constrained_layout=True,
+    )
+    for col, (dataset, by_method) in enumerate(data.items()):
+        top = max(max(v) for v in by_method.values())
+        grid = np.linspace(0.0, max(top * 1.05, 1.0), 400)
+        # Integer counts: bins of whole tokens, at most ~60 bars over the range.
+        width = max(1, math.ceil((top + 1) / 60))
+        bins = np.arange(0, top + width + 1, width) - 0.5
+        axes[0][col].set_title(dataset)
+        for row, method in enumerate(methods):
+            ax = axes[row][col]
+            counts = by_method.get(method)
+            ax.set_yticks([])
+            if col == 0:
+                ax.set_ylabel(
+                    row_label(*method, several_models=several),
+                    rotation=0,
+                    ha="right",
+                    va="center",
+                    fontsize="small",
+                )
+            if not counts:
+                continue
             values = np.asarray(counts, dtype=float)
-            color = f"C{index % 10}"
-            label = f"{row_label(*method, several_models=several)} (mean {values.mean():.1f})"
-            ax.hist(values, bins=bins, density=True, alpha=0.25, color=color)
+            color = f"C{row % 10}"
+            ax.hist(values, bins=bins, density=True, color=color, alpha=0.45)
             density = _kde(values, grid)
             if density is not None:
-                ax.plot(grid, density, color=color, label=label)
-            else:
-                ax.plot([], [], color=color, label=label)
-            ax.axvline(values.mean(), color=color, linestyle="--", linewidth=1)
-        ax.set_title(dataset)
-        ax.set_xlabel("reasoning tokens (#Tok)")
-        ax.set_ylabel("density")
-        ax.legend(fontsize="small")
+                ax.plot(grid, density, color=color, linewidth=1)
+            ax.axvline(values.mean(), color="black", linestyle="--", linewidth=0.8)
+            ax.text(
+                0.99,
+                0.8,
+                f"mean {values.mean():.1f}",
+                transform=ax.transAxes,
+                ha="right",
+                va="top",
+                fontsize="small",
+            )
+        axes[-1][col].set_xlabel("reasoning tokens (#Tok)")
     if not data:
         axes[0][0].text(0.5, 0.5, "no samples", ha="center", va="center")
-    fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
 

@@ -36,7 +36,13 @@ from functools import lru_cache
 from typing import Any, Literal, Protocol
 
 from wise_perception.core.answer import ParsedAnswer, extract_span, parse_completion
-from wise_perception.core.geometry import box_iou, box_l1, mean_point_distance, point_in_box
+from wise_perception.core.geometry import (
+    POLICY_FRAME,
+    box_iou,
+    box_l1,
+    mean_point_distance,
+    point_in_box,
+)
 from wise_perception.core.prompts import ANSWER, D_THINK, THINK, AnswerSchema
 from wise_perception.core.tokens import TextTokenizer, count_tokens
 
@@ -67,8 +73,11 @@ class RewardConfig:
     # Accuracy (Eq. 3, thresholds from seg_restrict.py).
     iou_mode: Literal["continuous", "binary"] = "continuous"
     iou_threshold: float = 0.5
-    box_l1_threshold: float = 10.0  # px in the 840 frame
-    point_distance_threshold: float = 100.0  # px in the 840 frame
+    box_l1_threshold: float = 10.0  # px in the release's 840 frame (scaled to ``frame``)
+    point_distance_threshold: float = 100.0  # px in the release's 840 frame (scaled to ``frame``)
+    # The policy frame the answers are in (data.policy_frame): the pixel thresholds above are
+    # the release's, for 840, and keep their meaning (a share of the frame) in another frame.
+    frame: int = POLICY_FRAME
     # Self-distillation (Eq. 4-7) and its Table 6 ablations.
     distill: bool = True
     use_similarity: bool = True  # False: "w/o S_sim"
@@ -209,12 +218,14 @@ class WiseRewards:
                 out.iou = out.box_iou
             else:
                 out.iou = 1.0 if out.correct else 0.0
-            out.box_l1 = 1.0 if box_l1(obj.box, gt_box) < cfg.box_l1_threshold else 0.0
+            scale = cfg.frame / POLICY_FRAME
+            out.box_l1 = 1.0 if box_l1(obj.box, gt_box) < cfg.box_l1_threshold * scale else 0.0
             if (
                 len(obj.points) == 2
                 and len(gt_points) == 2
                 and all(point_in_box(p, obj.box) for p in obj.points)
-                and mean_point_distance(obj.points, gt_points) < cfg.point_distance_threshold
+                and mean_point_distance(obj.points, gt_points)
+                < cfg.point_distance_threshold * scale
             ):
                 out.points = 1.0
         if cfg.indicator == "task_full":

@@ -27,7 +27,7 @@ import yaml
 from wise_perception.core.prompts import spec_for
 from wise_perception.policy.loader import CheckpointError, load_model
 
-from .callbacks import JsonlLogCallback
+from .callbacks import JsonlLogCallback, use_readable_console
 from .config import TRAINING_CONFIG_NAME, ConfigError, TrainConfig, load_config, named_configs
 from .data import DataReport, load_training_samples
 from .model_card import model_card_text, reward_names_of, write_model_card
@@ -49,6 +49,17 @@ def load_trainable_policy(config: TrainConfig) -> tuple[Any, Any]:
         attn_implementation=config.model.attn_implementation,
     )
     return model, processor
+
+
+def check_model_source(path: str) -> None:
+    """A local ``model.path`` that does not exist is named at once, before anything loads (a
+    hub id is left to the loader)."""
+    from wise_perception.sources import is_url, looks_local
+
+    if is_url(path):
+        raise ConfigError(f"model.path {path}: training needs a local folder or a hub id")
+    if looks_local(path) and not Path(path).expanduser().exists():
+        raise ConfigError(f"model.path {path} does not exist")
 
 
 def load_sentence_model(config: TrainConfig, reward_cfg: RewardConfig) -> SentenceSimilarity | None:
@@ -105,6 +116,7 @@ def build_trainer(
     import datasets
 
     reward_cfg = config.reward_config()
+    check_model_source(config.model.path)
     needs_similarity = reward_cfg.distill and reward_cfg.use_similarity
     if needs_similarity and similarity is None:
         similarity = load_sentence_model(config, reward_cfg)
@@ -139,6 +151,7 @@ def build_trainer(
             *(callbacks or []),
         ],
     )
+    use_readable_console(trainer)
     trainer.wise_config, trainer.wise_reward_config = config, reward_cfg
     trainer.wise_rewards = rewards
     return trainer, report
@@ -223,6 +236,10 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     args = parse_args(argv)
+    # One progress bar for the run (ReadableProgressCallback), not one per loaded weight file.
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
     try:
         config = load_config(args.config, args.overrides)
         if args.print_config:
