@@ -116,7 +116,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -403,13 +403,11 @@ def qwen2_tokenizer(
     )
 
 
-def build_tiny_tokenizer(extra_corpus: Sequence[str] = ()) -> Qwen2Tokenizer:
-    """A Qwen2-style byte-level BPE ``Qwen2Tokenizer`` trained offline on the built-in corpus.
-
-    Deterministic (the BPE trainer is; no seed involved). Special tokens get ids 0..6 in
-    ``SPECIAL_TOKENS`` order; ``REASONING_TOKENS`` follow the BPE vocabulary as non-special
-    added tokens. The chat template is ``QWEN2_VL_CHAT_TEMPLATE``.
-    """
+def train_qwen2_tokenizer(corpus: Iterable[str], vocab_size: int) -> Qwen2Tokenizer:
+    """A Qwen2-style byte-level BPE ``Qwen2Tokenizer`` trained offline on ``corpus``: Qwen's split
+    regex (every digit its own token), special tokens with ids 0..6 in ``SPECIAL_TOKENS`` order,
+    ``REASONING_TOKENS`` after the BPE vocabulary as non-special added tokens, the chat template
+    ``QWEN2_VL_CHAT_TEMPLATE``. Deterministic (the BPE trainer is; no seed involved)."""
     from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
     bpe = Tokenizer(models.BPE())
@@ -422,13 +420,13 @@ def build_tiny_tokenizer(extra_corpus: Sequence[str] = ()) -> Qwen2Tokenizer:
     )
     bpe.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=_TOKENIZER_VOCAB_SIZE,
+        vocab_size=vocab_size,
         min_frequency=1,
         special_tokens=list(SPECIAL_TOKENS),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    bpe.train_from_iterator([*_corpus(), *extra_corpus], trainer=trainer)
+    bpe.train_from_iterator(corpus, trainer=trainer)
     state = json.loads(bpe.to_str())["model"]
     vocab: dict[str, int] = state["vocab"]
     merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ", 1)) for m in state["merges"]]
@@ -437,8 +435,28 @@ def build_tiny_tokenizer(extra_corpus: Sequence[str] = ()) -> Qwen2Tokenizer:
     tokenizer.add_tokens(list(REASONING_TOKENS), special_tokens=False)
     for token in SPECIAL_TOKENS:  # ids 0..6, as trained
         if tokenizer.convert_tokens_to_ids(token) != SPECIAL_TOKENS.index(token):
-            raise RuntimeError(f"tiny tokenizer: unexpected id for {token}")
+            raise RuntimeError(f"trained tokenizer: unexpected id for {token}")
     return tokenizer
+
+
+def build_tiny_tokenizer(extra_corpus: Sequence[str] = ()) -> Qwen2Tokenizer:
+    """The tiny models' tokenizer: :func:`train_qwen2_tokenizer` on the built-in corpus."""
+    return train_qwen2_tokenizer([*_corpus(), *extra_corpus], _TOKENIZER_VOCAB_SIZE)
+
+
+def qwen_vl_processor(tokenizer: Any, min_pixels: int, max_pixels: int) -> Any:
+    """A ``Qwen2_5_VLProcessor`` around ``tokenizer`` (Qwen2.5-VL's 14 px patches, 2x2 merge, the
+    Qwen2-VL chat template) that keeps images between ``min_pixels`` and ``max_pixels``."""
+    from transformers import Qwen2_5_VLProcessor, Qwen2VLImageProcessor, Qwen2VLVideoProcessor
+
+    size = {"shortest_edge": min_pixels, "longest_edge": max_pixels}
+    vision_kw: dict[str, Any] = {"patch_size": 14, "merge_size": 2, "temporal_patch_size": 2}
+    return Qwen2_5_VLProcessor(
+        image_processor=Qwen2VLImageProcessor(size=size, **vision_kw),
+        tokenizer=tokenizer,
+        video_processor=Qwen2VLVideoProcessor(size=size, **vision_kw),
+        chat_template=QWEN2_VL_CHAT_TEMPLATE,
+    )
 
 
 def build_tiny_policy(
@@ -459,9 +477,6 @@ def build_tiny_policy(
         GenerationConfig,
         Qwen2_5_VLConfig,
         Qwen2_5_VLForConditionalGeneration,
-        Qwen2_5_VLProcessor,
-        Qwen2VLImageProcessor,
-        Qwen2VLVideoProcessor,
     )
 
     kind = _policy_kind(hidden_size)
@@ -472,14 +487,7 @@ def build_tiny_policy(
     ids = {token: tokenizer.convert_tokens_to_ids(token) for token in SPECIAL_TOKENS}
     pad_id, eos_id = ids["<|endoftext|>"], ids["<|im_end|>"]
 
-    size = {"shortest_edge": TINY_MIN_PIXELS, "longest_edge": TINY_MAX_PIXELS}
-    vision_kw: dict[str, Any] = {"patch_size": 14, "merge_size": 2, "temporal_patch_size": 2}
-    processor = Qwen2_5_VLProcessor(
-        image_processor=Qwen2VLImageProcessor(size=size, **vision_kw),
-        tokenizer=tokenizer,
-        video_processor=Qwen2VLVideoProcessor(size=size, **vision_kw),
-        chat_template=QWEN2_VL_CHAT_TEMPLATE,
-    )
+    processor = qwen_vl_processor(tokenizer, TINY_MIN_PIXELS, TINY_MAX_PIXELS)
 
     config = Qwen2_5_VLConfig(
         text_config={

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from wise_dev.tiny_models import QWEN2_VL_CHAT_TEMPLATE, SPECIAL_TOKENS
+from wise_dev.tiny_models import SPECIAL_TOKENS, qwen_vl_processor
 from wise_training.callbacks import use_readable_console
 
 
@@ -64,21 +64,11 @@ def build_policy(out: Path, tokenizer: Any, size: PolicySize, frame: int, *, see
         GenerationConfig,
         Qwen2_5_VLConfig,
         Qwen2_5_VLForConditionalGeneration,
-        Qwen2_5_VLProcessor,
-        Qwen2VLImageProcessor,
-        Qwen2VLVideoProcessor,
     )
 
     ids = {token: tokenizer.convert_tokens_to_ids(token) for token in SPECIAL_TOKENS}
     pad_id, eos_id = ids["<|endoftext|>"], ids["<|im_end|>"]
-    pixels = {"shortest_edge": 28 * 28, "longest_edge": frame * frame}
-    vision_kw: dict[str, Any] = {"patch_size": 14, "merge_size": 2, "temporal_patch_size": 2}
-    processor = Qwen2_5_VLProcessor(
-        image_processor=Qwen2VLImageProcessor(size=pixels, **vision_kw),
-        tokenizer=tokenizer,
-        video_processor=Qwen2VLVideoProcessor(size=pixels, **vision_kw),
-        chat_template=QWEN2_VL_CHAT_TEMPLATE,
-    )
+    processor = qwen_vl_processor(tokenizer, 28 * 28, frame * frame)
     config = Qwen2_5_VLConfig(
         text_config={
             "vocab_size": len(tokenizer),

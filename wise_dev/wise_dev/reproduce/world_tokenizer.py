@@ -7,11 +7,10 @@ them), so a coordinate is one to three decisions of the policy, as it is for the
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from wise_dev.tiny_models import QWEN_SPLIT_REGEX, REASONING_TOKENS, SPECIAL_TOKENS, qwen2_tokenizer
+from wise_dev.tiny_models import train_qwen2_tokenizer
 from wise_perception.core.prompts import PromptMode, build_instruction, spec_for
 
 VOCAB_LIMIT = 4096  # an upper bound: the corpus has far fewer distinct words
@@ -29,31 +28,4 @@ def prompt_texts(questions: Iterable[str], brevities: Sequence[str]) -> list[str
 
 def train_tokenizer(corpus: Iterable[str]) -> Any:
     """A ``Qwen2Tokenizer`` trained on ``corpus``."""
-    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
-
-    bpe = Tokenizer(models.BPE())
-    bpe.normalizer = normalizers.NFC()
-    bpe.pre_tokenizer = pre_tokenizers.Sequence(
-        [
-            pre_tokenizers.Split(Regex(QWEN_SPLIT_REGEX), behavior="isolated", invert=False),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-        ]
-    )
-    bpe.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=VOCAB_LIMIT,
-        min_frequency=1,
-        special_tokens=list(SPECIAL_TOKENS),
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    bpe.train_from_iterator(corpus, trainer=trainer)
-    state = json.loads(bpe.to_str())
-    model = state["model"]
-    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ", 1)) for m in model["merges"]]
-    tokenizer = qwen2_tokenizer(model["vocab"], merges, SPECIAL_TOKENS)
-    tokenizer.add_tokens(list(REASONING_TOKENS), special_tokens=False)
-    for token in SPECIAL_TOKENS:
-        if tokenizer.convert_tokens_to_ids(token) != SPECIAL_TOKENS.index(token):
-            raise RuntimeError(f"world tokenizer: unexpected id for {token}")
-    return tokenizer
+    return train_qwen2_tokenizer(corpus, VOCAB_LIMIT)
