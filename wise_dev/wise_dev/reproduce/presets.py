@@ -47,49 +47,38 @@ class Preset:
         return hashlib.sha256(data.encode()).hexdigest()[:16]
 
 
+DEFAULT = Preset(
+    name="default",
+    scenes={"train": 2000, "val": 100, "test": 200},
+    policy_size="mid",
+    sft_epochs=1.5,
+    sft_batch=8,
+    sft_learning_rate=1e-3,
+    segmenter_steps=1500,
+    grpo=Grpo(steps=60),
+    configs=TABLE_3,
+)
+
+# The other presets are the default recipe with what they change, and nothing else.
 PRESETS: dict[str, Preset] = {
-    "default": Preset(
-        name="default",
-        scenes={"train": 2000, "val": 100, "test": 200},
-        policy_size="mid",
-        sft_epochs=1.5,
-        sft_batch=8,
-        sft_learning_rate=1e-3,
-        segmenter_steps=1500,
-        grpo=Grpo(steps=60),
-        configs=TABLE_3,
-    ),
-    "long": Preset(
-        name="long",
-        scenes={"train": 2000, "val": 100, "test": 200},
-        policy_size="mid",
-        sft_epochs=1.5,
-        sft_batch=8,
-        sft_learning_rate=1e-3,
-        segmenter_steps=1500,
-        grpo=Grpo(steps=60),
-        configs=TABLE_3 + TABLE_5 + TABLE_6,
-    ),
-    "quick": Preset(
+    "default": DEFAULT,
+    "long": dataclasses.replace(DEFAULT, name="long", configs=TABLE_3 + TABLE_5 + TABLE_6),
+    "quick": dataclasses.replace(
+        DEFAULT,
         name="quick",
         scenes={"train": 400, "val": 20, "test": 40},
-        policy_size="mid",
         sft_epochs=1.0,
-        sft_batch=8,
-        sft_learning_rate=1e-3,
         segmenter_steps=300,
         grpo=Grpo(steps=6),
-        configs=TABLE_3,
     ),
     # The CI test of the whole pipeline: plumbing only (files, table shape, exports that load),
     # never a learning outcome.
-    "ci": Preset(
+    "ci": dataclasses.replace(
+        DEFAULT,
         name="ci",
         scenes={"train": 16, "val": 4, "test": 4},
         policy_size="tiny",
         sft_epochs=1.0,
-        sft_batch=8,
-        sft_learning_rate=1e-3,
         segmenter_steps=2,
         grpo=Grpo(steps=1, max_completion_length=32),
         configs=("seg_zero", "wise"),
