@@ -77,7 +77,8 @@ class Camera:
     def __init__(self, client: NodeClient) -> None:
         self.client = client
         self.stamps: set[tuple[int, int]] = set()
-        self.frame: np.ndarray | None = None  # a frame to send once instead of the stream's
+        # While set, sent instead of the stream's frames (so the node's newest frame is surely it)
+        self.override: np.ndarray | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -86,7 +87,7 @@ class Camera:
         index = 0
         while not self._stop.wait(1.0 / FPS):
             stamp = self.client.stamp_now()
-            pixels, self.frame = (self.frame, None) if self.frame is not None else (None, None)
+            pixels = self.override
             self.client.publish_image(
                 pixels if pixels is not None else FRAMES[index % len(FRAMES)], "cam", stamp
             )
@@ -232,7 +233,9 @@ def test_the_node_survives_bad_frames_mid_track(camera) -> None:
     client.command("the red square", "b1", track=True)
     _result(client, "b1")
     _tracks(client, 2, "b1")
-    cam.frame = np.zeros((60, 80, 3), np.uint8)  # another size: the tracker refuses it
+    # Frames of another size until the tracker has refused one: sent once, it could be skipped
+    # for a newer good frame (newest wins) and never reach the tracker.
+    cam.override = np.zeros((60, 80, 3), np.uint8)
     bad = client.publish_image(FRAMES[0], "cam")
     bad.step += 1  # a step that does not match the width: invalid at receipt
     client.publish_raw(bad)
@@ -240,6 +243,7 @@ def test_the_node_survives_bad_frames_mid_track(camera) -> None:
         lambda v: json.loads(v.get("tracking", "{}")).get("refused_frames", 0) >= 1,
         "a refused frame",
     )
+    cam.override = None
     after = _tracks(client, 3, "b1")
     assert all(m["state"] == "tracking" for m in after)
 
