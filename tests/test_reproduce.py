@@ -136,3 +136,43 @@ def test_the_scene_demo_runs_the_cli_on_a_fresh_scene(reproduction, tmp_path):
 def test_the_scene_demo_names_a_missing_export(tmp_path):
     proc = run_module("wise_dev.reproduce.demo", "--model", tmp_path / "nope", timeout=120)
     assert proc.returncode == 2 and "make reproduce" in proc.stderr
+
+
+def test_the_packed_checkpoint_carries_its_segmenter(reproduction, tmp_path):
+    from wise_perception.pipeline import WisePipeline
+
+    out, _ = reproduction
+    packed = tmp_path / "packed"
+    proc = run_module("wise_dev.reproduce.pack", "--run", out, "--out", packed, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((packed / "wise_manifest.json").read_text())["segmenter"] == "sam2"
+    with WisePipeline.from_pretrained(packed, device="cpu") as pipeline:  # no segmenter given
+        loaded = pipeline.describe()["segmenter"]["name"]
+    assert Path(loaded).resolve() == (packed / "sam2").resolve()
+
+
+def test_the_policy_reads_images_normalised_to_the_scene_floor(reproduction):
+    from transformers import AutoProcessor
+
+    from wise_dev.reproduce.base_policy import PIXEL_STD
+    from wise_training.scenes import FLOOR
+
+    out, _ = reproduction
+    processor = AutoProcessor.from_pretrained(out / "exports" / "wise")
+    assert processor.image_processor.image_mean == pytest.approx([c / 255 for c in FLOOR])
+    assert processor.image_processor.image_std == pytest.approx([PIXEL_STD] * 3)
+
+
+def test_packing_an_unfinished_run_is_refused(tmp_path):
+    (tmp_path / "stages.json").write_text('{"scenes": {}}')
+    proc = run_module("wise_dev.reproduce.pack", "--run", tmp_path, "--out", tmp_path / "x")
+    assert proc.returncode == 2 and "grpo:wise" in proc.stderr
+
+
+def test_the_scene_demo_counts_fresh_scenes_localised(reproduction):
+    out, _ = reproduction
+    proc = run_module(
+        "wise_dev.reproduce.demo", "--model", out / "exports" / "wise", "--localise", "4"
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "of 4 fresh scenes localised" in proc.stdout and "largest object" in proc.stdout

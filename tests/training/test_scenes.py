@@ -135,3 +135,26 @@ def test_cli_writes_every_split(tmp_path, capsys):
     row = json.loads((out / "test.jsonl").read_text().splitlines()[0])
     assert Image.open(out / row["image"]).size == (scenes.CANVAS, scenes.CANVAS)
     assert scenes.main(["--out", str(out), "--size", "100"]) == 2
+
+
+@pytest.mark.parametrize("size", [scenes.CANVAS, 2 * scenes.CANVAS])
+def test_the_floor_pattern_names_the_cell_it_lies_in(size):
+    floor = scenes.floor(size)
+    cell = size // scenes.GRID
+    token = 28  # a Qwen2.5-VL token's square; the pattern repeats within a cell's tokens
+    patches = {
+        (row, col): [
+            floor[y : y + token, x : x + token].tobytes()
+            for y in range(row * cell, (row + 1) * cell - token + 1, token)
+            for x in range(col * cell, (col + 1) * cell - token + 1, token)
+        ]
+        for row in range(scenes.GRID)
+        for col in range(scenes.GRID)
+    }
+    for where, tokens in patches.items():
+        assert len(set(tokens)) == 1, f"cell {where} is not one pattern"
+    assert len({tokens[0] for tokens in patches.values()}) == scenes.GRID**2
+    # On the floor, not on the objects: an object's pixels are its colour alone.
+    sample = scenes.make_sample(0, "train", 3, size)
+    for obj, visible in zip(sample.scene.objects, sample.scene.visible, strict=True):
+        assert len(np.unique(sample.scene.image[visible], axis=0)) == 1, obj.name

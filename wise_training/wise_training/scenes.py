@@ -20,11 +20,12 @@ split. A line (coordinates in image pixels, x right, y down; boxes inclusive)::
 background, drawn one after another so later objects may hide part of earlier ones (each keeps at
 least ``MIN_VISIBLE`` of its area; objects of the same colour never touch, so every object is one
 region of its colour). Everything is exact: no anti-aliasing, every mask is the object's visible
-pixels. The background's tint shifts gently from left to right and from top to bottom
-(``BACKGROUND_GRADIENT``): Qwen2.5-VL places image tokens by rotary positions only, from which a
-model learns absolute coordinates from a great deal of data; a small model trained from random
-weights on a CPU budget reads them from the pixels around an object instead (a lamp lighting a
-room from one corner does the same for a real camera).
+pixels. The floor is printed like a calibration mat (``FLOOR_STRIPES``): fine stripes whose
+period names the column (red channel) and the row (blue channel) of the cell they lie in.
+Qwen2.5-VL places image tokens by rotary positions only, from which a model learns absolute
+coordinates from a great deal of data; a small model trained from random weights on a CPU budget
+reads them from the pattern around an object instead (measured in ``wise_dev.reproduce``: with
+a smooth tint ramp the stand-in learned where a lone object is more slowly and less well).
 
 **Instructions** (``FAMILIES``), every one checked to pick exactly one object with a clear margin
 (positions, sizes and distances differ by at least ``MARGIN_PX`` / ``SIZE_RATIO``):
@@ -65,12 +66,15 @@ COLOURS: dict[str, tuple[int, int, int]] = {
     "yellow": (232, 194, 40),
     "purple": (138, 66, 178),
 }
-# One grey floor: with several base tints a patch's tint no longer tells where it is. Measured
-# on single-object box requests, 1.5 M policy: four tints, a 36-level ramp and 8 px jitter gave
-# no target box with IoU > 0.5 (0 of 48) after 1,000 SFT steps; one tint, an 80-level ramp and
-# 2 px jitter gave 15% on the target and 54% on some object after 1,200.
-BACKGROUNDS: tuple[tuple[int, int, int], ...] = ((200, 200, 200),)
-BACKGROUND_GRADIENT = 80  # tint change across the image, red channel along x, blue along y
+# The floor: one grey, printed with stripes whose period (px) names the cell's column (vertical
+# stripes, red channel) and row (horizontal stripes, blue channel). Measured on "where is the
+# object?" with one object per scene, 1.5 M policy (its processor normalised to this floor), 250
+# SFT steps: 19 of 40 held-out scenes right with these stripes against 13-16 with the former
+# smooth tint ramp (80 levels); 9 places, chance 4-5. Patches are 14 px, so every period
+# divides a patch or a 28 px token.
+FLOOR: tuple[int, int, int] = (200, 200, 200)
+FLOOR_STRIPES: tuple[int, ...] = (2, 4, 14)  # period per column / row of the GRID
+FLOOR_STRIPE_AMPLITUDE = 24
 COLOUR_JITTER = 14  # per object and channel, so a colour is a category, not one exact value
 MIN_OBJECTS, MAX_OBJECTS = 3, 5
 MIN_SCALE, MAX_SCALE = 10, 22  # half-size of a shape in pixels (at CANVAS 168)
@@ -220,12 +224,7 @@ def make_scene(rng: np.random.Generator, size: int = CANVAS) -> Scene:
             for o, v in zip(objects, visible, strict=True)
         ):
             continue
-        background = np.array(BACKGROUNDS[int(rng.integers(len(BACKGROUNDS)))], np.int16)
-        image = np.empty((size, size, 3), np.int16)
-        image[:] = background + rng.integers(-4, 5, 3)
-        ramp = (np.arange(size) / (size - 1) - 0.5) * BACKGROUND_GRADIENT
-        image[..., 0] += np.round(ramp[None, :]).astype(np.int16)
-        image[..., 2] += np.round(ramp[:, None]).astype(np.int16)
+        image = floor(size) + rng.integers(-4, 5, 3).astype(np.int16)
         for obj, v in zip(objects, visible, strict=True):
             colour = np.array(COLOURS[obj.colour], np.int16)
             image[v] = colour + rng.integers(-COLOUR_JITTER, COLOUR_JITTER + 1, 3)
@@ -235,6 +234,19 @@ def make_scene(rng: np.random.Generator, size: int = CANVAS) -> Scene:
             obj.points = [[round(c, 1) for c in p] for p in points_from_mask(v)]
         return Scene(np.clip(image, 0, 255).astype(np.uint8), objects, visible)
     raise RuntimeError(f"no scene met the constraints in {MAX_SCENE_TRIES} tries")
+
+
+def floor(size: int = CANVAS) -> np.ndarray:
+    """The empty floor (``size`` x ``size`` x 3, int16): grey with the cell-naming stripes."""
+    periods = np.array(FLOOR_STRIPES)
+    at = np.arange(size)
+    period = periods[np.minimum(at * GRID // size, GRID - 1)]
+    stripes = np.where(at % period < period // 2, 1, -1) * FLOOR_STRIPE_AMPLITUDE
+    image = np.empty((size, size, 3), np.int16)
+    image[:] = np.array(FLOOR, np.int16)
+    image[..., 0] += stripes[None, :].astype(np.int16)  # columns
+    image[..., 2] += stripes[:, None].astype(np.int16)  # rows
+    return image
 
 
 def _cell_position(cell: int) -> str:

@@ -33,8 +33,8 @@ from wise_training.scenes import COLOURS, SHAPES
 KINDS = ("largest", "named")
 MIN_REGION = 40  # pixels
 _BACKGROUND_DISTANCE = 80.0  # RGB distance under which a pixel is background (the floor's
-# tint ramp, scenes.BACKGROUND_GRADIENT, moves it up to ~57 from its median; palette colours are
-# 140 or more away)
+# stripes, scenes.FLOOR_STRIPE_AMPLITUDE in two channels, and its jitter move it up to ~40 from
+# its median; palette colours are 140 or more away)
 
 
 @dataclass(frozen=True)

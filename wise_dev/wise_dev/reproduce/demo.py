@@ -1,10 +1,14 @@
-"""A reproduction's WISE export on a scene it never saw, through the product CLI.
+"""A reproduction's WISE export on scenes it never saw, through the product.
 
     python -m wise_dev.reproduce.demo --out .build/scene_demo [--scene 3] [--model DIR]
+    python -m wise_dev.reproduce.demo --localise 48 [--model DIR]
 
 Draws a fresh scene of the scene world (seed ``DEMO_SEED``; the reproduction trains on seed 0),
 runs ``wise-segment`` on it with the instruction the scene comes with, and prints how the
-answer compares with the truth (box IoU, mask IoU).
+answer compares with the truth (box IoU, mask IoU). ``--localise N`` answers the first N fresh
+scenes greedily through the pipeline and prints how many boxes find their target, beside the
+rule that always answers the largest object. ``--model`` takes any export, a folder packed
+by ``python -m wise_dev.reproduce.pack`` (its SAM2 inside) included.
 """
 
 from __future__ import annotations
@@ -14,22 +18,55 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+if TYPE_CHECKING:
+    from wise_training.scenes import Sample
+
 DEMO_SEED = 2026  # never a training seed: every demo scene is new to the policy
 DEFAULT_MODEL = Path(".build/reproduce/default/exports/wise")  # make reproduce's WISE-S export
+HIT_IOU = 0.5  # a box "finds" its target above this IoU (as the reproduction's checks count)
 
 
 def demo_scene(index: int) -> tuple[np.ndarray, str, list[int], np.ndarray]:
     """(image, instruction, true box, true mask) of demo scene ``index``: the training families
     (held-out families are the evaluation's business)."""
-    from wise_training.scenes import make_sample
-
-    sample = make_sample(DEMO_SEED, "val", index)
+    sample = _sample(index)
     target = sample.scene.objects[sample.instruction.target]
     visible = sample.scene.visible[sample.instruction.target]
     return sample.scene.image, sample.instruction.text, target.box, visible
+
+
+def localisation(model: Path, count: int, *, batch_size: int = 8) -> dict[str, int]:
+    """Greedy answers of the pipeline on demo scenes ``0..count-1``: how many boxes find their
+    target (IoU > ``HIT_IOU``), and how many the always-largest rule's would."""
+    from wise_perception.core.geometry import box_iou
+    from wise_perception.pipeline import WisePipeline
+
+    scenes = [demo_scene(i) for i in range(count)]
+    hits = parsed = 0
+    with WisePipeline.from_pretrained(model, device="cpu", dtype="float32") as pipeline:
+        for start in range(0, count, batch_size):
+            chunk = scenes[start : start + batch_size]
+            results = pipeline.segment_batch([s[0] for s in chunk], [s[1] for s in chunk])
+            for (_, _, box, _), result in zip(chunk, results, strict=True):
+                parsed += result.ok
+                hits += bool(result.objects) and box_iou(result.objects[0].box, box) > HIT_IOU
+    largest = 0
+    for index in range(count):
+        sample = _sample(index)
+        target = sample.scene.objects[sample.instruction.target]
+        biggest = max(sample.scene.objects, key=lambda o: o.area)
+        largest += box_iou(biggest.box, target.box) > HIT_IOU
+    return {"scenes": count, "hits": hits, "answered": parsed, "largest_rule_hits": largest}
+
+
+def _sample(index: int) -> Sample:
+    from wise_training.scenes import make_sample
+
+    return make_sample(DEMO_SEED, "val", index)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -42,6 +79,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path(".build/scene_demo"))
     parser.add_argument("--scene", type=int, default=0, help="which demo scene (default 0)")
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    parser.add_argument(
+        "--localise", type=int, metavar="N", help="count the first N fresh scenes localised"
+    )
     args = parser.parse_args(argv)
     if not (args.model / "wise_manifest.json").is_file():
         print(
@@ -49,6 +89,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    if args.localise:
+        found = localisation(args.model, args.localise)
+        print(
+            f"{found['hits']} of {found['scenes']} fresh scenes localised (box IoU > {HIT_IOU}); "
+            f"{found['answered']} answered; always the largest object: "
+            f"{found['largest_rule_hits']}"
+        )
+        return 0
     image, instruction, box, truth = demo_scene(args.scene)
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"scene_{args.scene}.png"

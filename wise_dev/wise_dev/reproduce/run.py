@@ -80,11 +80,25 @@ class Reproduction:
     # -------------------------------------------------------------------- stages
 
     def stages(self) -> list[Stage]:
+        from wise_training import scenes
+
+        from .base_policy import PIXEL_STD, SftSettings
+
         p = self.preset
+        # What a stage's output depends on beyond the preset (a finished stage made otherwise is
+        # redone): the world's floor, the processor's normalisation, the SFT defaults.
+        world = f"floor {scenes.FLOOR} {scenes.FLOOR_STRIPES} {scenes.FLOOR_STRIPE_AMPLITUDE}"
+        sft = json.dumps(dataclasses.asdict(SftSettings(0, 0, 0)), sort_keys=True)
         stages = [
-            Stage("scenes", "scenes: the synthetic world", self.make_scenes, "scenes"),
-            Stage("init", "tokenizer and random-weight policy", self.make_init, "init"),
-            Stage("sft", "base policy: SFT (TRL SFTTrainer)", self.make_base, "base"),
+            Stage("scenes", "scenes: the synthetic world", self.make_scenes, "scenes", world),
+            Stage(
+                "init",
+                "tokenizer and random-weight policy",
+                self.make_init,
+                "init",
+                settings=f"pixel std {PIXEL_STD}",
+            ),
+            Stage("sft", "base policy: SFT (TRL SFTTrainer)", self.make_base, "base", sft),
             Stage("segmenter", "segmenter: tiny SAM2, then frozen", self.make_sam2, "sam2"),
         ]
         for config in p.configs:

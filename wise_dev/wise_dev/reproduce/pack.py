@@ -1,0 +1,59 @@
+"""Packs a finished reproduction's WISE policy (prompted WISE-S) and its frozen tiny SAM2 into one
+self-contained checkpoint folder, small enough to commit or copy to a robot (~10 MB at the
+default preset's sizes).
+
+    python -m wise_dev.reproduce.pack --run .build/reproduce/default --out checkpoints/scenes-wise-s
+
+The folder is an ordinary export (``wise_training.export``: safetensors, processor, manifest)
+whose manifest names the SAM2 shipped inside it (``sam2/``), so the CLI, the node and
+``make run MODEL=...`` load it like any checkpoint, with no ``--segmenter``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from .presets import PRESETS
+from .run import Reproduction
+
+CONFIG = "wise"  # the GRPO run whose policy is packed (the paper's WISE, prompted as WISE-S)
+SEGMENTER_DIR = "sam2"  # inside the packed folder; the manifest's segmenter
+
+
+def pack(run: Path, out: Path) -> Path:
+    """Export ``run``'s WISE policy to ``out`` with its SAM2 inside; returns ``out``."""
+    stages = json.loads((run / "stages.json").read_text(encoding="utf-8"))
+    missing = [s for s in (f"grpo:{CONFIG}", "segmenter") if s not in stages]
+    if missing:
+        raise FileNotFoundError(f"{run} has not finished {', '.join(missing)}; run it first")
+    preset = PRESETS[run.name] if run.name in PRESETS else PRESETS["default"]
+    reproduction = Reproduction(preset, run, threads=1)
+    reproduction.export(
+        reproduction.runs / CONFIG / "final", out, "wise_s", segmenter=SEGMENTER_DIR
+    )
+    shutil.copytree(reproduction.sam2, out / SEGMENTER_DIR)
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m wise_dev.reproduce.pack", description=__doc__)
+    parser.add_argument("--run", type=Path, default=Path(".build/reproduce/default"))
+    parser.add_argument("--out", type=Path, default=Path("checkpoints/scenes-wise-s"))
+    args = parser.parse_args(argv)
+    try:
+        out = pack(args.run, args.out)
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
+    print(f"packed {out} ({size / 1e6:.1f} MB)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
