@@ -143,7 +143,9 @@ def test_the_packed_checkpoint_carries_its_segmenter(reproduction, tmp_path):
 
     out, _ = reproduction
     packed = tmp_path / "packed"
-    proc = run_module("wise_dev.reproduce.pack", "--run", out, "--out", packed, timeout=300)
+    proc = run_module(
+        "wise_dev.reproduce.pack", *("--run", out, "--preset", "ci", "--out", packed), timeout=300
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads((packed / "wise_manifest.json").read_text())["segmenter"] == "sam2"
     with WisePipeline.from_pretrained(packed, device="cpu") as pipeline:  # no segmenter given

@@ -2,7 +2,7 @@
 self-contained checkpoint folder, small enough to commit or copy to a robot (~10 MB at the
 default preset's sizes).
 
-    python -m wise_dev.reproduce.pack --run .build/reproduce/default --out checkpoints/scenes-wise-s
+    python -m wise_dev.reproduce.pack --out my-wise [--run .build/reproduce/default --preset default]
 
 The folder is an ordinary export (``wise_training.export``: safetensors, processor, manifest)
 whose manifest names the SAM2 shipped inside it (``sam2/``), so the CLI, the node and
@@ -25,14 +25,14 @@ CONFIG = "wise"  # the GRPO run whose policy is packed (the paper's WISE, prompt
 SEGMENTER_DIR = "sam2"  # inside the packed folder; the manifest's segmenter
 
 
-def pack(run: Path, out: Path) -> Path:
-    """Export ``run``'s WISE policy to ``out`` with its SAM2 inside; returns ``out``."""
+def pack(run: Path, out: Path, preset: str = "default") -> Path:
+    """Export ``run``'s WISE policy (made with ``preset``) to ``out`` with its SAM2 inside;
+    returns ``out``."""
     stages = json.loads((run / "stages.json").read_text(encoding="utf-8"))
     missing = [s for s in (f"grpo:{CONFIG}", "segmenter") if s not in stages]
     if missing:
         raise FileNotFoundError(f"{run} has not finished {', '.join(missing)}; run it first")
-    preset = PRESETS[run.name] if run.name in PRESETS else PRESETS["default"]
-    reproduction = Reproduction(preset, run, threads=1)
+    reproduction = Reproduction(PRESETS[preset], run, threads=1)
     reproduction.export(
         reproduction.runs / CONFIG / "final", out, "wise_s", segmenter=SEGMENTER_DIR
     )
@@ -43,10 +43,11 @@ def pack(run: Path, out: Path) -> Path:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m wise_dev.reproduce.pack", description=__doc__)
     parser.add_argument("--run", type=Path, default=Path(".build/reproduce/default"))
-    parser.add_argument("--out", type=Path, default=Path("checkpoints/scenes-wise-s"))
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="default")
+    parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     try:
-        out = pack(args.run, args.out)
+        out = pack(args.run, args.out, args.preset)
     except FileNotFoundError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
