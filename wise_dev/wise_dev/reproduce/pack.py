@@ -1,5 +1,5 @@
 """Packs a finished reproduction's WISE policy (prompted WISE-S) and its frozen tiny SAM2 into one
-self-contained checkpoint folder, small enough to commit or copy to a robot (~10 MB at the
+self-contained checkpoint folder, small enough to commit or copy to a robot (7 MB at the
 default preset's sizes).
 
     python -m wise_dev.reproduce.pack --out my-wise [--run .build/reproduce/default --preset default]
