@@ -45,21 +45,25 @@ def localisation(model: Path, count: int, *, batch_size: int = 8) -> dict[str, i
     from wise_perception.core.geometry import box_iou
     from wise_perception.pipeline import WisePipeline
 
-    scenes = [demo_scene(i) for i in range(count)]
+    samples = [_sample(i) for i in range(count)]
+    targets = [s.scene.objects[s.instruction.target] for s in samples]
     hits = parsed = 0
     with WisePipeline.from_pretrained(model, device="cpu", dtype="float32") as pipeline:
         for start in range(0, count, batch_size):
-            chunk = scenes[start : start + batch_size]
-            results = pipeline.segment_batch([s[0] for s in chunk], [s[1] for s in chunk])
-            for (_, _, box, _), result in zip(chunk, results, strict=True):
+            chunk = slice(start, start + batch_size)
+            results = pipeline.segment_batch(
+                [s.scene.image for s in samples[chunk]],
+                [s.instruction.text for s in samples[chunk]],
+            )
+            for target, result in zip(targets[chunk], results, strict=True):
                 parsed += result.ok
-                hits += bool(result.objects) and box_iou(result.objects[0].box, box) > HIT_IOU
-    largest = 0
-    for index in range(count):
-        sample = _sample(index)
-        target = sample.scene.objects[sample.instruction.target]
-        biggest = max(sample.scene.objects, key=lambda o: o.area)
-        largest += box_iou(biggest.box, target.box) > HIT_IOU
+                hits += (
+                    bool(result.objects) and box_iou(result.objects[0].box, target.box) > HIT_IOU
+                )
+    largest = sum(
+        box_iou(max(s.scene.objects, key=lambda o: o.area).box, t.box) > HIT_IOU
+        for s, t in zip(samples, targets, strict=True)
+    )
     return {"scenes": count, "hits": hits, "answered": parsed, "largest_rule_hits": largest}
 
 
