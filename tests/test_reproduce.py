@@ -178,3 +178,27 @@ def test_the_scene_demo_counts_fresh_scenes_localised(reproduction):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "of 4 fresh scenes localised" in proc.stdout and "largest object" in proc.stdout
+
+
+@pytest.mark.parametrize("epochs", [1.0, 2.5])
+def test_length_grouped_sft_order_reads_every_row_once_an_epoch_in_batches_of_one_length(epochs):
+    from wise_dev.reproduce.base_policy import SftSettings, length_grouped_order
+
+    rng = np.random.default_rng(7)
+    # Two kinds of rows, as the SFT set has (short grounding answers, long reasoning chains).
+    lengths = [
+        int(v) for v in np.concatenate([rng.integers(50, 80, 400), rng.integers(400, 900, 400)])
+    ]
+    settings = SftSettings(epochs, batch_size=8, learning_rate=1e-3, seed=3)
+    steps = int(np.ceil(epochs * len(lengths) / 8))
+    order = length_grouped_order(lengths, settings, steps)
+
+    assert len(order) == steps * 8
+    for start in range(0, len(order) - len(lengths) + 1, len(lengths)):  # each whole epoch
+        assert sorted(order[start : start + len(lengths)]) == list(range(len(lengths)))
+    batches = np.array([lengths[i] for i in order]).reshape(-1, 8)
+    padded = batches.max(axis=1).mean()  # the length a batch pads to
+    mixed = np.array(lengths)[rng.permutation(len(lengths))].reshape(-1, 8).max(axis=1).mean()
+    assert padded < 0.8 * mixed
+    assert order == length_grouped_order(lengths, settings, steps)  # seeded
+    assert order != length_grouped_order(lengths, SftSettings(epochs, 8, 1e-3, seed=4), steps)
