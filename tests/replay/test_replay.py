@@ -369,7 +369,17 @@ def _start(bag: Path, out: Path, policy: Path, sam2: Path) -> subprocess.Popen:
     command = [sys.executable, "-m", "wise_perception.replay", str(bag), "--out", str(out)]
     command += ["--policy", f"taught={policy}", "--segmenter", str(sam2), "--device", "cpu"]
     command += ["--dtype", "float32", "--max-new-tokens", "96"]
-    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # Started as from a terminal, whatever started the tests: a shell's background job (`make
+    # test &`, nohup) begins with SIGINT ignored, the child inherits that across exec, and Python
+    # then installs no KeyboardInterrupt handler, so the replay would never see the Ctrl+C. A
+    # handler here becomes the default disposition in the child.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        return subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _wait_for_lines(proc: subprocess.Popen, path: Path, count: int, timeout: float = 240) -> None:
