@@ -183,12 +183,13 @@ def sft(
         for e, image in zip(examples, images, strict=True)
     ]
     steps = math.ceil(settings.epochs * len(rows) / settings.batch_size)
+    dataset = datasets.Dataset.from_list(rows)
     if settings.group_by_length:
         # The trainer reads the rows in this order (sequential sampling, every epoch's rows
-        # listed): TRL drops a length column before transformers' own grouping could read it.
+        # listed; an index mapping, so each image is stored once): TRL drops a length column
+        # before transformers' own grouping could read it.
         lengths = [_text_length(e) for e in examples]
-        rows = [rows[i] for i in length_grouped_order(lengths, settings, steps)]
-    dataset = datasets.Dataset.from_list(rows)
+        dataset = dataset.select(length_grouped_order(lengths, settings, steps))
     args = SFTConfig(
         output_dir=str(out / "trainer"),
         max_steps=steps,
@@ -238,8 +239,10 @@ def _text_length(example: dict[str, Any]) -> int:
 
 def length_grouped_order(lengths: Sequence[int], settings: SftSettings, steps: int) -> list[int]:
     """Row indices for ``steps`` batches: each epoch a fresh permutation, cut into megabatches of
-    50 batches whose rows are sorted by length and cut into batches, the batches then shuffled
-    (transformers' ``LengthGroupedSampler`` recipe), so a batch holds rows of about one length."""
+    50 batches whose rows are sorted by length and cut into batches, so a batch holds rows of
+    about one length. transformers' ``get_length_grouped_indices`` (its ``LengthGroupedSampler``)
+    does the same per epoch but leaves each megabatch's batches in long-to-short order; here the
+    batches are shuffled too, so short and long batches alternate through training."""
     rng = np.random.default_rng(settings.seed)
     size, mega = settings.batch_size, 50 * settings.batch_size
     order: list[int] = []
