@@ -19,6 +19,10 @@ COMMANDS = (
     "wise_dev.qwen_tokenizer",
     "wise_dev.tiny_models",
     "wise_dev.teach",
+    "wise_dev.reproduce.run",
+    "wise_dev.reproduce.demo",
+    "wise_dev.reproduce.pack",
+    "wise_dev.reproduce.probe",
 )
 
 

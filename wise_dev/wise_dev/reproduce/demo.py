@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from . import help_text
+
 if TYPE_CHECKING:
     from wise_training.scenes import Sample
 
@@ -79,7 +81,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from wise_perception.cli import main as cli_main
     from wise_perception.core.geometry import box_iou
 
-    parser = argparse.ArgumentParser(prog="python -m wise_dev.reproduce.demo", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m wise_dev.reproduce.demo", description=help_text(__doc__)
+    )
     parser.add_argument("--out", type=Path, default=Path(".build/scene_demo"))
     parser.add_argument("--scene", type=int, default=0, help="which demo scene (default 0)")
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)

@@ -18,6 +18,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from . import help_text
 from .presets import PRESETS
 from .run import Reproduction
 
@@ -41,7 +42,9 @@ def pack(run: Path, out: Path, preset: str = "default") -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m wise_dev.reproduce.pack", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m wise_dev.reproduce.pack", description=help_text(__doc__)
+    )
     parser.add_argument("--run", type=Path, default=Path(".build/reproduce/default"))
     parser.add_argument("--preset", choices=sorted(PRESETS), default="default")
     parser.add_argument("--out", type=Path, required=True)

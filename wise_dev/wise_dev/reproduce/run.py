@@ -33,6 +33,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from . import help_text
 from .presets import PRESETS, TABLE_3, Preset
 from .stages import Stage, StageRunner, clock
 
@@ -417,7 +418,7 @@ def summary(run: Reproduction, runner: StageRunner, started: float) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m wise_dev.reproduce", description=__doc__.split("\n\n")[0]
+        prog="python -m wise_dev.reproduce", description=help_text(__doc__.split("\n\n")[0])
     )
     parser.add_argument("--preset", choices=sorted(PRESETS), default="default")
     parser.add_argument(
