@@ -202,3 +202,48 @@ def test_length_grouped_sft_order_reads_every_row_once_an_epoch_in_batches_of_on
     assert padded < 0.8 * mixed
     assert order == length_grouped_order(lengths, settings, steps)  # seeded
     assert order != length_grouped_order(lengths, SftSettings(epochs, 8, 1e-3, seed=4), steps)
+
+
+def test_the_probe_measures_a_policy_of_the_run(reproduction, tmp_path):
+    out, _ = reproduction
+    numbers = tmp_path / "probe.json"
+    proc = run_module("wise_dev.reproduce.probe", "--run", out, "--scenes", "4", "--json", numbers)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Grounding by name" in proc.stdout and "colour in cell" in proc.stdout
+    results = json.loads(numbers.read_text())
+    grounding = results["grounding"]
+    assert 0 <= grounding["found"] <= grounding["parsed"] <= grounding["scenes"] <= 4
+    assert 0 <= grounding["right_cell"] <= grounding["parsed"]
+    for accuracy in results["token_features"].values():
+        assert 0.0 <= accuracy["chance"] <= 1.0 and 0.0 <= accuracy["accuracy"] <= 1.0
+
+
+def test_the_probe_names_a_missing_run(tmp_path):
+    proc = run_module("wise_dev.reproduce.probe", "--run", tmp_path / "nope")
+    assert proc.returncode == 2 and "does not exist" in proc.stderr
+
+
+def test_the_ridge_probe_reads_what_features_carry_and_nothing_else():
+    from wise_dev.reproduce.probe import ridge_accuracy
+
+    rng = np.random.default_rng(0)
+    scenes, per_scene, classes = 50, 9, 3
+    labels = rng.integers(classes, size=scenes * per_scene)
+    groups = np.repeat(np.arange(scenes), per_scene)
+    noise = rng.normal(size=(len(labels), 16))
+    carried = noise.copy()
+    carried[:, :classes] += 4.0 * np.eye(classes)[labels]  # the label, in three directions
+    readable = ridge_accuracy(carried, [str(v) for v in labels], groups)
+    unreadable = ridge_accuracy(noise, [str(v) for v in labels], groups)
+    assert readable["accuracy"] > 0.95
+    # Pure noise is read no better than the majority class (a few points of sampling either way).
+    assert unreadable["accuracy"] < readable["chance"] + 0.15
+
+
+def test_the_layout_cell_of_a_box_is_the_cell_of_its_centre():
+    from wise_dev.reproduce.probe import layout_cell
+
+    assert layout_cell([0, 0, 20, 20], 168) == 0
+    assert layout_cell([120, 10, 160, 40], 168) == 2
+    assert layout_cell([60, 120, 100, 160], 168) == 7
+    assert layout_cell([150, 150, 400, 400], 168) == 8  # off the image: the nearest cell
