@@ -247,3 +247,38 @@ def test_the_layout_cell_of_a_box_is_the_cell_of_its_centre():
     assert layout_cell([120, 10, 160, 40], 168) == 2
     assert layout_cell([60, 120, 100, 160], 168) == 7
     assert layout_cell([150, 150, 400, 400], 168) == 8  # off the image: the nearest cell
+
+
+def test_the_vision_tower_was_pretrained_before_sft(reproduction):
+    out, stdout = reproduction
+    record = json.loads((out / "init" / "vision_pretraining.json").read_text())
+    assert set(record["held_out_token_accuracy"]) == {"colour", "shape", "column", "row"}
+    assert record["settings"]["steps"] == PRESET.vision.steps
+    assert "vision tower, held-out token accuracy" in stdout
+
+
+def test_each_image_token_is_labelled_with_the_object_covering_most_of_it():
+    from wise_dev.reproduce.vision_tower import CELL, MIN_COVER, label_names, token_labels
+    from wise_training.scenes import make_scene
+
+    names = label_names()
+    scene = make_scene(np.random.default_rng(5))
+    labels = token_labels(scene)
+    side = scene.image.shape[0] // CELL
+    assert labels.shape == (side * side, 4)
+    for token, (colour, shape, column, row) in enumerate(labels):
+        ty, tx = divmod(token, side)
+        assert (column, row) == (tx * 3 // side, ty * 3 // side)
+        window = (slice(ty * CELL, (ty + 1) * CELL), slice(tx * CELL, (tx + 1) * CELL))
+        covered = [int(v[window].sum()) for v in scene.visible]
+        if max(covered) < MIN_COVER * CELL * CELL:
+            assert colour == 0 and shape == 0  # floor
+        else:
+            obj = scene.objects[int(np.argmax(covered))]
+            assert names["colour"][colour] == obj.colour and names["shape"][shape] == obj.shape
+    # Every object names some token: the lookup has a target.
+    for obj in scene.objects:
+        assert any(
+            names["colour"][c] == obj.colour and names["shape"][s] == obj.shape
+            for c, s, _, _ in labels
+        )

@@ -173,15 +173,20 @@ def _dilate(mask: np.ndarray, pixels: int) -> np.ndarray:
     return cv2.dilate(mask.astype(np.uint8), kernel).astype(bool)
 
 
-def make_scene(rng: np.random.Generator, size: int = CANVAS) -> Scene:
-    """One scene: objects placed at random, re-drawn until every constraint holds."""
+def make_scene(
+    rng: np.random.Generator, size: int = CANVAS, object_count: int | None = None
+) -> Scene:
+    """One scene: objects placed at random, re-drawn until every constraint holds;
+    ``object_count`` of them (default: ``MIN_OBJECTS`` to ``MAX_OBJECTS``, drawn per try)."""
     from .data import points_from_mask
 
     if size <= 0 or size % 28:
         raise ValueError(f"the canvas must be a positive multiple of 28, got {size}")
+    if object_count is not None and not 1 <= object_count <= GRID * GRID:
+        raise ValueError(f"a scene holds 1 to {GRID * GRID} objects, got {object_count}")
     factor = size / CANVAS
     for _ in range(MAX_SCENE_TRIES):
-        count = int(rng.integers(MIN_OBJECTS, MAX_OBJECTS + 1))
+        count = object_count or int(rng.integers(MIN_OBJECTS, MAX_OBJECTS + 1))
         objects: list[SceneObject] = []
         full: list[np.ndarray] = []
         cells = [int(c) for c in rng.choice(GRID * GRID, size=count * 3, replace=True)]

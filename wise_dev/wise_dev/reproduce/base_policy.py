@@ -94,7 +94,10 @@ def build_policy(out: Path, tokenizer: Any, size: PolicySize, frame: int, *, see
             "max_position_embeddings": 4096,
             "rope_parameters": {
                 "rope_type": "default",
-                "rope_theta": 1e4,
+                # Qwen2.5-VL's own value. Measured, grounding-only SFT probe (800 steps): 6 of 40
+                # val targets found against 4 at 1e4, where half the rotary pairs of a 32-wide
+                # head turn fast enough to scramble a content lookup across the answer.
+                "rope_theta": 1e6,
                 "mrope_section": size.mrope_section,
             },
             "bos_token_id": pad_id,

@@ -8,6 +8,8 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
+from .vision_tower import VisionPretraining
+
 TABLE_3 = ("seg_zero", "l1_exact", "l1_max", "wise")
 TABLE_5 = ("order_d_think_think_answer", "order_think_d_think_answer", "order_d_think_answer_think")
 TABLE_6 = ("no_distill", "wise_no_similarity", "wise_no_conciseness", "wise_no_indicator")
@@ -36,6 +38,9 @@ class Preset:
     segmenter_steps: int
     grpo: Grpo
     configs: tuple[str, ...]
+    vision: VisionPretraining  # the tower's pretraining, before SFT
+    # Extra SFT grounding scenes: {objects per scene: scenes} (run.Reproduction._write_grounding_scenes)
+    grounding_scenes: dict[int, int]
     eval_batch: int = 16
     seed: int = 0
     frame: int = 168
@@ -57,6 +62,8 @@ DEFAULT = Preset(
     segmenter_steps=1500,
     grpo=Grpo(steps=60),
     configs=TABLE_3,
+    vision=VisionPretraining(steps=400),
+    grounding_scenes={1: 500, 2: 500},
 )
 
 # The other presets are the default recipe with what they change, and nothing else.
@@ -83,5 +90,7 @@ PRESETS: dict[str, Preset] = {
         grpo=Grpo(steps=1, max_completion_length=32),
         configs=("seg_zero", "wise"),
         eval_batch=4,
+        vision=VisionPretraining(steps=2, scenes=16, held_out=4, batch_size=4),
+        grounding_scenes={1: 2, 2: 2},
     ),
 }

@@ -39,6 +39,7 @@ from .stages import Stage, StageRunner, clock
 
 DEFAULT_OUT = Path(".build/reproduce")
 SYSTEM_PROMPT = "You are a helpful assistant."  # the shipped configs' data.system_prompt
+GROUNDING_SEED = 7  # + the preset's seed: the few-object grounding scenes' (never a split's)
 SFT_RECORD = "sft_config.json"  # what the base policy was trained with (its export's manifest)
 MAX_NEW_TOKENS = 384  # WISE-F writes <think>, <answer> and <d_think>
 # The tiny SAM2's input: 128 px (scenes are 168): measured on val scenes prompted with the true
@@ -83,6 +84,7 @@ class Reproduction:
     def stages(self) -> list[Stage]:
         from wise_training import scenes
 
+        from . import vision_tower
         from .base_policy import PIXEL_STD, SftSettings
 
         p = self.preset
@@ -94,10 +96,10 @@ class Reproduction:
             Stage("scenes", "scenes: the synthetic world", self.make_scenes, "scenes", world),
             Stage(
                 "init",
-                "tokenizer and random-weight policy",
+                "tokenizer, random-weight policy, vision tower pretrained",
                 self.make_init,
                 "init",
-                settings=f"pixel std {PIXEL_STD}",
+                settings=f"pixel std {PIXEL_STD}; vision labels {vision_tower.SEED} {vision_tower.MIN_COVER}",
             ),
             Stage("sft", "base policy: SFT (TRL SFTTrainer)", self.make_base, "base", sft),
             Stage("segmenter", "segmenter: tiny SAM2, then frozen", self.make_sam2, "sam2"),
@@ -138,6 +140,30 @@ class Reproduction:
             raise ValueError(f"{len(lines)} train scenes leave none for SFT after {rl} for GRPO")
         (folder / "sft.jsonl").write_text("".join(lines[:-rl]), encoding="utf-8")
         (folder / "rl.jsonl").write_text("".join(lines[-rl:]), encoding="utf-8")
+        self._write_grounding_scenes(folder)
+
+    def _write_grounding_scenes(self, folder: Path) -> None:
+        """Scenes of one or two objects for SFT's grounding examples only (``GROUNDING_SCENES``):
+        with few objects, the box answer is learned before the lookup among many is (README,
+        "Reproduction at CPU scale"). Their own seed, so the splits are unchanged."""
+        import numpy as np
+        from PIL import Image
+
+        from wise_training.scenes import make_scene
+
+        rng = np.random.default_rng(GROUNDING_SEED + self.preset.seed)
+        (folder / "grounding").mkdir(exist_ok=True)
+        lines = []
+        for count, total in sorted(self.preset.grounding_scenes.items()):
+            for _ in range(total):
+                scene = make_scene(rng, self.preset.frame, object_count=count)
+                while len({o.name for o in scene.objects}) < count:  # each one nameable
+                    scene = make_scene(rng, self.preset.frame, object_count=count)
+                image = f"grounding/{len(lines):05d}.png"
+                Image.fromarray(scene.image).save(folder / image)
+                record = {"image": image, "objects": [o.record() for o in scene.objects]}
+                lines.append(json.dumps(record) + "\n")
+        (folder / "grounding.jsonl").write_text("".join(lines), encoding="utf-8")
 
     def _sft_examples(self) -> tuple[list[dict[str, Any]], list[Path]]:
         """Per SFT scene: a reasoning example (one of the SFT prompts) and a grounding one."""
@@ -151,8 +177,10 @@ class Reproduction:
         rng = np.random.default_rng(self.preset.seed)
         examples = [sft_example(r, rng, SYSTEM_PROMPT) for r in records]
         examples += [grounding_example(r, SYSTEM_PROMPT, rng) for r in records]
+        few = read_records(self.scenes / "grounding.jsonl")
+        examples += [grounding_example(r, SYSTEM_PROMPT, rng) for r in few]
         images = [self.scenes / r["image"] for r in records]
-        return examples, images + images
+        return examples, images + images + [self.scenes / r["image"] for r in few]
 
     def make_init(self, folder: Path) -> None:
         from wise_training.scenes import read_records
@@ -180,6 +208,23 @@ class Reproduction:
             seed=self.preset.seed,
         )
         print(f"    vocabulary {len(tokenizer)} tokens; policy {self._parameters(folder)}")
+        self._pretrain_vision(folder)
+
+    def _pretrain_vision(self, folder: Path) -> None:
+        from tqdm import tqdm
+
+        from .vision_tower import pretrain_vision
+
+        settings = self.preset.vision
+        with tqdm(total=settings.steps, desc="vision", unit="step", dynamic_ncols=True) as bar:
+
+            def progress(step: int, loss: float) -> None:
+                bar.update(step - bar.n)
+                bar.set_postfix(loss=f"{loss:.3f}")
+
+            accuracy = pretrain_vision(folder, settings, self.preset.frame, progress=progress)
+        readout = ", ".join(f"{name} {100 * value:.1f}%" for name, value in accuracy.items())
+        print(f"    vision tower, held-out token accuracy: {readout}")
 
     @staticmethod
     def _parameters(folder: Path) -> str:
