@@ -146,9 +146,10 @@ class SftSettings:
     warmup_ratio: float = 0.03
     weight_decay: float = 0.01
     seed: int = 0
-    # The vision tower stays at its random initialisation, a fixed random-feature encoder (many
-    # VLM recipes freeze a pretrained ViT for the same reason: the language model learns to read
-    # features that hold still). Measured, 1.5 M policy, "where is the <object>?": trained along,
+    # The vision tower stays as it arrives (pretrained on the scene world's per-token labels,
+    # ``vision_tower``), as many VLM recipes freeze a pretrained ViT: the language model learns
+    # to read features that hold still. Measured, 1.5 M policy, "where is the <object>?", a
+    # random tower (before the pretraining existed): trained along,
     # every answer was the same after 400 steps (the tower's outputs had become one shared
     # vector, cosine 0.9999 between tokens); frozen, after 600 steps 30 of 126 multi-object and
     # 21 of 40 single-object answers were right (chance 1 in 9).
