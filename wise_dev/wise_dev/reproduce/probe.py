@@ -84,12 +84,12 @@ class Probe:
 
         from wise_training.scenes import CANVAS
 
+        from .base_policy import load_images
+
         self.processor = AutoProcessor.from_pretrained(policy)
         self.model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
             policy, dtype=torch.float32
         ).eval()
-        from .base_policy import load_images
-
         self.records = list(records)
         self.images = load_images([root / r["image"] for r in self.records])
         self.size = self.images[0].width if self.images else CANVAS

@@ -6,8 +6,10 @@
 
 Stages (each resumable: a finished stage is kept when its settings did not change):
 
-1. scenes: the synthetic world (``wise_training.scenes``), train / val / test;
-2. tokenizer + random policy (``world_tokenizer``, ``base_policy.build_policy``);
+1. scenes: the synthetic world (``wise_training.scenes``), train / val / test, and the few-object
+   scenes of SFT's extra grounding examples;
+2. tokenizer + random policy (``world_tokenizer``, ``base_policy.build_policy``), its vision tower
+   pretrained (``vision_tower``);
 3. base policy: SFT with TRL's ``SFTTrainer`` on written chains (``chains``);
 4. segmenter: a tiny SAM2 trained on the scenes, then frozen (``segmenter``);
 5. GRPO, one stage per shipped config (``wise_training.train``'s command line, in process, with
@@ -23,13 +25,14 @@ Stages (each resumable: a finished stage is kept when its settings did not chang
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
 import random
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -99,7 +102,10 @@ class Reproduction:
                 "tokenizer, random-weight policy, vision tower pretrained",
                 self.make_init,
                 "init",
-                settings=f"pixel std {PIXEL_STD}; vision labels {vision_tower.SEED} {vision_tower.MIN_COVER}",
+                settings=(
+                    f"pixel std {PIXEL_STD}; "
+                    f"vision labels {vision_tower.SEED} {vision_tower.MIN_COVER}"
+                ),
             ),
             Stage("sft", "base policy: SFT (TRL SFTTrainer)", self.make_base, "base", sft),
             Stage("segmenter", "segmenter: tiny SAM2, then frozen", self.make_sam2, "sam2"),
@@ -143,7 +149,7 @@ class Reproduction:
         self._write_grounding_scenes(folder)
 
     def _write_grounding_scenes(self, folder: Path) -> None:
-        """Scenes of one or two objects for SFT's grounding examples only (``GROUNDING_SCENES``):
+        """Scenes of few objects for SFT's grounding examples only (``Preset.grounding_scenes``):
         with few objects, the box answer is learned before the lookup among many is (README,
         "Reproduction at CPU scale"). Their own seed, so the splits are unchanged."""
         import numpy as np
@@ -211,17 +217,10 @@ class Reproduction:
         self._pretrain_vision(folder)
 
     def _pretrain_vision(self, folder: Path) -> None:
-        from tqdm import tqdm
-
         from .vision_tower import pretrain_vision
 
         settings = self.preset.vision
-        with tqdm(total=settings.steps, desc="vision", unit="step", dynamic_ncols=True) as bar:
-
-            def progress(step: int, loss: float) -> None:
-                bar.update(step - bar.n)
-                bar.set_postfix(loss=f"{loss:.3f}")
-
+        with loss_bar(settings.steps, "vision") as progress:
             accuracy = pretrain_vision(folder, settings, self.preset.frame, progress=progress)
         readout = ", ".join(f"{name} {100 * value:.1f}%" for name, value in accuracy.items())
         print(f"    vision tower, held-out token accuracy: {readout}")
@@ -261,20 +260,13 @@ class Reproduction:
         )
 
     def make_sam2(self, folder: Path) -> None:
-        from tqdm import tqdm
-
         from wise_dev.tiny_models import build_tiny_sam2
 
         from .segmenter import SegmenterSettings, segmenter_iou, train_segmenter
 
         p = self.preset
         init = build_tiny_sam2(self.out / "sam2_init", seed=p.seed, image_size=SAM2_SIZE)
-        with tqdm(total=p.segmenter_steps, desc="SAM2", unit="step", dynamic_ncols=True) as bar:
-
-            def progress(step: int, loss: float) -> None:
-                bar.update(step - bar.n)
-                bar.set_postfix(loss=f"{loss:.3f}")
-
+        with loss_bar(p.segmenter_steps, "SAM2") as progress:
             train_segmenter(
                 init,
                 folder,
@@ -416,6 +408,20 @@ class _counting:
 
 
 # ------------------------------------------------------------------------ console and main
+
+
+@contextlib.contextmanager
+def loss_bar(steps: int, name: str) -> Iterator[Callable[[int, float], None]]:
+    """A console progress bar for a training loop; yields its ``progress(step, loss)``."""
+    from tqdm import tqdm
+
+    with tqdm(total=steps, desc=name, unit="step", dynamic_ncols=True) as bar:
+
+        def progress(step: int, loss: float) -> None:
+            bar.update(step - bar.n)
+            bar.set_postfix(loss=f"{loss:.3f}")
+
+        yield progress
 
 
 def quiet_libraries() -> None:
