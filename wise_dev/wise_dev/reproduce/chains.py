@@ -282,6 +282,11 @@ def sft_example(
 GROUNDING_REQUEST = "Give the bbox of each object:"
 
 
+def grounding_item(obj: dict[str, Any]) -> str:
+    """One object of a grounding answer: ``red circle [x1,y1,x2,y2]``."""
+    return f"{name(obj)} [{','.join(str(v) for v in obj['box'])}]"
+
+
 def grounding_example(
     record: dict[str, Any], system: str | None, rng: np.random.Generator
 ) -> dict[str, Any]:
@@ -292,7 +297,7 @@ def grounding_example(
     unique = [o for o, n in zip(objects, names, strict=True) if names.count(n) == 1]
     order = [unique[int(i)] for i in rng.permutation(len(unique))]
     request = f"{GROUNDING_REQUEST} {', '.join(name(o) for o in order)}."
-    items = [f"{name(o)} [{','.join(str(v) for v in o['box'])}]" for o in order]
+    items = [grounding_item(o) for o in order]
     return {
         "prompt": chat_messages(request, system=system),
         "completion": [{"role": "assistant", "content": "; ".join(items) + "."}],

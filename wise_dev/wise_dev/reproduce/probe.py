@@ -96,11 +96,10 @@ class Probe:
 
     def _request(self, record: dict[str, Any]) -> tuple[str, str]:
         """The grounding request for the target alone and its taught answer."""
-        from .chains import GROUNDING_REQUEST, name
+        from .chains import GROUNDING_REQUEST, grounding_item, name
 
         target = record["objects"][record["target"]]
-        box = ",".join(str(v) for v in target["box"])
-        return f"{GROUNDING_REQUEST} {name(target)}.", f"{name(target)} [{box}]."
+        return f"{GROUNDING_REQUEST} {name(target)}.", f"{grounding_item(target)}."
 
     def _prompt(self, request: str) -> str:
         from wise_perception.core.prompts import chat_messages
@@ -169,19 +168,15 @@ class Probe:
 
         from wise_training.scenes import GRID
 
+        from .vision_tower import CELL, tower_features
+
         rows: list[np.ndarray] = []
         labels: dict[str, list[str]] = {"column": [], "row": [], "colour in cell": []}
         groups: list[int] = []
         for n, (record, image) in enumerate(zip(self.records, self.images, strict=True)):
-            inputs = self.processor.image_processor(images=[image], return_tensors="pt")
             with torch.no_grad():
-                out = self.model.model.visual(
-                    inputs["pixel_values"], grid_thw=inputs["image_grid_thw"]
-                )
-            features = getattr(out, "pooler_output", out)
-            merge = self.model.config.vision_config.spatial_merge_size
-            _, height, width = (int(v) for v in inputs["image_grid_thw"][0])
-            height, width = height // merge, width // merge
+                features = tower_features(self.processor, self.model.model.visual, [image])
+            height = width = self.size // CELL
             features = features.reshape(height, width, -1).numpy()
             colours = {layout_cell(o["box"], self.size): o["colour"] for o in record["objects"]}
             for ty in range(height):

@@ -89,6 +89,14 @@ def _scenes(count: int, frame: int, rng: np.random.Generator) -> tuple[list[Any]
     return images, np.stack(labels)
 
 
+def tower_features(processor: Any, tower: Any, images: list[Any]) -> Any:
+    """(images x tokens, width) features of the vision tower, as the language model receives
+    them: one row per merged 28 px token, raster order per image."""
+    inputs = processor.image_processor(images=images, return_tensors="pt")
+    out = tower(inputs["pixel_values"], grid_thw=inputs["image_grid_thw"])
+    return getattr(out, "pooler_output", out)
+
+
 def pretrain_vision(
     policy: Path,
     settings: VisionPretraining,
@@ -118,9 +126,7 @@ def pretrain_vision(
     )
 
     def logits(images: list[Any]) -> list[Any]:
-        inputs = processor.image_processor(images=images, return_tensors="pt")
-        out = tower(inputs["pixel_values"], grid_thw=inputs["image_grid_thw"])
-        return head(getattr(out, "pooler_output", out)).split(sizes, dim=-1)
+        return head(tower_features(processor, tower, images)).split(sizes, dim=-1)
 
     tower.train()
     for step in range(settings.steps):
