@@ -282,3 +282,21 @@ def test_each_image_token_is_labelled_with_the_object_covering_most_of_it():
             names["colour"][c] == obj.colour and names["shape"][s] == obj.shape
             for c, s, _, _ in labels
         )
+
+
+def test_single_target_grounding_scenes_ask_for_one_object(reproduction):
+    from wise_dev.reproduce.chains import grounding_example
+    from wise_training.scenes import read_records
+
+    out, _ = reproduction
+    records = read_records(out / "scenes" / "grounding.jsonl")
+    full = sum(PRESET.grounding_scenes.values())
+    assert len(records) == full + sum(PRESET.single_target_scenes.values())
+    assert all("ask" not in r for r in records[:full])
+    for record in records[full:]:
+        asked = record["objects"][record["ask"]]
+        example = grounding_example(record, None, np.random.default_rng(0))
+        request = example["prompt"][-1]["content"][-1]["text"]
+        answer = example["completion"][0]["content"]
+        assert request.endswith(f"{asked['colour']} {asked['shape']}.")
+        assert answer == f"{asked['colour']} {asked['shape']} [{','.join(map(str, asked['box']))}]."

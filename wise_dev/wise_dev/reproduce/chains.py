@@ -291,10 +291,13 @@ def grounding_example(
     record: dict[str, Any], system: str | None, rng: np.random.Generator
 ) -> dict[str, Any]:
     """Where each object is: the request names the objects (those a colour and a shape name
-    alone, in a random order) and the answer gives each one's box, in the request's order."""
+    alone, in a random order; only ``record["ask"]`` when the record names one) and the answer
+    gives each one's box, in the request's order."""
     objects = record["objects"]
     names = [f"{o['colour']} {o['shape']}" for o in objects]
     unique = [o for o, n in zip(objects, names, strict=True) if names.count(n) == 1]
+    if record.get("ask") is not None:
+        unique = [o for o in unique if o is objects[record["ask"]]]
     order = [unique[int(i)] for i in rng.permutation(len(unique))]
     request = f"{GROUNDING_REQUEST} {', '.join(name(o) for o in order)}."
     items = [grounding_item(o) for o in order]

@@ -149,9 +149,12 @@ class Reproduction:
         self._write_grounding_scenes(folder)
 
     def _write_grounding_scenes(self, folder: Path) -> None:
-        """Scenes of few objects for SFT's grounding examples only (``Preset.grounding_scenes``):
-        with few objects, the box answer is learned before the lookup among many is (README,
-        "Reproduction at CPU scale"). Their own seed, so the splits are unchanged."""
+        """Scenes for SFT's grounding examples only: of few objects, every one named
+        (``Preset.grounding_scenes``), and of a few more with one named
+        (``Preset.single_target_scenes``; the record's ``ask``). With few objects the box answer
+        is learned before the lookup among many is, and a request for one object of several
+        teaches the lookup by colour and shape (README, "Reproduction at CPU scale"). Their own
+        seed, so the splits are unchanged."""
         import numpy as np
         from PIL import Image
 
@@ -160,7 +163,11 @@ class Reproduction:
         rng = np.random.default_rng(GROUNDING_SEED + self.preset.seed)
         (folder / "grounding").mkdir(exist_ok=True)
         lines = []
-        for count, total in sorted(self.preset.grounding_scenes.items()):
+        plans = [
+            (count, total, False) for count, total in sorted(self.preset.grounding_scenes.items())
+        ]
+        plans += [(c, n, True) for c, n in sorted(self.preset.single_target_scenes.items())]
+        for count, total, single in plans:
             for _ in range(total):
                 scene = make_scene(rng, self.preset.frame, object_count=count)
                 while len({o.name for o in scene.objects}) < count:  # each one nameable
@@ -168,6 +175,8 @@ class Reproduction:
                 image = f"grounding/{len(lines):05d}.png"
                 Image.fromarray(scene.image).save(folder / image)
                 record = {"image": image, "objects": [o.record() for o in scene.objects]}
+                if single:
+                    record["ask"] = int(rng.integers(count))
                 lines.append(json.dumps(record) + "\n")
         (folder / "grounding.jsonl").write_text("".join(lines), encoding="utf-8")
 
