@@ -148,6 +148,7 @@ def test_the_packed_checkpoint_carries_its_segmenter(reproduction, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads((packed / "wise_manifest.json").read_text())["segmenter"] == "sam2"
+    assert "python -m wise_dev.reproduce --preset ci" in (packed / "README.md").read_text()
     with WisePipeline.from_pretrained(packed, device="cpu") as pipeline:  # no segmenter given
         loaded = pipeline.describe()["segmenter"]["name"]
     assert Path(loaded).resolve() == (packed / "sam2").resolve()

@@ -38,7 +38,31 @@ def pack(run: Path, out: Path, preset: str = "default") -> Path:
         reproduction.runs / CONFIG / "final", out, "wise_s", segmenter=SEGMENTER_DIR
     )
     shutil.copytree(reproduction.sam2, out / SEGMENTER_DIR)
+    (out / CARD).write_text(model_card(preset), encoding="utf-8")
     return out
+
+
+CARD = "README.md"  # the Hugging Face model card's place in a model folder
+
+
+def model_card(preset: str) -> str:
+    """What the packed folder is, what it knows (the scene world only) and how to remake it."""
+    return f"""# WISE-S on the scene world (demo checkpoint)
+
+A 1.5 M-parameter Qwen2.5-VL policy trained with `wise_training` (SFT, then GRPO with the
+`{CONFIG}` config: the paper's WISE), prompted as WISE-S, and the tiny SAM2 it was trained with
+(`{SEGMENTER_DIR}/`, frozen). It knows only the synthetic scene world of
+`wise_training.scenes` (shapes of five colours on a striped grey floor, 168 x 168 px): it shows
+the product's pipeline end to end on a fresh scene, not segmentation of real photos.
+
+Made by:
+
+    python -m wise_dev.reproduce --preset {preset}
+    python -m wise_dev.reproduce.pack --run .build/reproduce/{preset} --preset {preset} --out DIR
+
+Try it on a fresh scene: `make demo`, or
+`python -m wise_dev.reproduce.demo --model DIR --localise 48`.
+"""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
