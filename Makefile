@@ -139,9 +139,10 @@ demo: env-dev ## offline CLI demo on tiny models, written to .build/demo (no hub
 
 # The paper's effect at CPU scale (README "Reproduction"): scenes, base policy (SFT), SAM2, GRPO
 # with the shipped configs, one evaluation with every row; resumable, prints the table.
-# PRESET=long adds the Table 5/6 configs; `make reproduce-quick` runs the same stages small.
+# PRESET=long adds the Table 5/6 configs, PRESET=demo is a demo checkpoint's longer recipe;
+# `make reproduce-quick` runs the same stages small.
 PRESET ?= default
-reproduce: env-dev ## the paper's effect at CPU scale (PRESET=default|long|quick), prints the table
+reproduce: env-dev ## the paper's effect at CPU scale (PRESET=default|long|demo|quick), prints the table
 	$(PY) -m wise_dev.reproduce --preset $(PRESET)
 
 reproduce-quick: env-dev ## make reproduce PRESET=quick (minutes)
