@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from support.training import run_module
 
+from wise_dev.reproduce.base_policy import SIZES
 from wise_dev.reproduce.presets import PRESETS
 
 pytestmark = pytest.mark.slow
@@ -148,7 +149,9 @@ def test_the_packed_checkpoint_carries_its_segmenter(reproduction, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads((packed / "wise_manifest.json").read_text())["segmenter"] == "sam2"
-    assert "python -m wise_dev.reproduce --preset ci" in (packed / "README.md").read_text()
+    card = (packed / "README.md").read_text()
+    assert "python -m wise_dev.reproduce --preset ci" in card
+    assert f"text {SIZES[PRESET.policy_size].hidden} wide" in card
     with WisePipeline.from_pretrained(packed, device="cpu") as pipeline:  # no segmenter given
         loaded = pipeline.describe()["segmenter"]["name"]
     assert Path(loaded).resolve() == (packed / "sam2").resolve()

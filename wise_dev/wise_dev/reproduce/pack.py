@@ -19,7 +19,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import help_text
-from .presets import PRESETS
+from .base_policy import SIZES
+from .presets import PRESETS, Preset
 from .run import Reproduction
 
 CONFIG = "wise"  # the GRPO run whose policy is packed (the paper's WISE, prompted as WISE-S)
@@ -38,27 +39,30 @@ def pack(run: Path, out: Path, preset: str = "default") -> Path:
         reproduction.runs / CONFIG / "final", out, "wise_s", segmenter=SEGMENTER_DIR
     )
     shutil.copytree(reproduction.sam2, out / SEGMENTER_DIR)
-    (out / CARD).write_text(model_card(preset), encoding="utf-8")
+    (out / CARD).write_text(model_card(PRESETS[preset]), encoding="utf-8")
     return out
 
 
 CARD = "README.md"  # the Hugging Face model card's place in a model folder
 
 
-def model_card(preset: str) -> str:
+def model_card(preset: Preset) -> str:
     """What the packed folder is, what it knows (the scene world only) and how to remake it."""
+    size = SIZES[preset.policy_size]
     return f"""# WISE-S on the scene world (demo checkpoint)
 
-A 1.5 M-parameter Qwen2.5-VL policy trained with `wise_training` (SFT, then GRPO with the
-`{CONFIG}` config: the paper's WISE), prompted as WISE-S, and the tiny SAM2 it was trained with
+A small Qwen2.5-VL policy (the reproduction's `{preset.policy_size}` size: text {size.hidden} wide,
+{size.layers} layers) trained with `wise_training` (SFT, then GRPO with the `{CONFIG}` config:
+the paper's WISE), prompted as WISE-S, and the tiny SAM2 it was trained with
 (`{SEGMENTER_DIR}/`, frozen). It knows only the synthetic scene world of
-`wise_training.scenes` (shapes of five colours on a striped grey floor, 168 x 168 px): it shows
-the product's pipeline end to end on a fresh scene, not segmentation of real photos.
+`wise_training.scenes` (shapes of five colours on a striped grey floor, {preset.frame} x
+{preset.frame} px): it shows the product's pipeline end to end on a fresh scene, not
+segmentation of real photos.
 
 Made by:
 
-    python -m wise_dev.reproduce --preset {preset}
-    python -m wise_dev.reproduce.pack --run .build/reproduce/{preset} --preset {preset} --out DIR
+    python -m wise_dev.reproduce --preset {preset.name}
+    python -m wise_dev.reproduce.pack --run .build/reproduce/{preset.name} --preset {preset.name} --out DIR
 
 Try it on a fresh scene: `make demo`, or
 `python -m wise_dev.reproduce.demo --model DIR --localise 48`.
