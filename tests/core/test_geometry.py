@@ -87,3 +87,13 @@ def test_box_l1_and_points():
     assert mean_point_distance([[0, 0], [10, 0]], [[10, 0], [0, 3]]) == pytest.approx(1.5)
     with pytest.raises(ValueError):
         mean_point_distance([[0, 0]], [[0, 0], [1, 1]])
+
+
+def test_a_frame_sized_read_only_image_comes_back_writable_and_unchanged():
+    # PIL's np.asarray is read-only; the processors wrap the frame in a tensor (torch warns)
+    image = np.arange(112 * 112 * 3, dtype=np.uint8).reshape(112, 112, 3)
+    image.flags.writeable = False
+    out = ResizeProtocol(size=112).resize(image)
+    assert out.flags.writeable and np.array_equal(out, image)
+    writable = np.zeros((112, 112, 3), np.uint8)
+    assert ResizeProtocol(size=112).resize(writable) is writable  # no copy when none is needed

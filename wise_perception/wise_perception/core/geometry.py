@@ -39,7 +39,8 @@ class ResizeProtocol:
         if image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(f"expected an HxWx3 RGB image, got shape {image.shape}")
         if image.shape[0] == self.size and image.shape[1] == self.size:
-            return image
+            # torch warns on (and may not wrap) read-only arrays, PIL's np.asarray among them
+            return image if image.flags.writeable else image.copy()
         resized = Image.fromarray(np.ascontiguousarray(image)).resize(
             (self.size, self.size), Image.Resampling.BILINEAR
         )
