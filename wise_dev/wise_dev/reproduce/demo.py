@@ -1,14 +1,21 @@
 """A reproduction's WISE export on scenes it never saw, through the product.
 
     python -m wise_dev.reproduce.demo --out .build/scene_demo [--scene 3] [--model DIR]
-    python -m wise_dev.reproduce.demo --localise 48 [--model DIR]
+    python -m wise_dev.reproduce.demo --localise 48 [--model DIR] [--families all]
 
 Draws a fresh scene of the scene world (seed ``DEMO_SEED``; the reproduction trains on seed 0),
 runs ``wise-segment`` on it with the instruction the scene comes with, and prints how the
 answer compares with the truth (box IoU, mask IoU). ``--localise N`` answers the first N fresh
 scenes greedily through the pipeline and prints how many boxes find their target, beside the
 rule that always answers the largest object. ``--model`` takes any export, a folder packed
-by ``python -m wise_dev.reproduce.pack`` (its SAM2 inside) included.
+by ``python -m wise_dev.reproduce.pack`` (its SAM2 inside) included; the default is the
+committed demo checkpoint.
+
+The scenes' instructions are *referring* ones by default: the object named by what it looks
+like ("the red triangle", "the only yellow object", "the only cross"), so a hit shows the policy
+seeing the object it was asked for. ``--families all`` draws every training family, the
+comparisons and relations too ("the object closest to the blue square"), which the small
+policy gets right far less often (README, "Reproduction at CPU scale").
 """
 
 from __future__ import annotations
@@ -28,26 +35,36 @@ if TYPE_CHECKING:
     from wise_training.scenes import Sample
 
 DEMO_SEED = 2026  # never a training seed: every demo scene is new to the policy
-DEFAULT_MODEL = Path(".build/reproduce/default/exports/wise")  # make reproduce's WISE-S export
+REFERRING_STREAM = 7  # the referring scenes' own random stream (the splits use 0, 1, 2)
+# The committed demo checkpoint (the demo preset's WISE-S, packed with its SAM2; its README says
+# how it was made).
+DEMO_CHECKPOINT = Path("checkpoints/wise-s-scenes")  # from the repository's root, as make runs it
 HIT_IOU = 0.5  # a box "finds" its target above this IoU (as the reproduction's checks count)
+# Training families that name the object by its looks (wise_training.scenes.FAMILIES).
+REFERRING = ("colour_shape", "colour_only", "shape_only")
+FAMILY_SETS = ("referring", "all")
 
 
-def demo_scene(index: int) -> tuple[np.ndarray, str, list[int], np.ndarray]:
-    """(image, instruction, true box, true mask) of demo scene ``index``: the training families
-    (held-out families are the evaluation's business)."""
-    sample = _sample(index)
+def demo_scene(
+    index: int, families: str = "referring"
+) -> tuple[np.ndarray, str, list[int], np.ndarray]:
+    """(image, instruction, true box, true mask) of demo scene ``index`` of ``families`` (the
+    training families; held-out families are the evaluation's business)."""
+    sample = demo_sample(index, families)
     target = sample.scene.objects[sample.instruction.target]
     visible = sample.scene.visible[sample.instruction.target]
     return sample.scene.image, sample.instruction.text, target.box, visible
 
 
-def localisation(model: Path, count: int, *, batch_size: int = 8) -> dict[str, int]:
-    """Greedy answers of the pipeline on demo scenes ``0..count-1``: how many boxes find their
-    target (IoU > ``HIT_IOU``), and how many the always-largest rule's would."""
+def localisation(
+    model: Path, count: int, *, families: str = "referring", batch_size: int = 8
+) -> dict[str, int]:
+    """Greedy answers of the pipeline on demo scenes ``0..count-1`` of ``families``: how many
+    boxes find their target (IoU > ``HIT_IOU``), and how many the always-largest rule's would."""
     from wise_perception.core.geometry import box_iou
     from wise_perception.pipeline import WisePipeline
 
-    samples = [_sample(i) for i in range(count)]
+    samples = [demo_sample(i, families) for i in range(count)]
     targets = [s.scene.objects[s.instruction.target] for s in samples]
     hits = parsed = 0
     with WisePipeline.from_pretrained(model, device="cpu", dtype="float32") as pipeline:
@@ -69,10 +86,29 @@ def localisation(model: Path, count: int, *, batch_size: int = 8) -> dict[str, i
     return {"scenes": count, "hits": hits, "answered": parsed, "largest_rule_hits": largest}
 
 
-def _sample(index: int) -> Sample:
-    from wise_training.scenes import make_sample
+def demo_sample(index: int, families: str = "referring") -> Sample:
+    """The ``index``-th fresh scene with an instruction of ``families`` (``FAMILY_SETS``); the
+    same on any machine."""
+    from wise_training.scenes import (
+        CANVAS,
+        FAMILIES,
+        Sample,
+        make_instruction,
+        make_sample,
+        make_scene,
+    )
 
-    return make_sample(DEMO_SEED, "val", index)
+    if families == "all":
+        return make_sample(DEMO_SEED, "val", index)
+    if families != "referring":
+        raise ValueError(f"unknown family set {families!r}; known: {FAMILY_SETS}")
+    rng = np.random.default_rng([DEMO_SEED, REFERRING_STREAM, index])
+    referring = {name: FAMILIES[name] for name in REFERRING}
+    while True:
+        scene = make_scene(rng, CANVAS)
+        instruction = make_instruction(scene.objects, rng, referring)
+        if instruction is not None:
+            return Sample(scene, instruction)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -86,26 +122,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--out", type=Path, default=Path(".build/scene_demo"))
     parser.add_argument("--scene", type=int, default=0, help="which demo scene (default 0)")
-    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    parser.add_argument(
+        "--model", type=Path, default=DEMO_CHECKPOINT, help="default: the committed demo checkpoint"
+    )
     parser.add_argument(
         "--localise", type=int, metavar="N", help="count the first N fresh scenes localised"
+    )
+    parser.add_argument(
+        "--families",
+        choices=FAMILY_SETS,
+        default="referring",
+        help="the scenes' instructions: referring (default) or every training family",
     )
     args = parser.parse_args(argv)
     if not (args.model / "wise_manifest.json").is_file():
         print(
-            f"error: no exported policy in {args.model}; make one with `make reproduce`",
+            f"error: no exported policy in {args.model}; make one with `make reproduce` "
+            "(then python -m wise_dev.reproduce.pack)",
             file=sys.stderr,
         )
         return 2
     if args.localise:
-        found = localisation(args.model, args.localise)
+        found = localisation(args.model, args.localise, families=args.families)
         print(
-            f"{found['hits']} of {found['scenes']} fresh scenes localised (box IoU > {HIT_IOU}); "
+            f"{found['hits']} of {found['scenes']} fresh scenes ({args.families} instructions) "
+            f"localised (box IoU > {HIT_IOU}); "
             f"{found['answered']} answered; always the largest object: "
             f"{found['largest_rule_hits']}"
         )
         return 0
-    image, instruction, box, truth = demo_scene(args.scene)
+    image, instruction, box, truth = demo_scene(args.scene, args.families)
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"scene_{args.scene}.png"
     Image.fromarray(image).save(path)

@@ -500,6 +500,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+RUN_RECORD = "run.json"  # the preset and thread count of the run in its folder
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     preset = PRESETS[args.preset]
@@ -512,6 +515,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     runner = StageRunner(run.out, lambda *parts: preset.fingerprint(str(args.threads), *parts))
     started = time.perf_counter()
     print(f"reproduce: preset {preset.name}, {args.threads} threads, into {run.out}")
+    # What remakes this run (python -m wise_dev.reproduce.pack writes it into the model card).
+    (run.out / RUN_RECORD).write_text(
+        json.dumps({"preset": preset.name, "threads": args.threads}) + "\n", encoding="utf-8"
+    )
     runner.run(run.stages(), restart=args.restart)
     text = summary(run, runner, started)
     (run.eval / "summary.txt").write_text(text + "\n", encoding="utf-8")
