@@ -126,16 +126,12 @@ lint: env-test ## ruff check and format check
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
-# Offline run of the CLI on tiny models (no hub needed): a tiny policy taught to answer the demo
-# image's red square (kept in tests/fixtures; taught anew, ~1 min on the CPU, if it is missing)
-# and a random tiny SAM2 (its mask is noise).
-DEMO_POLICY = tests/fixtures/policies/$(shell $(PY) -c 'from wise_dev.teach import DEMO_COMPLETION, fixture_name; print(fixture_name(DEMO_COMPLETION))' 2>/dev/null)
-demo: env-dev ## offline CLI demo on tiny models, written to .build/demo (no hub, no GPU)
-	$(PY) -m wise_dev.tiny_models --out .build/tiny
-	test -f $(DEMO_POLICY)/.taught || \
-		$(PY) -m wise_dev.teach --base .build/tiny/policy --fixture-dir tests/fixtures/policies
-	$(PY) -m wise_perception.cli .build/tiny/demo.png "the red square" \
-		--model $(DEMO_POLICY) --segmenter .build/tiny/sam2 --out .build/demo
+# Offline run of the CLI on the committed demo checkpoint (checkpoints/wise-s-scenes: a small
+# WISE-S policy and its tiny SAM2, made by `make reproduce PRESET=demo` and packed) on a fresh
+# scene of the synthetic scene world it never saw; DEMO_SCENE=N picks another one.
+DEMO_SCENE ?= 0
+demo: env-dev ## offline CLI demo of the committed checkpoint on a fresh scene, written to .build/demo
+	$(PY) -m wise_dev.reproduce.demo --scene $(DEMO_SCENE) --out .build/demo
 
 # The paper's effect at CPU scale (README "Reproduction"): scenes, base policy (SFT), SAM2, GRPO
 # with the shipped configs, one evaluation with every row; resumable, prints the table.

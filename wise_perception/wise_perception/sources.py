@@ -38,7 +38,8 @@ class CheckpointUnavailable(OSError):
         super().__init__(
             f"the {role} {source!r} is a Hugging Face hub id, it is not in the local cache and "
             f"the hub cannot be reached (offline?). {fix} to a local checkpoint folder{example}, "
-            "or try `make demo`, which runs offline on tiny models."
+            "or try `make demo`, which runs offline on the committed demo checkpoint "
+            "(checkpoints/wise-s-scenes, a small policy for synthetic scenes)."
         )
 
     def naming(self, setting: str, example: str = "") -> CheckpointUnavailable:
