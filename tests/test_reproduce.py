@@ -119,6 +119,22 @@ def test_a_second_run_keeps_every_stage(reproduction):
     assert proc.stdout.count("done earlier, kept") == 5 + len(PRESET.configs)
 
 
+def test_a_rerun_from_scratch_gives_the_same_answers_and_table(reproduction, tmp_path):
+    # Seeded stages and a fixed thread count: the same preset on the same machine writes the same
+    # policies, hence the same greedy answers (rationale, tokens, masks) and the same table.
+    out, _ = reproduction
+    proc = run_module("wise_dev.reproduce", "--preset", "ci", "--out", tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    def answers(run: Path) -> list[tuple]:
+        rows = (json.loads(line) for line in (run / "eval" / "per_sample.jsonl").open())
+        keys = ("model", "mode", "sample_id", "status", "rationale", "reasoning_tokens")
+        return [(*(r[k] for k in keys), r["intersection"], r["union"]) for r in rows]
+
+    assert answers(tmp_path) == answers(out)
+    assert (tmp_path / "eval" / "table.md").read_text() == (out / "eval" / "table.md").read_text()
+
+
 def test_the_scene_demo_runs_the_cli_on_a_fresh_scene(reproduction, tmp_path):
     out, _ = reproduction
     proc = run_module(
