@@ -135,6 +135,40 @@ def test_a_rerun_from_scratch_gives_the_same_answers_and_table(reproduction, tmp
     assert (tmp_path / "eval" / "table.md").read_text() == (out / "eval" / "table.md").read_text()
 
 
+def test_a_changed_setting_reruns_the_stage_that_reads_it_first_and_keeps_the_earlier_ones(
+    tmp_path,
+):
+    import dataclasses
+
+    from wise_dev.reproduce.presets import NOT_SETTINGS, STAGE_SETTINGS, Grpo, Preset
+    from wise_dev.reproduce.run import Reproduction
+    from wise_dev.reproduce.stages import StageRunner, fingerprint
+
+    def keys(preset: Preset) -> dict[str, str]:
+        stages = Reproduction(preset, tmp_path / "run", threads=1).stages()
+        runner = StageRunner(tmp_path / "run", fingerprint)
+        return dict(zip([s.name for s in stages], runner.keys(stages), strict=True))
+
+    before = keys(PRESET)
+    names = list(before)
+
+    def rerun(**change: object) -> list[str]:
+        after = keys(dataclasses.replace(PRESET, **change))
+        return [n for n in names if after[n] != before[n]]
+
+    assert names[:4] == ["scenes", "init", "sft", "segmenter"] and names[-1] == "evaluate"
+    assert rerun(name="renamed") == []
+    assert rerun(eval_batch=2) == ["evaluate"]
+    assert rerun(grpo=Grpo(steps=2, max_completion_length=32)) == names[4:]
+    assert rerun(segmenter_steps=3) == names[3:]
+    assert rerun(sft_epochs=2.0) == names[2:]
+    assert rerun(policy_size="mid") == names[1:]
+    assert rerun(seed=1) == rerun(single_target_scenes={3: 3}) == names
+    # every setting of a preset is read by some stage, or named as no stage's
+    listed = [f for fields in STAGE_SETTINGS.values() for f in fields] + list(NOT_SETTINGS)
+    assert sorted(listed) == sorted(f.name for f in dataclasses.fields(Preset))
+
+
 def test_the_scene_demo_runs_the_cli_on_a_fresh_scene(reproduction, tmp_path):
     out, _ = reproduction
     proc = run_module(

@@ -4,7 +4,6 @@ the same steps, seed, data and optimiser settings; only the shipped config diffe
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 from dataclasses import dataclass, field
 
@@ -48,10 +47,26 @@ class Preset:
     frame: int = 168
     extra: dict[str, str] = field(default_factory=dict)
 
-    def fingerprint(self, *parts: str) -> str:
-        """A hash of the settings a stage depends on (its own and its inputs')."""
-        data = json.dumps([dataclasses.asdict(self), parts], sort_keys=True, default=str)
-        return hashlib.sha256(data.encode()).hexdigest()[:16]
+    def settings_of(self, stage: str) -> str:
+        """The settings ``stage`` (``grpo:<config>`` counts as ``grpo``) is the first to read,
+        as JSON: what its fingerprint covers of the preset (``STAGE_SETTINGS``)."""
+        fields = STAGE_SETTINGS[stage.split(":")[0]]
+        values = {f: getattr(self, f) for f in fields}
+        return json.dumps(values, sort_keys=True, default=dataclasses.asdict)
+
+
+# Which stage is the first to read each setting. A stage's fingerprint covers its own settings
+# and, chained, every stage's before it, so a change reruns the stage that reads it first and
+# everything after, and keeps what came before (a new GRPO learning rate keeps the 27-minute SFT).
+STAGE_SETTINGS: dict[str, tuple[str, ...]] = {
+    "scenes": ("scenes", "seed", "frame", "grounding_scenes", "single_target_scenes", "extra"),
+    "init": ("policy_size", "vision"),
+    "sft": ("sft_epochs", "sft_batch", "sft_learning_rate"),
+    "segmenter": ("segmenter_steps",),
+    "grpo": ("grpo",),
+    "evaluate": ("eval_batch", "configs"),
+}
+NOT_SETTINGS = ("name",)  # names the run folder; no stage's output depends on it
 
 
 DEFAULT = Preset(

@@ -38,7 +38,7 @@ from typing import Any
 
 from . import help_text
 from .presets import PRESETS, TABLE_3, Preset
-from .stages import Stage, StageRunner, clock
+from .stages import Stage, StageRunner, clock, fingerprint
 
 DEFAULT_OUT = Path(".build/reproduce")
 SYSTEM_PROMPT = "You are a helpful assistant."  # the shipped configs' data.system_prompt
@@ -91,10 +91,13 @@ class Reproduction:
         from .base_policy import PIXEL_STD, SftSettings
 
         p = self.preset
-        # What a stage's output depends on beyond the preset (a finished stage made otherwise is
-        # redone): the world's floor, the processor's normalisation, the SFT defaults.
+        # What a stage's output depends on beyond its preset settings (a finished stage made
+        # otherwise is redone): the world's floor, the processor's normalisation, the SFT defaults.
         world = f"floor {scenes.FLOOR} {scenes.FLOOR_STRIPES} {scenes.FLOOR_STRIPE_AMPLITUDE}"
         sft = json.dumps(dataclasses.asdict(SftSettings(0, 0, 0)), sort_keys=True)
+        vision = (
+            f"pixel std {PIXEL_STD}; vision labels {vision_tower.SEED} {vision_tower.MIN_COVER}"
+        )
         stages = [
             Stage("scenes", "scenes: the synthetic world", self.make_scenes, "scenes", world),
             Stage(
@@ -102,10 +105,7 @@ class Reproduction:
                 "tokenizer, random-weight policy, vision tower pretrained",
                 self.make_init,
                 "init",
-                settings=(
-                    f"pixel std {PIXEL_STD}; "
-                    f"vision labels {vision_tower.SEED} {vision_tower.MIN_COVER}"
-                ),
+                vision,
             ),
             Stage("sft", "base policy: SFT (TRL SFTTrainer)", self.make_base, "base", sft),
             Stage("segmenter", "segmenter: tiny SAM2, then frozen", self.make_sam2, "sam2"),
@@ -121,6 +121,8 @@ class Reproduction:
                 )
             )
         stages.append(Stage("evaluate", "evaluation on test (one run)", self.evaluate, "eval"))
+        for stage in stages:
+            stage.settings = f"{p.settings_of(stage.name)} {stage.settings}"
         return stages
 
     def make_scenes(self, folder: Path) -> None:
@@ -512,7 +514,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     seed_everything(preset.seed, args.threads)
     out = args.out or DEFAULT_OUT / preset.name
     run = Reproduction(preset, out, args.threads)
-    runner = StageRunner(run.out, lambda *parts: preset.fingerprint(str(args.threads), *parts))
+    runner = StageRunner(run.out, lambda *parts: fingerprint(str(args.threads), *parts))
     started = time.perf_counter()
     print(f"reproduce: preset {preset.name}, {args.threads} threads, into {run.out}")
     # What remakes this run (python -m wise_dev.reproduce.pack writes it into the model card).

@@ -1,10 +1,11 @@
 """Resumable stages: each stage records, when it finishes, a fingerprint of the settings it ran
-with (its own and its inputs'); a later run skips a stage whose record matches, and re-runs it
-(from a clean folder) and everything after it otherwise. Wall and CPU time are measured per
+with (its own and, through the stage before it, its inputs'); a later run skips a stage whose
+record matches, and re-runs it (from a clean folder) and everything after it otherwise. Wall and CPU time are measured per
 stage: the CPU is often shared, so wall time alone over-states the cost."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import time
@@ -29,7 +30,7 @@ class Stage:
     title: str
     run: Callable[[Path], None]
     folder: str  # under the run folder; cleared before the stage runs
-    settings: str = ""  # what the fingerprint covers beyond the preset and the inputs
+    settings: str = ""  # the settings it reads (the stages before it are covered by the chain)
 
 
 @dataclass
@@ -43,16 +44,21 @@ class StageRunner:
         self.root.mkdir(parents=True, exist_ok=True)
         path = self.root / RECORD_NAME
         self.record: dict[str, dict] = json.loads(path.read_text()) if path.is_file() else {}
-        self._upstream = ""
 
     def _save(self) -> None:
         (self.root / RECORD_NAME).write_text(json.dumps(self.record, indent=2) + "\n")
 
+    def keys(self, stages: list[Stage]) -> list[str]:
+        """Each stage's fingerprint: its name and settings, chained to the one before it's."""
+        keys, upstream = [], ""
+        for stage in stages:
+            upstream = self.fingerprint(stage.name, stage.settings, upstream)
+            keys.append(upstream)
+        return keys
+
     def run(self, stages: list[Stage], *, restart: bool = False) -> None:
         rerun = restart  # once a stage runs, every later one runs too (its inputs changed)
-        for number, stage in enumerate(stages, 1):
-            key = self.fingerprint(stage.name, stage.settings, self._upstream)
-            self._upstream = key
+        for number, (stage, key) in enumerate(zip(stages, self.keys(stages), strict=True), 1):
             done = self.record.get(stage.name)
             head = f"[{number}/{len(stages)}] {stage.title}"
             if done and done.get("fingerprint") == key and not rerun:
@@ -74,6 +80,11 @@ class StageRunner:
             self._save()
             self.timings.append(StageTiming(stage.name, wall, cpu))
             self.log(f"    {stage.name} done: {clock(wall)} wall, {clock(cpu)} CPU")
+
+
+def fingerprint(*parts: str) -> str:
+    """A short hash of ``parts``."""
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
 
 
 def clock(seconds: float) -> str:
