@@ -542,7 +542,13 @@ def make_sample(seed: int, split: str, index: int, size: int = CANVAS) -> Sample
         raise ValueError(f"unknown split {split!r}; known: {SPLITS}")
     rng = np.random.default_rng([seed, _SPLIT_IDS[split], index])
     held_out = split == "test" and rng.random() < HELD_OUT_SHARE
-    families = HELD_OUT_FAMILIES if held_out else FAMILIES
+    return draw_sample(rng, HELD_OUT_FAMILIES if held_out else FAMILIES, size)
+
+
+def draw_sample(
+    rng: np.random.Generator, families: dict[str, tuple[Family, float]], size: int = CANVAS
+) -> Sample:
+    """A scene and an instruction of ``families`` for it (a scene none fits is redrawn)."""
     while True:
         scene = make_scene(rng, size)
         instruction = make_instruction(scene.objects, rng, families)

@@ -89,26 +89,14 @@ def localisation(
 def demo_sample(index: int, families: str = "referring") -> Sample:
     """The ``index``-th fresh scene with an instruction of ``families`` (``FAMILY_SETS``); the
     same on any machine."""
-    from wise_training.scenes import (
-        CANVAS,
-        FAMILIES,
-        Sample,
-        make_instruction,
-        make_sample,
-        make_scene,
-    )
+    from wise_training.scenes import FAMILIES, draw_sample, make_sample
 
     if families == "all":
         return make_sample(DEMO_SEED, "val", index)
     if families != "referring":
         raise ValueError(f"unknown family set {families!r}; known: {FAMILY_SETS}")
     rng = np.random.default_rng([DEMO_SEED, REFERRING_STREAM, index])
-    referring = {name: FAMILIES[name] for name in REFERRING}
-    while True:
-        scene = make_scene(rng, CANVAS)
-        instruction = make_instruction(scene.objects, rng, referring)
-        if instruction is not None:
-            return Sample(scene, instruction)
+    return draw_sample(rng, {name: FAMILIES[name] for name in REFERRING})
 
 
 def main(argv: Sequence[str] | None = None) -> int:

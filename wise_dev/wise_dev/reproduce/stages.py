@@ -1,7 +1,8 @@
 """Resumable stages: each stage records, when it finishes, a fingerprint of the settings it ran
 with (its own and, through the stage before it, its inputs'); a later run skips a stage whose
-record matches, and re-runs it (from a clean folder) and everything after it otherwise. Wall and CPU time are measured per
-stage: the CPU is often shared, so wall time alone over-states the cost."""
+record matches, and re-runs it (from a clean folder) and everything after it otherwise. Wall and
+CPU time are measured per stage: the CPU is often shared, so wall time alone over-states the
+cost."""
 
 from __future__ import annotations
 
