@@ -53,3 +53,12 @@ def test_make_demo_segments_a_fresh_scene_with_the_committed_checkpoint(tmp_path
     mask = np.asarray(Image.open(tmp_path / "scene_0_mask.png")) > 0
     assert 0 < mask.mean() < 0.5  # an object's mask, not an empty or whole-frame one
     assert "box IoU" in proc.stdout and "mask IoU" in proc.stdout
+
+
+def test_an_unknown_family_set_is_named_with_the_known_ones():
+    from wise_dev.reproduce.demo import demo_sample
+
+    with pytest.raises(ValueError, match=r"unknown family set 'relations'.*referring"):
+        demo_sample(0, "relations")
+    proc = run_module("wise_dev.reproduce.demo", "--families", "relations", "--localise", "4")
+    assert proc.returncode == 2 and "invalid choice: 'relations'" in proc.stderr
